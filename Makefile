@@ -1,0 +1,41 @@
+# One place for every command a developer or CI runs. `make demo` and `make test` are the two that matter.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8080
+
+.PHONY: venv test lint run demo chaos bench simulator clean
+
+venv: $(STAMP)
+
+# Reinstall only when a requirements file changed; `make venv` on an up-to-date tree costs nothing.
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $(STAMP)
+
+lint: venv
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+run: venv
+	$(BIN)/gunicorn -c gunicorn.conf.py "hooks.app:create_app()"
+
+simulator: venv
+	$(BIN)/python -m emulator.metal --host $(HOST) --port 8090 --token demo-token --project 7f3c1a52-5d7e-4b8a-9c1d-2e3f4a5b6c7d
+
+demo: venv
+	$(BIN)/python -m emulator.demo $(DEMO_ARGS)
+
+chaos: venv
+	$(BIN)/python -m bench.chaos --machines 200
+
+bench: venv
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
