@@ -261,18 +261,19 @@ class MetalClient:
                 raise TransportError(
                     f"{operation} failed: the answer has no {key!r} list", operation=operation, status=200
                 )
-            new = 0
+            fresh = repeated = 0
             for item in page_items:
                 if not isinstance(item, dict):
                     continue
                 item_id = item.get("id")
                 if isinstance(item_id, str):
                     if item_id in seen_ids:
+                        repeated += 1
                         continue
                     seen_ids.add(item_id)
                 items.append(item)
-                new += 1
-            if page_items and not new:
+                fresh += 1
+            if repeated and not fresh:
                 # A server that ignores `page` hands back page 1 forever; what we have is not the whole list.
                 raise UnexpectedResponse(
                     f"{operation} failed: page {page} repeated earlier items only; the API seems to ignore paging",
@@ -307,7 +308,7 @@ class MetalClient:
                     self.base_url + path,
                     params=params,
                     json=body,
-                    headers=self._headers(body is not None),
+                    headers=self._headers(),
                     timeout=self.timeout,
                     # A redirect would carry X-Auth-Token to wherever it points; requests only strips Authorization.
                     allow_redirects=False,
@@ -337,11 +338,13 @@ class MetalClient:
             log.debug("%s: retrying in %.2f s after %s", operation, wait, status)
             self._sleep(wait)
 
-    def _headers(self, has_body: bool) -> dict[str, str]:
-        headers = {"X-Auth-Token": self._token.value, "User-Agent": self.user_agent, "Accept": "application/json"}
-        if has_body:
-            headers["Content-Type"] = "application/json"
-        return headers
+    def _headers(self) -> dict[str, str]:
+        return {
+            "X-Auth-Token": self._token.value,
+            "User-Agent": self.user_agent,
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+        }
 
     def _report(self, operation: str, method: str, path: str, status: str, t0: float, attempt: int) -> None:
         seconds = max(0.0, self._monotonic() - t0)

@@ -175,6 +175,7 @@ def test_headers_timeouts_and_base_url(client, requests_mock):
     assert sent.headers["X-Auth-Token"] == TOKEN
     assert sent.headers["User-Agent"] == f"metal-machine-hooks/{__version__}"
     assert sent.headers["Accept"] == "application/json"
+    assert sent.headers["Content-Type"] == "application/json"
     assert sent.timeout == (2.0, 7.0)
 
 
