@@ -424,7 +424,7 @@ def _is_json(response: requests.Response) -> bool:
 
 
 def _result(
-    operation: str, response: requests.Response, want_body: bool, is_retried: bool, secrets: Sequence[str]
+    operation: str, response: requests.Response, want_body: bool, idempotent: bool, secrets: Sequence[str]
 ) -> Any:
     """The decoded body of a success, or the error (returned, not raised) that describes the answer."""
     request_id = response.headers.get("X-Request-Id") or None
@@ -439,7 +439,7 @@ def _result(
             decoded = None
         if isinstance(decoded, dict):
             return decoded
-        unknown = "" if is_retried else "; the outcome is unknown"
+        unknown = "" if idempotent else "; the outcome is unknown"
         return TransportError(
             f"{operation} failed: HTTP {status} with a body that is not the expected JSON object "
             f"(truncated?){unknown}{_rid(request_id)}",
@@ -474,7 +474,7 @@ def _result(
         retry_after = _reset_delay(response.headers)
     origin = "" if from_api else " (not from the Metal API)"
     detail = f": {'; '.join(messages)}" if messages else ""
-    unknown = "; the outcome is unknown" if cls is ServerError and not is_retried else ""
+    unknown = "; the outcome is unknown" if cls is ServerError and not idempotent else ""
     message = f"{operation} failed: HTTP {status}{origin}{detail}{unknown}{_rid(request_id)}"
     return cls(
         redact(message, secrets),
@@ -568,7 +568,7 @@ def _reset_delay(headers: Any) -> float | None:
 
 
 def _transport_message(
-    operation: str, exc: requests.RequestException, timeout: tuple[float, float], is_retried: bool
+    operation: str, exc: requests.RequestException, timeout: tuple[float, float], idempotent: bool
 ) -> str:
     """A short reason; requests' own text is long and repeats the URL."""
     if isinstance(exc, requests.ConnectTimeout):
@@ -580,5 +580,5 @@ def _transport_message(
     else:
         errno = re.search(r"\[Errno -?\d+\] [^'\")\]]+", str(exc))
         reason = "connection failed: " + (errno.group(0).strip() if errno else type(exc).__name__)
-    unknown = "" if is_retried else "; the outcome is unknown"
+    unknown = "" if idempotent else "; the outcome is unknown"
     return f"{operation} failed: {reason}{unknown}"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
+import struct
+import threading
 
 import pytest
 import requests
@@ -570,3 +573,41 @@ def test_redact_handles_escaped_and_partial_echoes():
     assert "bootstrap-token" not in out
     assert redact("a-token-here", ["a-token-here"]) == "[redacted]"
     assert redact("keep ab", ["ab"]) == "keep ab"  # too short to be a secret worth garbling text for
+
+
+def test_real_truncated_body_and_reset_are_retried_transport_errors(clock, calls):
+    """Through a real socket, since requests-mock cannot cut a body short or reset a connection."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        for mode in ("truncated", "reset", "ok"):
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                if mode == "truncated":
+                    conn.sendall(
+                        b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 90\r\n\r\n{"id"'
+                    )
+                elif mode == "reset":
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                else:
+                    body = b'{"id": "x"}'
+                    head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                    conn.sendall(head.encode() + b"Connection: close\r\n\r\n" + body)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    client = MetalClient(
+        TOKEN,
+        base_url=f"http://127.0.0.1:{port}/metal/v1",
+        sleep=clock.sleep,
+        monotonic=clock.monotonic,
+        observer=calls.append,
+    )
+    try:
+        assert client.get_device("x") == {"id": "x"}
+    finally:
+        server.join(timeout=5)
+        listener.close()
+    assert [c.status for c in calls] == ["transport", "transport", "200"]
