@@ -1,0 +1,52 @@
+"""Shared pytest fixtures. Keep this file small and generic; one fixture per shared need."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from emulator.metal import MetalSimulator, SimulatorServer
+
+TEST_TOKEN = "test-token"
+TEST_PROJECT = "2f3c1a52-5d7e-4b8a-9c1d-2e3f4a5b6c7d"
+
+
+@dataclass
+class MetalSim:
+    """A running Equinix Metal simulator: give `url` and `token` to a MetalClient, inspect and steer `sim`."""
+
+    sim: MetalSimulator
+    server: SimulatorServer
+    url: str  # .../metal/v1
+    base_url: str  # http://127.0.0.1:PORT (admin endpoints live under /_sim/)
+    token: str
+    project: str
+
+
+@pytest.fixture
+def metal_sim_factory() -> Iterator[Callable[..., MetalSim]]:
+    """Builds simulators with custom settings (clock, delays, capacity, faults); all are shut down after the test.
+
+    Keyword arguments go to MetalSimulator; `tokens` defaults to {TEST_TOKEN: [TEST_PROJECT]}.
+    """
+    servers: list[SimulatorServer] = []
+
+    def make(**kwargs: Any) -> MetalSim:
+        tokens = kwargs.pop("tokens", {TEST_TOKEN: [TEST_PROJECT]})
+        sim = MetalSimulator(tokens, **kwargs)
+        server = sim.serve()
+        servers.append(server)
+        return MetalSim(sim, server, server.url, server.base_url, TEST_TOKEN, TEST_PROJECT)
+
+    yield make
+    for server in servers:
+        server.shutdown()
+
+
+@pytest.fixture
+def metal_sim(metal_sim_factory: Callable[..., MetalSim]) -> MetalSim:
+    """A fresh simulator per test with zero delays, token "test-token" and one project."""
+    return metal_sim_factory()
