@@ -1,0 +1,197 @@
+"""Machine status in MCM's shape, built so that the same observation always yields the same status.
+
+Metacontroller writes back whatever a decorator returns, and every write triggers another sync; a timestamp that
+moved on every call would loop forever. So `lastUpdateTime` only moves when the phase (currentStatus) or the
+operation (lastOperation description/state/type/errorCode) changes, and is otherwise copied from the observed
+status. Only fields MCM's Machine CRD defines are produced: anything else would be pruned by the API server.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from hooks import mcm
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_CONDITION_FIELDS = ("type", "status", "lastHeartbeatTime", "lastTransitionTime", "reason", "message")
+
+
+@dataclass(frozen=True)
+class Operation:
+    """An MCM lastOperation without its timestamp (which build_status decides)."""
+
+    description: str
+    state: str
+    type: str
+    error_code: str = ""
+
+    def as_key(self) -> tuple[str, str, str, str]:
+        return (self.description, self.state, self.type, self.error_code)
+
+
+def format_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: Any) -> datetime | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def parse_duration(text: Any) -> float | None:
+    """Seconds in a Go duration string such as "20m", "1h30m" or "90s"; None when it is not one."""
+    if not isinstance(text, str):
+        return None
+    text = text.strip()
+    if text in ("0", ""):
+        return 0.0 if text == "0" else None
+    sign = -1.0 if text.startswith("-") else 1.0
+    body = text.lstrip("+-")
+    position, total = 0, 0.0
+    for match in _DURATION_PART.finditer(body):
+        if match.start() != position:
+            return None
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        position = match.end()
+    if position != len(body) or position == 0:
+        return None
+    return sign * total
+
+
+def go_duration(seconds: float) -> str:
+    """A duration the way Go prints it (1h2m3s), to whole seconds."""
+    remaining = max(0, round(seconds))
+    hours, remaining = divmod(remaining, 3600)
+    minutes, secs = divmod(remaining, 60)
+    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if hours or minutes else "") + f"{secs}s"
+    return text
+
+
+def observed_phase(status: Any) -> str:
+    current = (status or {}).get("currentStatus") if isinstance(status, dict) else None
+    phase = current.get("phase") if isinstance(current, dict) else None
+    return phase if isinstance(phase, str) else ""
+
+
+def observed_operation(status: Any) -> dict[str, Any]:
+    op = status.get("lastOperation") if isinstance(status, dict) else None
+    return op if isinstance(op, dict) else {}
+
+
+def _op_key(op: dict[str, Any]) -> tuple[str, str, str, str]:
+    return tuple(str(op.get(k) or "") for k in ("description", "state", "type", "errorCode"))  # type: ignore[return-value]
+
+
+def build_status(
+    observed: Any,
+    *,
+    phase: str,
+    operation: Operation | None,
+    now: datetime,
+    last_known_state: str | None = None,
+    addresses: list[dict[str, str]] | None = None,
+    conditions: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The full status to write; `operation=None` keeps the observed lastOperation as it is."""
+    observed = observed if isinstance(observed, dict) else {}
+    current = observed.get("currentStatus") if isinstance(observed.get("currentStatus"), dict) else {}
+    same_phase = observed_phase(observed) == phase and parse_time(current.get("lastUpdateTime")) is not None
+    status: dict[str, Any] = {
+        "currentStatus": {
+            "phase": phase,
+            "timeoutActive": phase in (mcm.PENDING, mcm.CRASH_LOOP, mcm.UNKNOWN),
+            "lastUpdateTime": current["lastUpdateTime"] if same_phase else format_time(now),
+        }
+    }
+    old_op = observed_operation(observed)
+    if operation is None and old_op:
+        status["lastOperation"] = {
+            k: old_op[k] for k in ("description", "state", "type", "errorCode", "lastUpdateTime") if old_op.get(k)
+        }
+    elif operation is not None:
+        same_op = _op_key(old_op) == operation.as_key() and parse_time(old_op.get("lastUpdateTime")) is not None
+        op: dict[str, Any] = {"description": operation.description, "state": operation.state, "type": operation.type}
+        if operation.error_code:
+            op["errorCode"] = operation.error_code
+        op["lastUpdateTime"] = old_op["lastUpdateTime"] if same_op else format_time(now)
+        status["lastOperation"] = op
+    if last_known_state is None:
+        kept = observed.get("lastKnownState")
+        if isinstance(kept, str) and kept:
+            status["lastKnownState"] = kept
+    elif last_known_state:
+        status["lastKnownState"] = last_known_state
+    if addresses is None:
+        addresses = [a for a in observed.get("addresses") or [] if isinstance(a, dict)]
+    if addresses:
+        status["addresses"] = addresses
+    if conditions is None:
+        conditions = [c for c in observed.get("conditions") or [] if isinstance(c, dict)]
+    if conditions:
+        status["conditions"] = conditions
+    return status
+
+
+def device_addresses(device: dict[str, Any], hostname: str) -> list[dict[str, str]]:
+    """Node-style addresses: public v4 and v6 are ExternalIP, private v4 InternalIP, plus the Hostname."""
+    found: list[dict[str, str]] = []
+    for ip in device.get("ip_addresses") or []:
+        if not isinstance(ip, dict) or not isinstance(ip.get("address"), str) or ip.get("enabled") is False:
+            continue
+        public = ip.get("public", True) is not False
+        kind = "InternalIP" if ip.get("address_family") == 4 and not public else "ExternalIP"
+        entry = {"address": ip["address"], "type": kind}
+        if entry not in found:
+            found.append(entry)
+    order = {"InternalIP": 0, "ExternalIP": 1}
+    found.sort(key=lambda a: (order[a["type"]], ":" in a["address"]))
+    host = device.get("hostname") or hostname
+    if host:
+        found.append({"address": str(host), "type": "Hostname"})
+    return found
+
+
+def node_conditions(node: Any) -> list[dict[str, Any]]:
+    """The Node's conditions, limited to the fields a Machine's status.conditions may hold."""
+    if not isinstance(node, dict):
+        return []
+    result = []
+    for cond in (node.get("status") or {}).get("conditions") or []:
+        if isinstance(cond, dict) and cond.get("type") and cond.get("status"):
+            result.append({k: cond[k] for k in _CONDITION_FIELDS if cond.get(k) not in (None, "")})
+    return result
+
+
+def describe_conditions(conditions: Iterable[dict[str, Any]]) -> str:
+    text = ", ".join(f"{c.get('type')}={c.get('status')}" for c in conditions)
+    return text or "none reported"
+
+
+def node_is_healthy(node: Any) -> bool:
+    """MCM's rule: Ready is True and none of the problem conditions is anything but False."""
+    conditions = node_conditions(node)
+    ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+    bad = any(c["type"] in mcm.UNHEALTHY_NODE_CONDITIONS and c["status"] != "False" for c in conditions)
+    return ready and not bad
+
+
+def node_has_critical_taint(node: Any) -> bool:
+    taints = ((node or {}).get("spec") or {}).get("taints") or [] if isinstance(node, dict) else []
+    return any(isinstance(t, dict) and t.get("key") == mcm.CRITICAL_COMPONENTS_TAINT for t in taints)
+
+
+def backoff(now: datetime, since: Any, *, base: float = 5.0, cap: float = 300.0) -> float:
+    """Seconds until the next try, growing with the time a problem has lasted, so no counter is needed."""
+    started = parse_time(since)
+    elapsed = (now - started).total_seconds() if started else 0.0
+    return float(min(cap, max(base, elapsed)))

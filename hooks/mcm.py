@@ -1,0 +1,85 @@
+"""Names from Gardener's machine-controller-manager (MCM) that users and tools already know.
+
+Our hooks replace MCM's machine controller, so phases, operation types, error codes, labels and annotations keep
+MCM's spelling: `kubectl get machines`, dashboards and the MachineSet logic read them.
+"""
+
+from __future__ import annotations
+
+API_GROUP = "machine.sapcloud.io"
+API_VERSION = f"{API_GROUP}/v1alpha1"
+PROVIDER = "EquinixMetal"
+
+# Keys of the v2 `related` map (Kind.group/version, or Kind.version for the core group).
+MACHINECLASS_KEY = f"MachineClass.{API_VERSION}"
+SECRET_KEY = "Secret.v1"
+NODE_KEY = "Node.v1"
+
+# Machine phases (MCM's MachinePhase).
+PENDING = "Pending"
+AVAILABLE = "Available"
+RUNNING = "Running"
+UNKNOWN = "Unknown"
+FAILED = "Failed"
+CRASH_LOOP = "CrashLoopBackOff"
+TERMINATING = "Terminating"
+
+# lastOperation.state and lastOperation.type.
+PROCESSING = "Processing"
+SUCCESSFUL = "Successful"
+STATE_FAILED = "Failed"
+OP_CREATE = "Create"
+OP_DELETE = "Delete"
+OP_HEALTH = "HealthCheck"
+
+# Error codes (MCM's machinecodes names).
+INVALID_ARGUMENT = "InvalidArgument"
+NOT_FOUND = "NotFound"
+UNAVAILABLE = "Unavailable"
+RESOURCE_EXHAUSTED = "ResourceExhausted"
+UNKNOWN_CODE = "Unknown"
+UNAUTHENTICATED = "Unauthenticated"
+PERMISSION_DENIED = "PermissionDenied"
+FAILED_PRECONDITION = "FailedPrecondition"
+
+# Labels and annotations MCM defines on Machines.
+NODE_LABEL = "node"
+PRIORITY_ANNOTATION = "machinepriority.machine.sapcloud.io"
+DEFAULT_PRIORITY = "3"
+
+# Node conditions that must be False for a healthy Node (MCM's --node-conditions default); Ready must be True.
+UNHEALTHY_NODE_CONDITIONS = ("KernelDeadlock", "ReadonlyFilesystem", "DiskPressure", "NetworkUnavailable")
+# A Pending Machine's Node carries this taint until its critical components run; MCM waits for it to go.
+CRITICAL_COMPONENTS_TAINT = "node.gardener.cloud/critical-components-not-ready"
+
+# MCM's lastOperation descriptions, reused verbatim so users recognise them.
+CREATING = "Creating machine on cloud provider"
+CREATED_NO_TARGET = "Created machine on cloud provider"
+CLOUD_PROVIDER_MESSAGE = "Cloud provider message - {error}"
+
+
+def joined(machine: str, duration: str) -> str:
+    return f"Machine {machine} successfully joined the cluster in {duration}"
+
+
+def rejoined(machine: str) -> str:
+    return f"Machine {machine} successfully re-joined the cluster"
+
+
+def unhealthy(machine: str, conditions: str) -> str:
+    return f"Machine {machine} is unhealthy - changing MachinePhase to Unknown. Node conditions: {conditions}"
+
+
+def node_missing(machine: str) -> str:
+    return f"Node object went missing. Machine {machine} is unhealthy - changing MachinePhase to Unknown"
+
+
+def join_timeout(machine: str, minutes: float) -> str:
+    return f"Machine {machine} failed to join the cluster in {minutes:g} minutes."
+
+
+def health_timeout(machine: str, minutes: float, conditions: str) -> str:
+    return (
+        f"Machine {machine} health checks failing since last {minutes:g} minutes. "
+        f"Updating machine phase to Failed. Node Conditions: {conditions}"
+    )
