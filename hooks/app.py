@@ -27,6 +27,11 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 def _routes() -> dict[str, Hook]:
     """Path → hook function. Imported lazily so a broken module shows up as a clear start-up error."""
     routes: dict[str, Hook] = {}
+    from hooks import machine
+
+    routes["/machine/customize"] = machine.customize
+    routes["/machine/sync"] = machine.sync
+    routes["/machine/finalize"] = machine.finalize
     return routes
 
 
