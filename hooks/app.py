@@ -8,17 +8,22 @@ names no secret (Metacontroller retries with backoff).
 from __future__ import annotations
 
 import logging
+import os
+import time
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from hooks import logs, metrics
+from hooks.auth import check_bearer
 from hooks.config import ConfigError, Settings
 from hooks.context import BadRequest, HookContext, utc_now
 
 Hook = Callable[[dict[str, Any], HookContext], dict[str, Any]]
 log = logging.getLogger("hooks")
+access_log = logging.getLogger("hooks.access")
 
 # Requests larger than this are refused before parsing (Metacontroller sends whole objects, never megabytes).
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -39,13 +44,24 @@ def _default_metal_factory(settings: Settings) -> Callable[[str], Any]:
     def build(token: str) -> Any:
         from hooks.metal import MetalClient
 
-        return MetalClient(
+        # Whatever the current hook call logs, this token stays out of it.
+        logs.register_secret(token)
+        client: Any = None
+
+        def observe(call: Any) -> None:
+            # The client records X-RateLimit-* before it reports the attempt, so the gauge is current.
+            metrics.observe_api_call(call)
+            metrics.observe_rate_limit(getattr(client, "rate_limit", None))
+
+        client = MetalClient(
             token,
             base_url=settings.metal_api_url,
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
             retry_budget=settings.retry_budget,
+            observer=observe,
         )
+        return client
 
     return build
 
@@ -65,6 +81,8 @@ def create_app(
         except ConfigError as exc:
             config_error = str(exc)
             settings = Settings()
+    log_level_error = logs.configure_logging(os.environ.get("LOG_LEVEL"))
+    config_error = "; ".join(e for e in (config_error, log_level_error) if e)
     ctx = HookContext(
         settings=settings,
         metal=metal or _default_metal_factory(settings),
@@ -82,14 +100,72 @@ def create_app(
             return jsonify({"status": "not ready", "error": config_error}), 503
         return jsonify({"status": "ready"})
 
-    for path, hook in _routes().items():
+    @app.get("/metrics")
+    def prometheus_metrics() -> Any:
+        body, content_type = metrics.exposition()
+        return Response(body, content_type=content_type)
+
+    routes = _routes()
+    for path, hook in routes.items():
         app.add_url_rule(path, endpoint=path, view_func=_view(hook, ctx), methods=["POST"])
+    _instrument(app, settings, frozenset(routes))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:
+        if exc.code == 413:
+            return jsonify({"error": f"request body larger than {MAX_BODY_BYTES} bytes"}), 413
         return jsonify({"error": exc.description or exc.name}), exc.code
 
     return app
+
+
+def _instrument(app: Flask, settings: Settings, hook_paths: frozenset[str]) -> None:
+    """Request id, logging scope, bearer-token check, latency metric and one log line per hook call.
+
+    The token check runs before the body is read, so an unauthenticated caller cannot make us parse anything.
+    """
+
+    @app.before_request
+    def begin() -> Any:
+        hook = request.endpoint if request.endpoint in hook_paths else None
+        g.started = time.perf_counter()
+        g.hook = hook
+        g.request_id = logs.new_request_id(request.headers.get(logs.REQUEST_ID_HEADER))
+        g.log_scope = logs.begin_request(g.request_id, hook)
+        if hook and settings.hook_auth_token:
+            problem = check_bearer(request.headers.get("Authorization"), settings.hook_auth_token)
+            if problem:
+                response = jsonify({"error": problem})
+                response.status_code = 401
+                response.headers["WWW-Authenticate"] = 'Bearer realm="metal-machine-hooks"'
+                return response
+        return None
+
+    @app.after_request
+    def finish(response: Response) -> Response:
+        request_id = g.get("request_id")
+        if request_id:
+            response.headers[logs.REQUEST_ID_HEADER] = request_id
+        hook = g.get("hook")
+        if hook:
+            seconds = time.perf_counter() - g.started
+            outcome = metrics.outcome_for_status(response.status_code)
+            metrics.observe_hook(hook, outcome, seconds)
+            level = {"ok": logging.INFO, "bad_request": logging.WARNING}.get(outcome, logging.ERROR)
+            access_log.log(
+                level,
+                "%s answered %d",
+                hook,
+                response.status_code,
+                extra={"status": response.status_code, "outcome": outcome, "duration_ms": round(seconds * 1000, 3)},
+            )
+        return response
+
+    @app.teardown_request
+    def end(_exc: BaseException | None) -> None:
+        scope = g.pop("log_scope", None)
+        if scope is not None:
+            logs.end_request(scope)
 
 
 def _view(hook: Hook, ctx: HookContext) -> Callable[[], Any]:

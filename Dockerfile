@@ -1,0 +1,46 @@
+# Hook server image: gunicorn + Flask on Python 3.11, non-root, ready for a read-only root filesystem.
+# Build: docker build -t metal-machine-hooks .   Run: docker run --read-only --tmpfs /tmp -p 8080:8080 metal-machine-hooks
+
+# -- builder: resolve the pinned requirements into a virtualenv (every pin ships a wheel: no compiler needed) --------
+FROM python:3.11.14-slim-bookworm AS builder
+
+# pip compiles the installed packages' .pyc files here, at build time.
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+
+RUN python -m venv /opt/venv
+
+# Requirements alone first, so a code change reuses the dependency layer.
+COPY requirements.txt /tmp/requirements.txt
+RUN /opt/venv/bin/pip install --no-cache-dir --only-binary=:all: -r /tmp/requirements.txt
+
+# -- runtime: the same base, the venv and the product files only ----------------------------------------------------
+FROM python:3.11.14-slim-bookworm
+
+LABEL org.opencontainers.image.title="metal-machine-hooks" \
+      org.opencontainers.image.description="Metacontroller hooks that run Equinix Metal machines for Gardener MCM's Machine API"
+
+# Fixed IDs so Kubernetes' runAsUser/runAsGroup (10001) match the files' owner; no home, no login shell.
+RUN groupadd --system --gid 10001 hooks \
+    && useradd --system --no-log-init --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+       --shell /usr/sbin/nologin hooks
+
+# Nothing is written at run time outside /tmp (an emptyDir) and /dev/shm: no .pyc files, unbuffered logs.
+ENV PATH="/opt/venv/bin:${PATH}" \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PORT=8080
+
+COPY --from=builder /opt/venv /opt/venv
+
+WORKDIR /app
+COPY requirements.txt gunicorn.conf.py ./
+COPY hooks/ ./hooks/
+# Compiled once at build time (as root, read-only afterwards), since the running container cannot write them.
+RUN python -m compileall -q /app/hooks /app/gunicorn.conf.py
+
+USER 10001:10001
+EXPOSE 8080
+
+# gunicorn stops gracefully on SIGTERM (graceful_timeout in gunicorn.conf.py), which is Kubernetes' stop signal.
+CMD ["gunicorn", "-c", "gunicorn.conf.py", "hooks.app:create_app()"]
