@@ -197,11 +197,8 @@ def parse_provider_spec(raw: Any, machine_uid: str = "") -> tuple[ProviderSpec |
     if not isinstance(raw, dict):
         return None, [f"providerSpec: Invalid value: {_short(raw)}: must be a mapping"], []
     spec, ignored = fold_keys(raw)
-    problems: list[str] = []
-    for error in sorted(_VALIDATOR.iter_errors(spec), key=lambda e: (list(map(str, e.absolute_path)), e.validator)):
-        for message in _render(error):
-            if message not in problems:
-                problems.append(message)
+    # Sorted by field, so the same class always yields the same message (and status).
+    problems = sorted({message for error in _VALIDATOR.iter_errors(spec) for message in _render(error)})
     tag_list = [t for t in spec.get("tags", []) if isinstance(t, str)] if isinstance(spec.get("tags"), list) else []
     problems += _tag_problems(tag_list, machine_uid)
     if problems:
