@@ -1,0 +1,188 @@
+"""Stand-in for the kubelets that a device's userData would start: Nodes join the store as devices turn active.
+
+Why: the Machine hooks judge health from the Node (Ready condition, `kubernetes.io/hostname`), and nothing in the
+emulated cluster would otherwise create one. The joiner reads the Metal simulator through its admin API
+(`GET <base_url>/_sim/state`), so it sees exactly what a booted machine would, and knobs let tests make a
+Node NotReady or make it vanish.
+
+API:
+
+    joiner = NodeJoiner(store, "http://127.0.0.1:PORT", ready_delay=0.0, poll_interval=0.1)
+    joiner.tick()                       # one poll: create / ready / delete Nodes
+    joiner.start(); joiner.stop()       # the same in a background thread
+    joiner.set_ready(name, "False")     # pin Ready to "True" | "False" | "Unknown" (None: back to automatic)
+    joiner.remove(name, rejoin=False)   # delete the Node; with rejoin=False it stays away while the device lives
+    joiner.allow_rejoin(name)
+
+Nodes: cluster-scoped v1 Node named after the device hostname, `spec.providerID: equinixmetal://<metro>/<id>`,
+labels `kubernetes.io/hostname`, `node.kubernetes.io/instance-type` (plan) and `topology.kubernetes.io/region`
+(metro), condition Ready=False on join, Ready=True after `ready_delay` seconds. A Node whose device is gone
+(or deprovisioning) is deleted; Nodes without an `equinixmetal://` providerID are never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+
+from emulator.store import Conflict, NotFound, Store, format_time, utc_now
+
+Obj = dict[str, Any]
+PROVIDER_PREFIX = "equinixmetal://"
+GONE_STATES = {"deprovisioning", "deleted"}
+
+
+def provider_id(device: Obj) -> str:
+    metro = device.get("metro")
+    code = metro.get("code") if isinstance(metro, dict) else metro
+    return f"{PROVIDER_PREFIX}{code or ''}/{device['id']}"
+
+
+class NodeJoiner:
+    def __init__(
+        self,
+        store: Store,
+        sim_base_url: str,
+        *,
+        ready_delay: float = 0.0,
+        poll_interval: float = 0.1,
+        monotonic: Callable[[], float] = time.monotonic,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.store = store
+        self.sim_base_url = sim_base_url.rstrip("/")
+        self.ready_delay = ready_delay
+        self.poll_interval = poll_interval
+        self._now = monotonic
+        self._session = session or requests.Session()
+        self._joined_at: dict[str, float] = {}
+        self._pinned: dict[str, str] = {}
+        self._removed: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.errors: list[str] = []
+
+    # ------------------------------------------------------------ knobs
+
+    def set_ready(self, name: str, status: str | None) -> None:
+        """Pin the Ready condition ("True", "False", "Unknown"); None returns it to the automatic value."""
+        with self._lock:
+            if status is None:
+                self._pinned.pop(name, None)
+            else:
+                self._pinned[name] = status
+        self.tick()
+
+    def remove(self, name: str, *, rejoin: bool = False) -> None:
+        with self._lock:
+            if not rejoin:
+                self._removed.add(name)
+            self._joined_at.pop(name, None)
+        with contextlib.suppress(NotFound):
+            self.store.delete("v1", "Node", name)
+
+    def allow_rejoin(self, name: str) -> None:
+        with self._lock:
+            self._removed.discard(name)
+
+    # ------------------------------------------------------------ loop
+
+    def start(self) -> NodeJoiner:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="node-joiner", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except (requests.RequestException, ValueError) as exc:
+                self.errors.append(str(exc))
+            self._stop.wait(self.poll_interval)
+
+    def devices(self) -> list[Obj]:
+        response = self._session.get(f"{self.sim_base_url}/_sim/state", timeout=5)
+        response.raise_for_status()
+        state = response.json()
+        return list(state.get("devices", []) if isinstance(state, dict) else state)
+
+    def tick(self) -> None:
+        """One reconciliation of Nodes against the simulator's live devices."""
+        live = {d["hostname"]: d for d in self.devices()
+                if d.get("hostname") and d.get("state") not in GONE_STATES}
+        for node in self.store.list("v1", "Node"):
+            name = node["metadata"]["name"]
+            pid = (node.get("spec") or {}).get("providerID", "")
+            if not pid.startswith(PROVIDER_PREFIX):
+                continue
+            device = live.get(name)
+            if device is None or provider_id(device) != pid or name in self._removed:
+                with contextlib.suppress(NotFound):
+                    self.store.delete("v1", "Node", name)
+                with self._lock:
+                    self._joined_at.pop(name, None)
+        for name, device in live.items():
+            if device.get("state") != "active" and self.store.try_get("v1", "Node", name) is None:
+                continue
+            with self._lock:
+                if name in self._removed:
+                    continue
+                self._joined_at.setdefault(name, self._now())
+                joined = self._joined_at[name]
+                pinned = self._pinned.get(name)
+            ready = pinned or ("True" if self._now() - joined >= self.ready_delay else "False")
+            self._reconcile(name, device, ready)
+
+    def _reconcile(self, name: str, device: Obj, ready: str) -> None:
+        node = self.store.try_get("v1", "Node", name)
+        if node is None:
+            node = self.store.create({
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": name, "labels": self._labels(name, device)},
+                "spec": {"providerID": provider_id(device)},
+            })
+        conditions = (node.get("status") or {}).get("conditions") or []
+        current = next((c for c in conditions if c.get("type") == "Ready"), None)
+        if current is not None and current.get("status") == ready:
+            return
+        stamp = format_time(utc_now())
+        reason = {"True": "KubeletReady", "False": "KubeletNotReady", "Unknown": "NodeStatusUnknown"}[ready]
+        message = {"True": "kubelet is posting ready status", "False": "container runtime network not ready",
+                   "Unknown": "Kubelet stopped posting node status."}[ready]
+        node["status"] = {
+            **(node.get("status") or {}),
+            "conditions": [c for c in conditions if c.get("type") != "Ready"] + [{
+                "type": "Ready", "status": ready, "reason": reason, "message": message,
+                "lastHeartbeatTime": stamp, "lastTransitionTime": stamp,
+            }],
+            "addresses": [{"type": "Hostname", "address": name}],
+        }
+        with contextlib.suppress(Conflict, NotFound):  # the next tick retries
+            self.store.update_status(node)
+
+    @staticmethod
+    def _labels(name: str, device: Obj) -> dict[str, str]:
+        labels = {"kubernetes.io/hostname": name}
+        plan = device.get("plan")
+        slug = plan.get("slug") if isinstance(plan, dict) else plan
+        metro = device.get("metro")
+        code = metro.get("code") if isinstance(metro, dict) else metro
+        if slug:
+            labels["node.kubernetes.io/instance-type"] = str(slug)
+        if code:
+            labels["topology.kubernetes.io/region"] = str(code)
+        return labels
