@@ -723,6 +723,21 @@ def test_aggregated_role_grants_everything_the_controllers_and_hooks_need() -> N
     assert missing == []
 
 
+def granted(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    return {(g, r, v) for rule in rules for g in rule.get("apiGroups", []) for r in rule.get("resources", [])
+            for v in rule.get("verbs", [])}
+
+
+def test_aggregated_role_grants_nothing_the_controllers_do_not_use() -> None:
+    """Least privilege: every grant is traced to a controller config, a related request or Metacontroller itself.
+    Tolerated beyond that: reading and patching the status subresources (server-side apply, kubectl) and patching
+    controller revisions."""
+    tolerated = {(g, r, v) for g, r, v in granted(aggregated_rules())
+                 if (r.endswith("/status") and v in ("get", "patch")) or (r == "controllerrevisions" and v == "patch")}
+    excess = granted(aggregated_rules()) - set(required_permissions()) - tolerated
+    assert sorted(excess) == []
+
+
 def test_our_rbac_has_no_wildcards() -> None:
     for role in cluster_roles():
         for rule in role.get("rules") or []:
