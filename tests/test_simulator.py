@@ -386,6 +386,16 @@ def test_lifecycle_follows_the_clock(metal_sim_factory) -> None:
     assert env.sim.devices() == []
 
 
+def test_ids_are_reproducible_under_a_seed() -> None:
+    def ids(seed: int) -> list[str]:
+        sim = MetalSimulator({"t": ["p"]}, seed=seed)
+        sim.add_reservation("p", plan="c3.small.x86", metro="da")
+        return [sim.add_device("p")["id"] for _ in range(3)] + [r["id"] for r in sim.reservations()]
+
+    assert ids(1) == ids(1)
+    assert ids(1) != ids(2)
+
+
 def test_ip_addresses_are_unique_per_device(api: Api) -> None:
     addresses = [ip["address"] for _ in range(5) for ip in api.create().json()["ip_addresses"]]
     assert len(addresses) == len(set(addresses)) == 15
