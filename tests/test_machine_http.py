@@ -296,3 +296,24 @@ def test_fixture_requests_are_shaped_like_metacontroller_v2() -> None:
             meta = obj["metadata"]
             assert key == (f"{meta['namespace']}/{meta['name']}" if "namespace" in meta else meta["name"])
     assert json.loads(json.dumps(body)) == body
+
+
+def test_secrets_never_reach_the_log_or_the_answer(client, fake, caplog) -> None:
+    import base64
+    import logging
+
+    from hooks.exceptions import Unauthorized
+    from tests.machine_support import USERDATA_SECRET_LINE
+
+    caplog.set_level(logging.DEBUG)
+    token = "tok-http-SECRET-5555"
+    body = sync_request()
+    set_secret_value(body, "apiToken", token)
+    fake.fail("list_devices", Unauthorized(f"401 Unauthorized for token {token}", status=401))
+    answers = [client.post("/machine/sync", json=body).get_data(as_text=True)]
+    fake.lose_create_answer = True
+    answers.append(client.post("/machine/sync", json=body).get_data(as_text=True))
+    answers.append(client.post("/machine/finalize", json=finalize_request(body)).get_data(as_text=True))
+    text = "\n".join(answers) + caplog.text
+    for secret in (token, base64.b64encode(token.encode()).decode(), USERDATA_SECRET_LINE):
+        assert secret not in text
