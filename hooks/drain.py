@@ -52,7 +52,8 @@ DEADLINE_MARGIN_SECONDS = 60
 MAX_NAME = 63
 MAX_ERROR_CHARS = 400
 
-# MCM's step names; a lastOperation of type Delete that ends with one of the later steps means the drain is over.
+# MCM's step names; a lastOperation of type Delete that names one of the later steps means the drain is over
+# (MCM's deletion flow keys on the same substrings).
 INITIATE_DRAIN = "Initiate node drain"
 INITIATE_VM_DELETION = "Initiate VM deletion"
 _AFTER_DRAIN_STEPS = (
@@ -141,7 +142,7 @@ def plan_drain(
 
     last_op = ((machine.get("status") or {}).get("lastOperation")) or {}
     last_description = str(last_op.get("description") or "")
-    if last_op.get("type") == mcm.OP_DELETE and last_description.endswith(_AFTER_DRAIN_STEPS):
+    if last_op.get("type") == mcm.OP_DELETE and any(step in last_description for step in _AFTER_DRAIN_STEPS):
         # Finalize already moved past the drain (the device may be half deleted): never start one again.
         return done(last_description, "after-drain")
     if not settings.enabled:

@@ -211,19 +211,30 @@ def test_succeeded_job_lets_the_device_go(status: dict[str, Any]) -> None:
     assert step.attachments == [job]  # still declared: dropping it would delete it before the Machine is gone
 
 
-def test_after_the_drain_a_later_call_never_starts_another_one() -> None:
-    # Finalize already deleted the device and said so; even with the Job gone and the Node back, no new drain.
-    m = machine(
-        last_operation={
-            "description": "VM deletion was successful. Initiate node object deletion",
-            "state": "Processing",
-            "type": "Delete",
-        }
-    )
+@pytest.mark.parametrize(
+    "description",
+    [
+        "VM deletion was successful. Initiate node object deletion",
+        "Initiate VM deletion: waiting for device(s) 9e2b to be deleted.",
+        "VM deletion failed due to - timeout. However, will re-try in the next resync. Initiate VM deletion",
+        "Skipping drain as machine is Failed. Initiate VM deletion",
+    ],
+)
+def test_after_the_drain_a_later_call_never_starts_another_one(description: str) -> None:
+    # Finalize already went on to the device; even with no Job left and a healthy Node, no new drain starts
+    # (a Failed machine is Terminating by now, so its force rule alone would not hold it back).
+    m = machine(last_operation={"description": description, "state": "Processing", "type": "Delete"})
     step = plan_drain(m, node(), attachments(), SETTINGS, NOW)
     assert step.ready_to_delete_device
     assert step.attachments == []
-    assert step.description == "VM deletion was successful. Initiate node object deletion"
+    assert step.description == description
+
+
+def test_a_drain_failure_is_not_mistaken_for_the_end_of_the_drain() -> None:
+    text = "Drain failed due to - drain job x failed (DeadlineExceeded). Will retry in next sync. Initiate node drain"
+    m = machine(last_operation={"description": text, "state": "Failed", "type": "Delete"})
+    step = plan_drain(m, node(), attachments(), SETTINGS, NOW)
+    assert not step.ready_to_delete_device and len(step.attachments) == 1
 
 
 # --- failing and retrying -------------------------------------------------------------------------------------------

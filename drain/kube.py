@@ -1,0 +1,136 @@
+"""The four Kubernetes API calls a drain makes, over plain HTTPS with the pod's ServiceAccount token."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class KubeError(RuntimeError):
+    """An API answer the drain cannot work with; `status` is the HTTP code (0 for a transport failure)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def retryable(self) -> bool:
+        """Transport failures, throttling and server errors pass; a 4xx like 403 (missing RBAC) will not."""
+        return self.status == 0 or self.status == 429 or self.status >= 500
+
+
+@dataclass(frozen=True)
+class Eviction:
+    """The answer to one eviction: done (accepted or pod already gone) or blocked, with the API's reason."""
+
+    done: bool
+    message: str = ""
+
+
+class KubeApi:
+    """A minimal API client; the token is read on every request because projected tokens rotate during long drains."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: Callable[[], str],
+        *,
+        verify: str | bool = True,
+        session: requests.Session | None = None,
+        timeout: tuple[float, float] = (5.0, 30.0),
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        self._verify = verify
+        self._session = session or requests.Session()
+        self._timeout = timeout
+
+    @classmethod
+    def in_cluster(cls, env: Mapping[str, str] | None = None, root: Path = SERVICE_ACCOUNT_DIR) -> KubeApi:
+        env = os.environ if env is None else env
+        host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT", "443")
+        if not host:
+            raise KubeError("not running in a cluster: KUBERNETES_SERVICE_HOST is not set")
+        token_file = root / "token"
+        if not token_file.is_file():
+            raise KubeError(f"no ServiceAccount token at {token_file} (is automountServiceAccountToken off?)")
+        host = f"[{host}]" if ":" in host else host
+        ca = root / "ca.crt"
+        verify: str | bool = str(ca) if ca.is_file() else True
+        return cls(f"https://{host}:{port}", lambda: token_file.read_text().strip(), verify=verify)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        headers = {"Authorization": f"Bearer {self._token()}", "Accept": "application/json"}
+        headers.update(kwargs.pop("headers", {}))
+        try:
+            return self._session.request(
+                method, self.base_url + path, headers=headers, verify=self._verify, timeout=self._timeout, **kwargs
+            )
+        except requests.RequestException as exc:
+            raise KubeError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
+
+    @staticmethod
+    def _failure(method: str, path: str, response: requests.Response) -> KubeError:
+        try:
+            message = response.json().get("message") or response.text
+        except ValueError:
+            message = response.text
+        return KubeError(f"{method} {path}: HTTP {response.status_code}: {message[:300]}", response.status_code)
+
+    def get_node(self, name: str) -> dict[str, Any] | None:
+        """The Node, or None when it no longer exists (then there is nothing to drain)."""
+        path = f"/api/v1/nodes/{quote(name, safe='')}"
+        response = self._call("GET", path)
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise self._failure("GET", path, response)
+        return response.json()
+
+    def cordon(self, name: str) -> None:
+        """Mark the Node unschedulable, so nothing evicted lands on it again."""
+        path = f"/api/v1/nodes/{quote(name, safe='')}"
+        response = self._call(
+            "PATCH", path, json={"spec": {"unschedulable": True}}, headers={"Content-Type": MERGE_PATCH}
+        )
+        if response.status_code != 200:
+            raise self._failure("PATCH", path, response)
+
+    def pods_on_node(self, name: str, page_size: int = 500) -> list[dict[str, Any]]:
+        """Every pod bound to the Node, in all namespaces, following `continue` tokens."""
+        pods: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"fieldSelector": f"spec.nodeName={name}", "limit": page_size}
+        while True:
+            response = self._call("GET", "/api/v1/pods", params=params)
+            if response.status_code != 200:
+                raise self._failure("GET", "/api/v1/pods", response)
+            body = response.json()
+            pods.extend(p for p in body.get("items") or [] if isinstance(p, dict))
+            token = (body.get("metadata") or {}).get("continue")
+            if not token:
+                return pods
+            params = {**params, "continue": token}
+
+    def evict(self, namespace: str, name: str) -> Eviction:
+        """Ask for one pod's eviction; 429 means a PodDisruptionBudget does not allow it right now."""
+        path = f"/api/v1/namespaces/{quote(namespace, safe='')}/pods/{quote(name, safe='')}/eviction"
+        body = {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": name, "namespace": namespace},
+        }
+        response = self._call("POST", path, json=body)
+        if response.status_code in (200, 201, 404):
+            return Eviction(True)
+        if response.status_code == 429:
+            return Eviction(False, str(self._failure("POST", path, response)))
+        raise self._failure("POST", path, response)
