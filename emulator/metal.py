@@ -69,6 +69,22 @@ _ROUTES: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple(
     )
 )
 CREATE_ROUTE = "POST /projects/{id}/devices"
+ADMIN_HELP = """\
+admin endpoints (no token, never faulted):
+  GET    /_sim/state                 live and deleted devices, reservations, project ids, faults
+  GET    /_sim/calls                 request counters per "METHOD /route" and per "METHOD /route STATUS"
+  GET|PUT|DELETE /_sim/faults        read, change (JSON object of knobs) or reset the fault knobs
+  PUT    /_sim/capacity              {"capacity": N} or {"capacity": {"plan:metro": N, ...}}
+  POST   /_sim/devices               seed a device: {"project_id", "hostname", "tags", "state", "plan", ...}
+  POST   /_sim/devices/{id}/state    force a state: {"state": "failed"}
+  POST   /_sim/reservations          {"project_id", "plan", "metro", "provisionable"}
+
+example:
+  python -m emulator.metal --port 8090 --token t --project 7f3c1a52-5d7e-4b8a-9c1d-2e3f4a5b6c7d
+  curl -H 'X-Auth-Token: t' -H 'Content-Type: application/json' \\
+    -d '{"metro": "da", "plan": "c3.small.x86", "operating_system": "ubuntu_22_04"}' \\
+    http://127.0.0.1:8090/metal/v1/projects/7f3c1a52-5d7e-4b8a-9c1d-2e3f4a5b6c7d/devices
+"""
 
 
 class ApiError(Exception):
@@ -148,6 +164,10 @@ class MetalSimulator:
     `tokens` maps each API token to the project ids it can see. Delays are in seconds of `clock`; 0 = instant.
     `capacity` is the on-demand servers per plan and metro: an int for all, or a dict keyed by
     "plan:metro", (plan, metro), "plan", "metro" or "default" (most specific wins, then DEFAULT_CAPACITY).
+    `faults` takes the knobs of `metal_faults.Faults`; `sleep` is how latency is waited (tests pass a recorder).
+    A device is queued for the first 10% of provision_seconds, then provisioning, then active; a deleted one is
+    deprovisioning for deprovision_seconds, then gone (404) and kept in the deleted history. A reservation is
+    provisionable again reservation_cooldown_seconds after its device is gone.
     """
 
     def __init__(
@@ -1039,6 +1059,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m emulator.metal",
         description="Equinix Metal API simulator (devices and hardware reservations under /metal/v1, "
                     "test inspection under /_sim/). Prints the API URL on one line, then serves until killed.",
+        epilog=ADMIN_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8090, help="port to bind; 0 picks a free one (default 8090)")
