@@ -470,11 +470,14 @@ def device_phase(req: MachineRequest, ctx: HookContext, now: datetime, device: d
         return mcm.FAILED, Operation(mcm.CLOUD_PROVIDER_MESSAGE.format(error=text), mcm.STATE_FAILED, op_type), 0.0
     active = state == "active"
     if ctx.settings.no_target_cluster:
+        # Like MCM without a target cluster: no health checks once Available, only a failed device fails it.
+        if phase == mcm.AVAILABLE:
+            if old_op.get("state") == mcm.STATE_FAILED:
+                text = f"Machine {name} is available and its device is reachable again"
+                return mcm.AVAILABLE, Operation(text, mcm.SUCCESSFUL, mcm.OP_HEALTH), 0.0
+            return mcm.AVAILABLE, None, 0.0
         if active:
-            keep = phase == mcm.AVAILABLE and old_op.get("state") != mcm.STATE_FAILED
-            op = None if keep else Operation(mcm.CREATED_NO_TARGET + extra, mcm.SUCCESSFUL, mcm.OP_CREATE)
-            return mcm.AVAILABLE, op, 0.0
-        phase = "" if phase == mcm.AVAILABLE else phase
+            return mcm.AVAILABLE, Operation(mcm.CREATED_NO_TARGET + extra, mcm.SUCCESSFUL, mcm.OP_CREATE), 0.0
     healthy = active and node_is_healthy(node)
     if phase == mcm.RUNNING:
         if healthy:
@@ -568,8 +571,8 @@ def reconcile(req: MachineRequest, ctx: HookContext) -> Outcome:
                 f"Remove the device id from the Machine to let the hooks create one")
         return _failure(req, ctx, now, mcm.CLOUD_PROVIDER_MESSAGE.format(error=text), mcm.FAILED_PRECONDITION)
     if found.recorded_gone:
-        text = (f"device {found.recorded_id} of machine {req.name} no longer exists at the provider and no device "
-                f"carries the tag {tags.uid_tag(req.uid)}: it was deleted outside the hooks")
+        text = (f"device {found.recorded_id} of machine {req.name} is gone or being deleted at the provider and "
+                f"no other device carries the tag {tags.uid_tag(req.uid)}: it was deleted outside the hooks")
         operation = Operation(mcm.CLOUD_PROVIDER_MESSAGE.format(error=text), mcm.STATE_FAILED, mcm.OP_HEALTH,
                               mcm.NOT_FOUND)
         return Outcome(status=build_status(req.status, phase=mcm.FAILED, operation=operation, now=now))

@@ -494,3 +494,97 @@ def test_project_from_class_is_used(fake, clock) -> None:
     fake.list_devices = spy
     run(sync_request(), fake, clock)
     assert calls == [PROJECT]
+
+
+def test_invalid_class_fails_after_creation_timeout(fake, clock) -> None:
+    body = sync_request()
+    provider_spec(body).pop("machineType")
+    response = run(body, fake, clock)
+    assert phase(response) == "CrashLoopBackOff"
+    assert response["resyncAfterSeconds"] <= 20 * 60
+    body = apply(body, response)
+    clock.now = CREATED + timedelta(minutes=20, seconds=1)
+    response = run(body, fake, clock)
+    assert phase(response) == "Failed"
+    assert "Machine Type is required" in op(response)["description"]
+    assert fake.calls == []
+
+
+def test_reserved_only_with_no_reservation_ids_does_not_post(fake, clock) -> None:
+    body = sync_request()
+    provider_spec(body)["reservedDevicesOnly"] = True
+    response = run(body, fake, clock)
+    assert "create_device" not in fake.ops()
+    assert op(response)["errorCode"] == "ResourceExhausted"
+    assert "reservationIDs is empty" in op(response)["description"]
+
+
+def test_running_machine_whose_secret_went_away_stays_running(fake, clock) -> None:
+    body = _running(fake, clock)
+    body["related"]["Secret.v1"].clear()
+    fake.calls.clear()
+    response = run(body, fake, clock)
+    assert phase(response) == "Running"
+    assert op(response)["state"] == "Failed" and op(response)["errorCode"] == "InvalidArgument"
+    assert op(response)["type"] == "HealthCheck"
+    assert "metal-machine-hooks/credentials" in op(response)["description"]
+    assert fake.calls == []
+
+
+def test_duplicate_that_cannot_be_deleted_keeps_the_tag_lookup_going(fake, clock) -> None:
+    oldest = fake.add(state="active")
+    newer = fake.add(state="active")
+    fake.fail("delete_device", ServerError("503 Service Unavailable", status=503))
+    response = run(sync_request(), fake, clock)
+    assert newer["id"] in fake.devices
+    assert "metal-machine-hooks/device-id" not in response["annotations"]
+    assert f"could not delete duplicate device(s) {newer['id']}" in op(response)["description"]
+    assert 0 < response["resyncAfterSeconds"] <= 10
+    response = run(apply(sync_request(), response), fake, clock)
+    assert set(fake.devices) == {oldest["id"]}
+    assert response["annotations"]["metal-machine-hooks/device-id"] == oldest["id"]
+
+
+def test_provider_id_of_another_provider_is_not_used(fake, clock) -> None:
+    body = sync_request()
+    body["object"]["spec"]["providerID"] = "aws:///eu-west-1a/i-0123456789"
+    run(body, fake, clock)
+    assert fake.ops() == ["list_devices", "create_device"]
+
+
+def test_available_machine_stays_available_without_health_checks(fake, clock) -> None:
+    device = fake.add(state="active")
+    body = sync_request()
+    body["object"]["metadata"]["annotations"] = {"metal-machine-hooks/device-id": device["id"]}
+    body = apply(body, run(body, fake, clock, no_target_cluster=True))
+    assert body["object"]["status"]["currentStatus"]["phase"] == "Available"
+    fake.devices[device["id"]]["state"] = "inactive"
+    clock.advance(hours=2)
+    response = run(body, fake, clock, no_target_cluster=True)
+    assert phase(response) == "Available"
+    assert response["status"]["lastKnownState"] == f"device {device['id']} is inactive"
+    fake.devices[device["id"]]["state"] = "failed"
+    assert phase(run(body, fake, clock, no_target_cluster=True)) == "Failed"
+
+
+def test_pending_machine_waits_for_critical_components_taint(fake, clock) -> None:
+    device = fake.add(state="active")
+    body = sync_request()
+    body["object"]["metadata"]["annotations"] = {"metal-machine-hooks/device-id": device["id"]}
+    tainted = node()
+    tainted["spec"]["taints"] = [{"key": "node.gardener.cloud/critical-components-not-ready", "effect": "NoSchedule"}]
+    assert phase(run(with_node(body, tainted), fake, clock)) == "Pending"
+    assert phase(run(with_node(body, node()), fake, clock)) == "Running"
+
+
+@pytest.mark.parametrize("condition", ["DiskPressure", "NetworkUnavailable", "KernelDeadlock", "ReadonlyFilesystem"])
+def test_problem_node_condition_makes_running_unknown(fake, clock, condition) -> None:
+    body = _running(fake, clock)
+    sick = node()
+    sick["status"]["conditions"].append({"type": condition, "status": "True", "reason": "Bad"})
+    sick["status"]["conditions"] = [c for c in sick["status"]["conditions"] if c["type"] != condition or
+                                    c["status"] == "True"]
+    response = run(with_node(body, sick), fake, clock)
+    assert phase(response) == "Unknown"
+    assert f"{condition}=True" in op(response)["description"]
+    assert [c["type"] for c in response["status"]["conditions"]].count(condition) == 1
