@@ -123,7 +123,7 @@ def _ip_address_errors(items: Any) -> list[str]:
     private_v4 = False
     for index, item in enumerate(items):
         family, public = item.get("address_family", 4), item.get("public", True)
-        if family not in (4, 6) or isinstance(family, bool):
+        if not _has_type(family, _INT) or family not in (4, 6):
             errors.append(f"ip_addresses[{index}].address_family must be 4 or 6")
         if not isinstance(public, bool):
             errors.append(f"ip_addresses[{index}].public must be a boolean")

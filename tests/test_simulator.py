@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from emulator.metal import MetalSimulator
 
@@ -729,6 +731,32 @@ def test_in_process_handle_without_a_server() -> None:
     answer = sim.handle("POST", "/metal/v1/projects/p/devices", {"x-auth-token": "t"}, json.dumps(MINIMAL).encode())
     assert answer.status == 201
     assert sim.devices()[0]["project_id"] == "p"
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=90),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
+_FIELDS = ["metro", "plan", "operating_system", "hostname", "tags", "billing_cycle", "customdata", "userdata",
+           "locked", "ip_addresses", "hardware_reservation_id", "termination_time", "ipxe_script_url", "facility",
+           "project_ssh_keys", "spot_instance", "description"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(overrides=st.dictionaries(st.sampled_from(_FIELDS), _JSON, max_size=4), put=_JSON)
+def test_any_json_body_gets_a_clear_answer_never_a_500(overrides: dict[str, Any], put: Any) -> None:
+    sim = MetalSimulator({"t": ["p"]})
+    sim.add_reservation("p", plan="c3.small.x86", metro="da")
+    headers = {"x-auth-token": "t"}
+    body = json.dumps({**MINIMAL, **overrides}).encode()
+    created = sim.handle("POST", "/metal/v1/projects/p/devices", headers, body)
+    assert created.status in (201, 422), created.body
+    if created.status == 422:
+        assert list(json.loads(created.body)) == ["errors"]
+    device_id = sim.add_device("p")["id"]
+    updated = sim.handle("PUT", f"/metal/v1/devices/{device_id}", headers, json.dumps(put).encode())
+    assert updated.status in (200, 422), updated.body
 
 
 # ---------------------------------------------------------------------- command line
