@@ -787,13 +787,18 @@ class MetalSimulator:
             now = self._clock()
             if kind == "drop":
                 return SimResponse(0, drop=True)
-            if kind == "429":
-                response = self._api_response(429, {"error": "Too Many Requests"}, token, now)
-                response.headers["Retry-After"] = str(math.ceil(self._faults.retry_after))
+            if kind in ("429", "403"):
+                # A rate-limited answer: nothing left until retry_after from now. Only 429 says so in Retry-After;
+                # the 403 masquerade, like the real one, leaves a client only the X-RateLimit-* headers.
+                wait = math.ceil(self._faults.retry_after)
+                if kind == "429":
+                    response = self._api_response(429, {"error": "Too Many Requests"}, token, now)
+                    response.headers["Retry-After"] = str(wait)
+                else:
+                    response = self._api_response(403, {"error": "Rate limit exceeded"}, token, now)
                 response.headers["X-RateLimit-Remaining"] = "0"
+                response.headers["X-RateLimit-Reset"] = str(math.ceil(self._epoch(now) + wait))
                 return response
-            if kind == "403":
-                return self._api_response(403, {"error": "Rate limit exceeded"}, token, now)
             status = 503 if kind == "503" else decision.status_5xx
             if decision.html:
                 page = f"<html><head><title>{status} {_STATUS_TEXT[status]}</title></head><body><center><h1>" \

@@ -564,6 +564,8 @@ def test_403_rate_limit_masquerade(metal_sim, api: Api) -> None:
     answer = api.get(OTHER_PROJECT)
     assert answer.status_code == 403
     assert "rate limit" in answer.json()["error"].lower()
+    assert answer.headers["X-RateLimit-Remaining"] == "0"
+    assert 0 <= int(answer.headers["X-RateLimit-Reset"]) - time.time() <= 2  # retry_after defaults to 1 s
 
 
 def test_5xx_from_a_load_balancer_is_html_without_request_id(metal_sim, api: Api) -> None:
