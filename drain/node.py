@@ -11,12 +11,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from drain.kube import KubeApi, KubeError
+from drain.kube import Eviction, KubeError
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 T = TypeVar("T")
+
+
+class NodeApi(Protocol):
+    """The calls a drain makes; drain.kube.KubeApi over HTTPS, or a stand-in over an emulated cluster."""
+
+    def get_node(self, name: str) -> dict[str, Any] | None: ...
+
+    def cordon(self, name: str) -> None: ...
+
+    def pods_on_node(self, name: str) -> list[dict[str, Any]]: ...
+
+    def evict(self, namespace: str, name: str) -> Eviction: ...
 
 
 class DrainFailed(RuntimeError):
@@ -43,7 +55,7 @@ def kept_because(pod: dict[str, Any], own_pod: str = "") -> str:
 
 
 def drain_node(
-    api: KubeApi,
+    api: NodeApi,
     node_name: str,
     *,
     deadline: float,

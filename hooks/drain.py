@@ -108,8 +108,8 @@ class DrainStep:
     """What finalize should do about the drain in this call.
 
     `attachments` must go into the finalize response's `attachments` list on every call (a Job left out is
-    deleted). Until `ready_to_delete_device`, set lastOperation from description/state (type Delete) and leave the
-    device alone.
+    deleted). Until `ready_to_delete_device` (and while `announce`), set lastOperation from description/state
+    (type Delete) and leave the device alone.
     """
 
     attachments: list[dict[str, Any]]
@@ -119,6 +119,9 @@ class DrainStep:
     resync_after: float
     forced: bool
     reason: str
+    # Ready, but the Machine does not show this outcome yet: write description/state first and delete the device
+    # in the next call (which sees it recorded and goes on), so users see each step as MCM shows it.
+    announce: bool = False
 
 
 def plan_drain(
@@ -137,11 +140,13 @@ def plan_drain(
     # under a running drain. Older tries and Jobs for another Node are left out, so Metacontroller removes them.
     kept = [_redeclare(machine, job, settings)] if job else []
 
-    def done(description: str, reason: str, *, forced: bool = False) -> DrainStep:
-        return DrainStep(kept, True, description, mcm.PROCESSING, 0.0, forced, reason)
-
     last_op = ((machine.get("status") or {}).get("lastOperation")) or {}
     last_description = str(last_op.get("description") or "")
+
+    def done(description: str, reason: str, *, forced: bool = False) -> DrainStep:
+        announce = reason != "after-drain" and description != last_description
+        return DrainStep(kept, True, description, mcm.PROCESSING, 0.0, forced, reason, announce)
+
     if last_op.get("type") == mcm.OP_DELETE and any(step in last_description for step in _AFTER_DRAIN_STEPS):
         # Finalize already moved past the drain (the device may be half deleted): never start one again.
         return done(last_description, "after-drain")

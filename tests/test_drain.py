@@ -209,6 +209,11 @@ def test_succeeded_job_lets_the_device_go(status: dict[str, Any]) -> None:
     assert not step.forced
     assert (step.description, step.state) == ("Drain successful. Initiate VM deletion", "Processing")
     assert step.attachments == [job]  # still declared: dropping it would delete it before the Machine is gone
+    assert step.announce  # first shown on the Machine...
+    m = machine(last_operation={"description": step.description, "state": "Processing", "type": "Delete"})
+    shown = plan_drain(m, node(), attachments(observed(job, **status)), SETTINGS, NOW)
+    assert shown.ready_to_delete_device and not shown.announce  # ...then the device goes
+    assert shown.attachments == [job]
 
 
 @pytest.mark.parametrize(
@@ -225,7 +230,7 @@ def test_after_the_drain_a_later_call_never_starts_another_one(description: str)
     # (a Failed machine is Terminating by now, so its force rule alone would not hold it back).
     m = machine(last_operation={"description": description, "state": "Processing", "type": "Delete"})
     step = plan_drain(m, node(), attachments(), SETTINGS, NOW)
-    assert step.ready_to_delete_device
+    assert step.ready_to_delete_device and not step.announce
     assert step.attachments == []
     assert step.description == description
 
