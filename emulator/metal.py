@@ -338,9 +338,10 @@ class MetalSimulator:
     # ------------------------------------------------------------------ request entry point
 
     def handle(self, method: str, raw_path: str, headers: Mapping[str, str], body: bytes) -> SimResponse:
-        """Answer one HTTP request. Header names must be lower-case."""
+        """Answer one HTTP request (the server calls this; tests may too, without a server)."""
         parts = urlsplit(raw_path)
-        request = _Request(method.upper(), parts.path, parse_qs(parts.query, keep_blank_values=True), headers, body)
+        lowered = {name.lower(): value for name, value in headers.items()}
+        request = _Request(method.upper(), parts.path, parse_qs(parts.query, keep_blank_values=True), lowered, body)
         if request.path == ADMIN_PREFIX or request.path.startswith(ADMIN_PREFIX + "/"):
             return self._handle_admin(request)
         if not request.path.startswith(API_PREFIX + "/"):

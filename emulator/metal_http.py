@@ -42,7 +42,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length > 0 else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
         try:
-            response = self.server.handle(self.command, self.path, headers, body)
+            response = self.server.answer(self.command, self.path, headers, body)
         except Exception:  # a simulator bug must show up as a failing call, not a hung client
             traceback.print_exc(file=sys.stderr)
             response = SimResponse(500, b'{"error": "internal simulator error"}', {"Content-Type": "application/json"})
@@ -72,7 +72,7 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], handle: Handler) -> None:
         super().__init__(address, _RequestHandler)
-        self.handle = handle
+        self.answer = handle
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that hangs up mid-answer is normal under chaos tests; anything else is worth a traceback."""
