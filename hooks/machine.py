@@ -29,6 +29,10 @@ create whose answer was lost leaves a device known only by its tag). So finalize
 after a tag lookup came back empty; when the lookup is impossible (no class, no Secret, no token, no project,
 401 or 403) the Machine stays Terminating with a message naming the problem and the opt-out annotation.
 
+A Machine whose class, Secret or name has a problem and that has no device recorded costs no API call: its
+status names every problem (InvalidArgument) and nothing is created. A device left behind by an earlier lost
+create answer is found by its tag once the problem is fixed, or by finalize.
+
 Request shape: a body whose related keys lack the namespace ("name" instead of "namespace/name") comes from a
 hook configured with version v1, which also drops objects from other namespaces; such a request is answered
 with HTTP 400 naming the fix, as is any body that is not a Metacontroller decorator request for a Machine.
