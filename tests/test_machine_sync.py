@@ -12,10 +12,12 @@ from hooks import machine
 from hooks.exceptions import (
     CapacityError,
     Forbidden,
+    NotFound,
     RateLimited,
     ServerError,
     TransportError,
     Unauthorized,
+    UnexpectedResponse,
     Unprocessable,
 )
 from tests.crd_schema import status_problems
@@ -403,6 +405,8 @@ def test_unrelated_unprocessable_stops_reservation_attempts(fake, clock) -> None
         (RateLimited("429 Too Many Requests", status=429, retry_after=42.0), "ResourceExhausted"),
         (ServerError("503 Service Unavailable", status=503), "Unavailable"),
         (TransportError("read timed out"), "Unavailable"),
+        (UnexpectedResponse("409 Conflict", status=409), "Unknown"),
+        (NotFound("404 project not found", status=404, from_api=True), "NotFound"),
     ],
 )
 def test_api_errors_use_mcm_codes(fake, clock, error, code) -> None:
@@ -588,3 +592,42 @@ def test_problem_node_condition_makes_running_unknown(fake, clock, condition) ->
     assert phase(response) == "Unknown"
     assert f"{condition}=True" in op(response)["description"]
     assert [c["type"] for c in response["status"]["conditions"]].count(condition) == 1
+
+
+def _scenario(name: str, fake: FakeMetal, clock: Clock) -> tuple[dict, dict]:
+    """A request in a given situation, after Metacontroller stored the hook's first answer; plus settings."""
+    settings: dict = {}
+    if name == "invalid":
+        body = sync_request()
+        provider_spec(body).pop("metro")
+    elif name == "api-error":
+        body = sync_request()
+    elif name == "pending":
+        body = apply(sync_request(), run(sync_request(), fake, clock))
+    elif name == "running":
+        body = _running(fake, clock)
+    elif name == "unknown":
+        body = _running(fake, clock)
+        body = apply(body, run(with_node(body, node(ready=False)), fake, clock))
+    elif name == "available":
+        settings = {"no_target_cluster": True}
+        device = fake.add(state="active")
+        body = sync_request()
+        body["object"]["metadata"]["annotations"] = {"metal-machine-hooks/device-id": device["id"]}
+    if name == "api-error":
+        fake.fail("list_devices", ServerError("503 Service Unavailable", status=503))
+    body = apply(body, run(body, fake, clock, **settings))
+    return body, settings
+
+
+@pytest.mark.parametrize("name", ["invalid", "api-error", "pending", "running", "unknown", "available"])
+def test_unchanged_observation_gives_unchanged_status(fake, clock, name) -> None:
+    body, settings = _scenario(name, fake, clock)
+    answers = []
+    for _ in range(2):
+        clock.advance(seconds=2)
+        if name == "api-error":
+            fake.fail("list_devices", ServerError("503 Service Unavailable", status=503))
+        answers.append(run(body, fake, clock, **settings))
+    assert answers[0] == answers[1]
+    assert answers[0]["status"] == body["object"]["status"]
