@@ -981,16 +981,19 @@ class Metacontroller:
     def _dispatch(self) -> None:
         while True:
             event = self._inbox.get()
-            if event is None or self._stopping.is_set():
-                return
-            for runtime in self._runtimes:
-                if runtime.disabled:
-                    continue
-                try:
-                    runtime.handle_event(event)
-                except Exception as exc:  # an informer handler must never die
-                    self.record(runtime.name, "", None, "handler-error", repr(exc))
-            self.notify()
+            try:
+                if event is None or self._stopping.is_set():
+                    return
+                for runtime in self._runtimes:
+                    if runtime.disabled:
+                        continue
+                    try:
+                        runtime.handle_event(event)
+                    except Exception as exc:  # an informer handler must never die
+                        self.record(runtime.name, "", None, "handler-error", repr(exc))
+            finally:
+                self._inbox.task_done()
+                self.notify()
 
     def _resync_loop(self) -> None:
         while not self._stopping.is_set():
@@ -1037,6 +1040,10 @@ class Metacontroller:
 
     # ------------------------------------------------------------ test helpers
 
+    def runtime(self, name: str) -> _Runtime:
+        """The running controller called `name` (its `.queue` shows pending delays and backoff counts)."""
+        return next(r for r in self._runtimes if r.name == name)
+
     def hook_calls(self, controller: str | None = None, key: str | None = None, hook: str | None = None) -> list[Obj]:
         with self._events_lock:
             return [e for e in self.events if e["hook"] is not None
@@ -1063,5 +1070,5 @@ class Metacontroller:
 
     def wait_idle(self, timeout: float = 10.0) -> None:
         """Wait until no key is queued or processed and the informer inbox is empty."""
-        self.wait_for(lambda _: self._inbox.empty() and not any(r.queue.busy() for r in self._runtimes),
+        self.wait_for(lambda _: not self._inbox.unfinished_tasks and not any(r.queue.busy() for r in self._runtimes),
                       timeout, "emulator idle")

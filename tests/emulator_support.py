@@ -1,0 +1,180 @@
+"""Helpers for the emulator tests: a tiny hook server on an ephemeral port, test CRDs and controller builders.
+
+The hook server is deliberately not our real hook app: these tests pin down the emulator's behaviour, so the
+hooks here are canned or trivially computed answers whose effect is easy to assert.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from emulator.metacontroller import Metacontroller
+from emulator.store import Store
+
+Obj = dict[str, Any]
+# A handler gets the request body and returns a dict (200 JSON), or (status, body[, headers]).
+Handler = Callable[[Obj], Any]
+
+GROUP = "test.example.com"
+API = f"{GROUP}/v1"
+
+
+def widget_crd(*, status_subresource: bool = True, scope: str = "Namespaced") -> Obj:
+    """A parent kind with a structural schema: status fields outside it are pruned by the store."""
+    version: Obj = {
+        "name": "v1",
+        "served": True,
+        "storage": True,
+        "schema": {"openAPIV3Schema": {
+            "type": "object",
+            "properties": {
+                "apiVersion": {"type": "string"},
+                "kind": {"type": "string"},
+                "metadata": {"type": "object"},
+                "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True, "properties": {
+                    "selector": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                    "size": {"type": "integer"},
+                }},
+                "status": {"type": "object", "properties": {
+                    "phase": {"type": "string"},
+                    "count": {"type": "integer"},
+                    "observedGeneration": {"type": "integer"},
+                    "children": {"type": "array", "items": {"type": "string"}},
+                }},
+            },
+        }},
+    }
+    if status_subresource:
+        version["subresources"] = {"status": {}}
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"widgets.{GROUP}"},
+        "spec": {"group": GROUP, "scope": scope, "versions": [version],
+                 "names": {"kind": "Widget", "plural": "widgets", "singular": "widget", "listKind": "WidgetList"}},
+    }
+
+
+def widget(name: str, namespace: str = "default", *, labels: Obj | None = None, spec: Obj | None = None) -> Obj:
+    return {"apiVersion": API, "kind": "Widget",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels or {"app": name}},
+            "spec": {"selector": {"matchLabels": {"app": name}}, **(spec or {})}}
+
+
+def configmap(name: str, namespace: str = "default", *, labels: Obj | None = None, data: Obj | None = None) -> Obj:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace, **({"labels": labels} if labels else {})},
+            "data": data or {}}
+
+
+def hook_spec(base_url: str, path: str, version: str = "v2", **webhook: Any) -> Obj:
+    return {"version": version, "webhook": {"url": base_url + path, **webhook}}
+
+
+def composite(name: str, base_url: str, *, version: str = "v2", customize: bool = False, finalize: bool = False,
+              method: str = "OnDelete", **spec: Any) -> Obj:
+    hooks = {"sync": hook_spec(base_url, "/sync", version)}
+    if customize:
+        hooks["customize"] = hook_spec(base_url, "/customize", version)
+    if finalize:
+        hooks["finalize"] = hook_spec(base_url, "/finalize", version)
+    return {"apiVersion": "metacontroller.k8s.io/v1alpha1", "kind": "CompositeController",
+            "metadata": {"name": name},
+            "spec": {"parentResource": {"apiVersion": API, "resource": "widgets"},
+                     "childResources": [{"apiVersion": "v1", "resource": "configmaps",
+                                         "updateStrategy": {"method": method}}],
+                     "hooks": hooks, **spec}}
+
+
+def decorator(name: str, base_url: str, *, version: str = "v2", customize: bool = False, finalize: bool = False,
+              resource: Obj | None = None, **spec: Any) -> Obj:
+    hooks = {"sync": hook_spec(base_url, "/sync", version)}
+    if customize:
+        hooks["customize"] = hook_spec(base_url, "/customize", version)
+    if finalize:
+        hooks["finalize"] = hook_spec(base_url, "/finalize", version)
+    return {"apiVersion": "metacontroller.k8s.io/v1alpha1", "kind": "DecoratorController",
+            "metadata": {"name": name},
+            "spec": {"resources": [resource or {"apiVersion": API, "resource": "widgets"}],
+                     "attachments": [{"apiVersion": "v1", "resource": "configmaps"}],
+                     "hooks": hooks, **spec}}
+
+
+class HookServer:
+    """Threaded HTTP server answering POSTs by path with the registered handlers; records every request."""
+
+    def __init__(self, handlers: dict[str, Handler] | None = None) -> None:
+        self.handlers: dict[str, Handler] = dict(handlers or {})
+        self.requests: list[tuple[str, Obj, dict[str, str]]] = []
+        self.lock = threading.Lock()
+        server = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                with server.lock:
+                    server.requests.append((self.path, body, dict(self.headers)))
+                handler = server.handlers.get(self.path)
+                if handler is None:
+                    self._send(404, {"error": "no such hook"}, {})
+                    return
+                result = handler(body)
+                status, payload, headers = 200, result, {}
+                if isinstance(result, tuple):
+                    status, payload, *rest = result
+                    headers = rest[0] if rest else {}
+                self._send(status, payload, headers)
+
+            def _send(self, status: int, payload: Any, headers: dict[str, str]) -> None:
+                data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
+        self._thread.start()
+
+    def calls(self, path: str) -> list[Obj]:
+        with self.lock:
+            return [body for p, body, _ in self.requests if p == path]
+
+    def headers(self, path: str) -> list[dict[str, str]]:
+        with self.lock:
+            return [h for p, _, h in self.requests if p == path]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@contextmanager
+def running(store: Store, controllers: list[Obj], **kwargs: Any) -> Iterator[Metacontroller]:
+    """A started emulator with test-friendly backoff, stopped afterwards."""
+    kwargs.setdefault("backoff_cap", 0.5)
+    mc = Metacontroller(store, controllers, **kwargs)
+    mc.start()
+    try:
+        yield mc
+    finally:
+        mc.stop()
+
+
+def get(store: Store, kind: str, name: str, namespace: str = "default") -> Obj | None:
+    api = "v1" if kind in ("ConfigMap", "Secret", "Namespace", "Node") else API
+    return store.try_get(api, kind, name, namespace)
