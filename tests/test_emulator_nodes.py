@@ -1,0 +1,102 @@
+"""Nodes appear, turn Ready and disappear with the simulator's devices, like kubelets would make them."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from emulator.nodes import NodeJoiner
+from emulator.store import Store
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def ready(store: Store, name: str) -> str | None:
+    node = store.try_get("v1", "Node", name)
+    if node is None:
+        return None
+    return next(c["status"] for c in node["status"]["conditions"] if c["type"] == "Ready")
+
+
+@pytest.fixture
+def sim(metal_sim: Any) -> Any:
+    return metal_sim
+
+
+def test_active_device_joins_not_ready_then_ready(sim: Any) -> None:
+    store, clock = Store(), Clock()
+    device = sim.sim.add_device(sim.project, hostname="worker-1", metro="ny", plan="c3.small.x86", state="active")
+    joiner = NodeJoiner(store, sim.base_url, ready_delay=5.0, monotonic=clock)
+    joiner.tick()
+    node = store.get("v1", "Node", "worker-1")
+    assert node["spec"]["providerID"] == f"equinixmetal://ny/{device['id']}"
+    assert node["metadata"]["labels"]["kubernetes.io/hostname"] == "worker-1"
+    assert ready(store, "worker-1") == "False"
+    clock.now += 5.0
+    joiner.tick()
+    assert ready(store, "worker-1") == "True"
+
+
+def test_provisioning_device_has_no_node_and_gone_device_loses_it(sim: Any) -> None:
+    store = Store()
+    pending = sim.sim.add_device(sim.project, hostname="worker-2", state="provisioning")
+    active = sim.sim.add_device(sim.project, hostname="worker-3", state="active")
+    joiner = NodeJoiner(store, sim.base_url)
+    joiner.tick()
+    assert store.try_get("v1", "Node", "worker-2") is None
+    assert ready(store, "worker-3") == "True"
+    sim.sim.set_device_state(active["id"], "deleted")
+    sim.sim.set_device_state(pending["id"], "active")
+    joiner.tick()
+    assert store.try_get("v1", "Node", "worker-3") is None
+    assert ready(store, "worker-2") == "True"
+
+
+def test_knobs_pin_not_ready_and_remove_nodes(sim: Any) -> None:
+    store = Store()
+    sim.sim.add_device(sim.project, hostname="worker-4", state="active")
+    store.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "not-ours"}, "spec": {}})
+    joiner = NodeJoiner(store, sim.base_url)
+    joiner.tick()
+    joiner.set_ready("worker-4", "Unknown")
+    assert ready(store, "worker-4") == "Unknown"
+    joiner.set_ready("worker-4", None)
+    assert ready(store, "worker-4") == "True"
+    joiner.remove("worker-4")
+    joiner.tick()
+    assert store.try_get("v1", "Node", "worker-4") is None
+    joiner.allow_rejoin("worker-4")
+    joiner.tick()
+    assert ready(store, "worker-4") == "True"
+    assert store.try_get("v1", "Node", "not-ours") is not None
+
+
+def test_background_thread_follows_devices(sim: Any) -> None:
+    store = Store()
+    joiner = NodeJoiner(store, sim.base_url, poll_interval=0.01).start()
+    try:
+        device = sim.sim.add_device(sim.project, hostname="worker-5", state="active")
+        wait(lambda: ready(store, "worker-5") == "True")
+        sim.sim.set_device_state(device["id"], "deleted")
+        wait(lambda: store.try_get("v1", "Node", "worker-5") is None)
+    finally:
+        joiner.stop()
+    assert joiner.errors == []
+
+
+def wait(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    event = threading.Event()
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met"
+        event.wait(0.01)
