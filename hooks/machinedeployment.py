@@ -297,8 +297,10 @@ def _parse(body: Any) -> tuple[dict[str, Any], list[MachineSet]]:
     meta = parent.get("metadata")
     if not isinstance(meta, dict) or not meta.get("name") or not meta.get("namespace"):
         raise BadRequest("parent.metadata must have a name and a namespace")
-    children = body.get("children") or {}
-    group = children.get(SET_KEY) if isinstance(children, dict) else None
+    children = {} if body.get("children") is None else body["children"]
+    if not isinstance(children, dict):
+        raise BadRequest("children must be a map")
+    group = children.get(SET_KEY)
     if group is not None and not isinstance(group, dict):
         raise BadRequest(f"children[{SET_KEY!r}] must be a map")
     sets = [MachineSet(obj) for obj in (group or {}).values() if isinstance(obj, dict)]

@@ -378,7 +378,7 @@ def _parse(body: Any) -> tuple[dict[str, Any], list[Machine]]:
     meta = parent.get("metadata")
     if not isinstance(meta, dict) or not meta.get("name") or not meta.get("namespace"):
         raise BadRequest("parent.metadata must have a name and a namespace")
-    children = body.get("children") or {}
+    children = {} if body.get("children") is None else body["children"]
     if not isinstance(children, dict):
         raise BadRequest("children must be a map")
     group = children.get(MACHINE_KEY) or {}
