@@ -270,3 +270,30 @@ def test_paused_deployment_scales_but_does_not_roll_out() -> None:
     world.md["spec"]["paused"] = False
     world.settle()
     assert world.machine_classes() == {"class-v2": 3}
+
+
+def test_mcm_integration_test_sequence() -> None:
+    """MCM's IT: replicas 0 gives one set; at 1, exactly Available/MinimumReplicasAvailable and
+    Progressing/NewMachineSetAvailable; 6, then 2; a class switch with replicas 4 ends fully updated."""
+    world = World(0, {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 2, "maxUnavailable": 1}}, min_ready=500)
+    world.round()
+    world.round()
+    assert len(world.sets) == 1
+    world.md["spec"]["replicas"] = 1
+    world.settle()
+    status = world.md["status"]
+    assert [(c["type"], c["status"], c["reason"]) for c in status["conditions"]] == [
+        ("Available", "True", "MinimumReplicasAvailable"), ("Progressing", "True", "NewMachineSetAvailable")]
+    assert status["availableReplicas"] == 1
+    world.md["spec"]["replicas"] = 6
+    world.settle()
+    assert world.md["status"]["availableReplicas"] == 6
+    world.md["spec"]["replicas"] = 2
+    world.settle()
+    assert len(world.machines) == 2
+    world.md["spec"]["template"] = template("class-v2")
+    world.md["spec"]["replicas"] = 4
+    world.settle(80)
+    status = world.md["status"]
+    assert (status["updatedReplicas"], status["availableReplicas"]) == (4, 4)
+    assert world.machine_classes() == {"class-v2": 4}
