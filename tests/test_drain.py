@@ -449,3 +449,36 @@ def test_recorded_finalize_request_keeps_the_running_drain() -> None:
     assert not step.ready_to_delete_device
     assert [j["metadata"]["name"] for j in step.attachments] == [observed_job["metadata"]["name"]]
     assert step.description == "Initiate node drain"
+
+
+def test_finalize_calls_in_a_row_show_each_step_in_order() -> None:
+    """A stand-in for Metacontroller and the Job controller around plan_drain, as finalize will use it."""
+    m = machine()
+    observed_jobs: list[dict[str, Any]] = []
+    shown: list[str] = []
+    device_deleted_at = None
+    for call in range(6):
+        step = plan_drain(m, node(), attachments(*observed_jobs), SETTINGS, NOW + timedelta(seconds=call))
+        # Metacontroller: create what is declared, keep what is declared again.
+        names = {j["metadata"]["name"] for j in observed_jobs}
+        observed_jobs = [
+            j for j in observed_jobs if j["metadata"]["name"] in {a["metadata"]["name"] for a in step.attachments}
+        ]
+        observed_jobs += [observed(a, active=1) for a in step.attachments if a["metadata"]["name"] not in names]
+        if not step.ready_to_delete_device or step.announce:
+            description = step.description
+        else:
+            device_deleted_at = device_deleted_at if device_deleted_at is not None else call
+            description = "Initiate VM deletion: waiting for device(s) 9e2b to be deleted."
+        m["status"]["lastOperation"] = {"description": description, "state": step.state, "type": "Delete"}
+        if not shown or shown[-1] != description:
+            shown.append(description)
+        if call == 1:  # the drain pod finishes
+            observed_jobs = [observed(j, succeeded=1, conditions=[COMPLETE]) for j in observed_jobs]
+    assert shown == [
+        "Initiate node drain",
+        "Drain successful. Initiate VM deletion",
+        "Initiate VM deletion: waiting for device(s) 9e2b to be deleted.",
+    ]
+    assert device_deleted_at == 3
+    assert len(observed_jobs) == 1  # one Job all along, kept until the Machine is gone
