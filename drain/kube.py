@@ -81,9 +81,11 @@ class KubeApi:
     @staticmethod
     def _failure(method: str, path: str, response: requests.Response) -> KubeError:
         try:
-            message = response.json().get("message") or response.text
+            body = response.json()
         except ValueError:
-            message = response.text
+            body = None
+        message = str(body.get("message") or "") if isinstance(body, dict) else ""
+        message = message or response.text or response.reason or ""
         return KubeError(f"{method} {path}: HTTP {response.status_code}: {message[:300]}", response.status_code)
 
     def get_node(self, name: str) -> dict[str, Any] | None:
