@@ -7,8 +7,10 @@ Hooks (all Metacontroller hook version v2, related keys `namespace/name`):
 * sync finds the Machine's device (by the id recorded on the Machine, else by the ownership tag
   `metal-machine-hooks:uid:<uid>`), creates it when there is none (at most once per sync), and reports MCM's
   status: phase, lastOperation, addresses and the Node's conditions.
-* finalize deletes every device that carries the Machine's ownership tag and answers `finalized: true` only once
-  none is left.
+* finalize first drains the Machine's Node with a Job attachment (hooks.drain decides; docs/drain.md), shows each
+  drain outcome in lastOperation before the next step, then deletes every device that carries the Machine's
+  ownership tag and answers `finalized: true` only once none is left. A Machine without any device is let go in
+  its first finalize call.
 
 What the hooks write on a Machine:
 
@@ -50,8 +52,9 @@ from typing import Any
 from urllib.parse import quote
 
 from hooks import mcm, tags
-from hooks.config import CREDENTIALS_LABEL, CREDENTIALS_LABEL_VALUE
+from hooks.config import CREDENTIALS_LABEL, CREDENTIALS_LABEL_VALUE, ConfigError
 from hooks.context import BadRequest, HookContext
+from hooks.drain import INITIATE_DRAIN, INITIATE_VM_DELETION, JOB_KEY, DrainSettings, plan_drain
 from hooks.exceptions import (
     CapacityError,
     MetalError,
@@ -107,6 +110,7 @@ class MachineRequest:
 
     machine: dict[str, Any]
     related: dict[str, Any]
+    attachments: dict[str, Any] = field(default_factory=dict)
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -185,7 +189,16 @@ def parse_request(body: Any) -> MachineRequest:
                     f"related {kind_key} key {key!r} has no namespace: the hooks of DecoratorController "
                     "metal-machines must use version: v2 (keys 'namespace/name')"
                 )
-    return MachineRequest(machine=machine, related={k: v or {} for k, v in related.items()})
+    attachments = body.get("attachments")
+    if attachments is None:
+        attachments = {}
+    if not isinstance(attachments, dict) or not all(v is None or isinstance(v, dict) for v in attachments.values()):
+        raise BadRequest("'attachments' must map 'Kind.group/version' to objects keyed by 'namespace/name'")
+    return MachineRequest(
+        machine=machine,
+        related={k: v or {} for k, v in related.items()},
+        attachments={k: v or {} for k, v in attachments.items()},
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------- customize
@@ -365,6 +378,7 @@ class Outcome:
     annotations: dict[str, Any] = field(default_factory=dict)
     resync: float = 0.0
     finalized: bool | None = None
+    attachments: list[dict[str, Any]] | None = None
 
     def response(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -374,6 +388,8 @@ class Outcome:
             out["annotations"] = self.annotations
         if self.status is not None:
             out["status"] = self.status
+        if self.attachments is not None:
+            out["attachments"] = self.attachments
         if self.resync > 0:
             out["resyncAfterSeconds"] = round(self.resync, 1)
         if self.finalized is not None:
@@ -628,47 +644,79 @@ def finalize(body: dict[str, Any], ctx: HookContext) -> dict[str, Any]:
 
 
 def release(req: MachineRequest, ctx: HookContext) -> Outcome:
-    """Delete every device of the Machine; finalized only when a lookup shows none is left."""
+    """Drain the Node (hooks.drain), then delete every device of the Machine; finalized only when none is left."""
     now = ctx.clock()
     if str(req.annotations.get(SKIP_CLEANUP_ANNOTATION, "")).strip().lower() == "true":
         text = (f"Device cleanup skipped: annotation {SKIP_CLEANUP_ANNOTATION}=true; any device of machine "
                 f"{req.name} is left as it is")
-        return Outcome(status=_terminating(req, now, text, mcm.SUCCESSFUL), finalized=True)
+        return Outcome(status=_terminating(req, now, text, mcm.SUCCESSFUL), finalized=True, attachments=[])
+    try:
+        step = plan_drain(req.machine, req.node, req.attachments, DrainSettings.from_env(settings=ctx.settings), now)
+    except ConfigError as exc:
+        text = f"Drain failed due to - the hook server's drain settings are invalid: {exc}. {INITIATE_DRAIN}"
+        status = _terminating(req, now, text, mcm.STATE_FAILED, mcm.FAILED_PRECONDITION)
+        wait = backoff(now, status["lastOperation"]["lastUpdateTime"])
+        return Outcome(status=status, finalized=False, resync=wait, attachments=_observed_jobs(req))
+    if not step.ready_to_delete_device:
+        status = _terminating(req, now, step.description, step.state)
+        return Outcome(status=status, finalized=False, resync=step.resync_after, attachments=step.attachments)
+    outcome = _release_devices(req, ctx, now, announce=step.description if step.announce else None)
+    outcome.attachments = step.attachments
+    return outcome
+
+
+def _observed_jobs(req: MachineRequest) -> list[dict[str, Any]]:
+    """The drain Jobs as observed, declared again so that Metacontroller keeps them while we cannot plan."""
+    jobs = (req.attachments.get(JOB_KEY) or {}).values()
+    kept = []
+    for job in jobs:
+        if isinstance(job, dict) and isinstance(job.get("metadata"), dict):
+            meta = {k: v for k, v in job["metadata"].items() if k in ("name", "namespace", "labels", "annotations")}
+            kept.append({"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job.get("spec") or {}})
+    return kept
+
+
+def _release_devices(req: MachineRequest, ctx: HookContext, now: datetime, *, announce: str | None) -> Outcome:
+    """The device step. With `announce` (the drain outcome not yet shown), a Machine whose devices are all gone is
+    let go at once; otherwise the drain outcome is written first and the devices are deleted in the next call."""
     res = resolve(req.machine, req.related)
     opt_out = (f"If the device is known to be gone, annotate the Machine with {SKIP_CLEANUP_ANNOTATION}=\"true\" "
                "to let it go")
     if not res.can_reach_api:
         text = (f"Cannot look for or delete the device of machine {req.name}: {'; '.join(res.access_problems)}. "
-                f"The Machine stays Terminating while its device may still run. {opt_out}")
+                f"The Machine stays Terminating while its device may still run. {opt_out}. {INITIATE_VM_DELETION}")
         status = _terminating(req, now, text, mcm.STATE_FAILED, mcm.INVALID_ARGUMENT)
         return Outcome(status=status, finalized=False, resync=backoff(now, status["lastOperation"]["lastUpdateTime"]))
     assert res.credentials is not None and res.project_id
     client = ctx.metal(res.credentials.token)
     try:
-        present, skipped = _delete_devices(client, req, res.project_id)
+        devices, skipped = _own_devices(client, req, res.project_id)
+        present = [] if announce and devices else _delete(client, req, devices)
     except MetalError as exc:
         text = (f"VM deletion failed due to - {_message(exc, res)}. However, will re-try in the next resync. "
-                "Initiate VM deletion")
+                f"{INITIATE_VM_DELETION}")
         if exc.mcm_code in (mcm.UNAUTHENTICATED, mcm.PERMISSION_DENIED):
-            text += f". {opt_out}"
+            text = f"{text}. {opt_out}"
         status = _terminating(req, now, text, mcm.STATE_FAILED, exc.mcm_code)
         wait = backoff(now, status["lastOperation"]["lastUpdateTime"], cap=120.0)
         if isinstance(exc, RateLimited) and exc.retry_after:
             wait = max(wait, exc.retry_after)
         return Outcome(status=status, finalized=False, resync=wait)
+    if announce and devices:
+        return Outcome(status=_terminating(req, now, announce, mcm.PROCESSING), finalized=False, resync=1.0)
     note = ""
     if skipped:
         note = (f" Device {skipped} recorded on the Machine does not carry its ownership tag {tags.uid_tag(req.uid)}"
                 " and was left alone.")
     if present:
-        text = f"Initiate VM deletion: waiting for device(s) {', '.join(present)} to be deleted.{note}"
+        text = f"{INITIATE_VM_DELETION}: waiting for device(s) {', '.join(present)} to be deleted.{note}"
         return Outcome(status=_terminating(req, now, text, mcm.PROCESSING), finalized=False, resync=DELETING_RESYNC)
     text = f"VM deletion was successful. Initiate machine object finalizer removal.{note}"
     return Outcome(status=_terminating(req, now, text, mcm.SUCCESSFUL), finalized=True)
 
 
-def _delete_devices(client: Any, req: MachineRequest, project_id: str) -> tuple[list[str], str | None]:
-    """DELETE each device of ours that is not already going; return (ids still present, foreign recorded id)."""
+def _own_devices(client: Any, req: MachineRequest, project_id: str) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """This Machine's devices that still exist (by recorded id and by tag), and a recorded id that is not ours."""
     devices: dict[str, dict[str, Any]] = {}
     skipped = None
     recorded = recorded_device_id(req)
@@ -686,16 +734,18 @@ def _delete_devices(client: Any, req: MachineRequest, project_id: str) -> tuple[
     for device in client.list_devices(project_id, tag=tags.uid_tag(req.uid)):
         if isinstance(device, dict) and device.get("id") and tags.is_owned_by(device.get("tags") or [], req.uid):
             devices.setdefault(device["id"], device)
+    return {k: v for k, v in devices.items() if v.get("state") != "deleted"}, skipped
+
+
+def _delete(client: Any, req: MachineRequest, devices: dict[str, dict[str, Any]]) -> list[str]:
+    """DELETE each device that is not already deprovisioning; return the ids still present."""
     present = []
     for device_id in sorted(devices):
-        state = devices[device_id].get("state")
-        if state == "deleted":
-            continue
-        if state != "deprovisioning":
+        if devices[device_id].get("state") != "deprovisioning":
             try:
                 client.delete_device(device_id)
             except NotFound:
                 continue
             log.info("machine %s/%s: deleting device %s", req.namespace, req.name, device_id)
         present.append(device_id)
-    return present, skipped
+    return present

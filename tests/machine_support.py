@@ -104,6 +104,20 @@ def apply(body: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+def observe_jobs(body: dict, jobs: list[dict], *, complete: bool) -> dict:
+    """What Metacontroller shows in the next call: the declared Jobs, as the Job controller left them."""
+    observed = {}
+    for job in jobs:
+        job = {**job, "metadata": {**job["metadata"], "uid": "f00d0000-0000-4000-8000-000000000001"}}
+        if complete:
+            job["status"] = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+        else:
+            job["status"] = {"active": 1}
+        observed[f"{job['metadata']['namespace']}/{job['metadata']['name']}"] = job
+    body["attachments"] = {"Job.batch/v1": observed}
+    return body
+
+
 class Clock:
     """A settable clock for ctx.clock."""
 

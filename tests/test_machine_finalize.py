@@ -18,8 +18,11 @@ from tests.machine_support import (
     context,
     finalize_request,
     machine_class,
+    node,
+    observe_jobs,
     set_secret_value,
     sync_request,
+    with_node,
 )
 
 __all__ = ["cached_crd_schemas"]
@@ -50,11 +53,22 @@ def created(fake, clock) -> dict:
     return apply(body, machine.sync(body, context(fake, clock)))
 
 
+def past_drain(body, fake, clock) -> dict:
+    """The first finalize call shows the drain outcome (no Node: nothing to drain) before touching a device."""
+    fake.calls.clear()
+    response = run(body, fake, clock)
+    assert response["finalized"] is False
+    assert response["status"]["lastOperation"]["description"] == (
+        "Skipping drain as node object does not exist. Initiate VM deletion")
+    assert "delete_device" not in fake.ops()
+    fake.calls.clear()
+    return apply(body, response)
+
+
 def test_delete_then_wait_until_gone(fake, clock) -> None:
-    body = finalize_request(created(fake, clock))
+    body = past_drain(finalize_request(created(fake, clock)), fake, clock)
     (device_id,) = fake.devices
     fake.slow_delete = True
-    fake.calls.clear()
     first = run(body, fake, clock)
     assert fake.calls == [("get_device", device_id), ("list_devices", UID_TAG), ("delete_device", device_id)]
     assert first["finalized"] is False
@@ -91,10 +105,14 @@ def test_machine_without_device_finalizes_at_once(fake, clock) -> None:
 
 def test_device_found_only_by_tag_is_deleted(fake, clock) -> None:
     lost = fake.add(state="active")  # a create whose answer was lost: no id recorded on the Machine
-    response = run(finalize_request(), fake, clock)
+    body = finalize_request()
+    first = run(body, fake, clock)
+    assert first["status"]["lastOperation"]["description"].startswith("Skipping drain as nodeName is not a valid one")
+    body = apply(body, first)
+    response = run(body, fake, clock)
     assert ("delete_device", lost["id"]) in fake.calls
     assert response["finalized"] is False
-    assert run(finalize_request(), fake, clock)["finalized"] is True
+    assert run(apply(body, response), fake, clock)["finalized"] is True
 
 
 def test_foreign_device_named_on_machine_is_never_deleted(fake, clock) -> None:
@@ -113,7 +131,7 @@ def test_foreign_provider_id_with_own_device_by_tag(fake, clock) -> None:
     mine = fake.add(state="active")
     body = finalize_request()
     body["object"]["spec"]["providerID"] = f"equinixmetal://ny/{foreign['id']}"
-    response = run(body, fake, clock)
+    response = run(apply(body, run(body, fake, clock)), fake, clock)
     assert ("delete_device", mine["id"]) in fake.calls
     assert ("delete_device", foreign["id"]) not in fake.calls
     assert response["finalized"] is False
@@ -181,7 +199,7 @@ def test_api_errors_keep_machine_terminating(fake, clock, error, code) -> None:
 
 
 def test_terminating_status_is_stable(fake, clock) -> None:
-    body = finalize_request(created(fake, clock))
+    body = past_drain(finalize_request(created(fake, clock)), fake, clock)
     fake.slow_delete = True
     body = apply(body, run(body, fake, clock))
     clock.advance(seconds=5)
@@ -195,3 +213,44 @@ def test_finalize_message_names_machine(fake, clock) -> None:
     body = finalize_request()
     body["related"]["Secret.v1"].clear()
     assert NAME in run(body, fake, clock)["status"]["lastOperation"]["description"]
+
+
+def test_ready_node_is_drained_before_the_device_is_deleted(fake, clock) -> None:
+    body = with_node(finalize_request(created(fake, clock)), node())
+    (device_id,) = fake.devices
+    fake.calls.clear()
+    first = run(body, fake, clock)
+    assert first["finalized"] is False and fake.calls == []
+    assert first["status"]["lastOperation"]["description"] == "Initiate node drain"
+    (job,) = first["attachments"]
+    assert job["kind"] == "Job" and job["metadata"]["name"] == f"{NAME}-drain"
+    body = observe_jobs(apply(body, first), first["attachments"], complete=False)
+    running = run(body, fake, clock)
+    assert running["attachments"] == first["attachments"] and fake.calls == []
+    body = observe_jobs(body, first["attachments"], complete=True)
+    announced = run(body, fake, clock)
+    assert announced["status"]["lastOperation"]["description"] == "Drain successful. Initiate VM deletion"
+    assert "delete_device" not in fake.ops() and announced["attachments"] == first["attachments"]
+    body = apply(body, announced)
+    deleting = run(body, fake, clock)
+    assert ("delete_device", device_id) in fake.calls
+    assert deleting["attachments"] == first["attachments"]
+    done = run(apply(body, deleting), fake, clock)
+    assert done["finalized"] is True
+
+
+def test_force_deletion_label_skips_the_drain(fake, clock) -> None:
+    body = with_node(finalize_request(created(fake, clock)), node())
+    body["object"]["metadata"]["labels"]["force-deletion"] = "True"
+    response = run(body, fake, clock)
+    assert response["attachments"] == []
+    assert response["status"]["lastOperation"]["description"].startswith("Skipping drain as")
+
+
+def test_bad_drain_settings_keep_the_machine_and_name_the_variable(fake, clock, monkeypatch) -> None:
+    monkeypatch.setenv("DRAIN_SERVICE_ACCOUNT", "Not A Name")
+    body = with_node(finalize_request(created(fake, clock)), node())
+    fake.calls.clear()
+    response = run(body, fake, clock)
+    assert response["finalized"] is False and fake.calls == []
+    assert "DRAIN_SERVICE_ACCOUNT" in response["status"]["lastOperation"]["description"]

@@ -18,6 +18,7 @@ from tests.machine_support import (
     cached_crd_schemas,
     finalize_request,
     node,
+    observe_jobs,
     provider_spec,
     set_secret_value,
     sync_request,
@@ -82,12 +83,22 @@ def test_lifecycle_pending_running_deleted_finalized(metal_sim, ctx) -> None:
     assert sync(body, ctx)["status"] == body["object"]["status"]
     assert dict(metal_sim.sim.calls) == {"GET /devices/{id}": 1}
 
+    # Deleted: the Node is drained by a Job first, then the device goes, then the Machine.
     gone = finalize_request(body)
-    first = finalize(gone, ctx)
-    assert first["finalized"] is False and first["resyncAfterSeconds"] > 0
+    drain = finalize(gone, ctx)
+    assert drain["status"]["lastOperation"]["description"] == "Initiate node drain"
+    assert len(ours(metal_sim)) == 1
+    gone = observe_jobs(apply(gone, drain), drain["attachments"], complete=True)
+    announced = finalize(gone, ctx)
+    assert announced["status"]["lastOperation"]["description"] == "Drain successful. Initiate VM deletion"
+    assert len(ours(metal_sim)) == 1
+    gone = apply(gone, announced)
+    deleting = finalize(gone, ctx)
+    assert deleting["finalized"] is False and deleting["resyncAfterSeconds"] > 0
     assert ours(metal_sim) == []
-    second = finalize(apply(gone, first), ctx)
-    assert second["finalized"] is True
+    done = finalize(apply(gone, deleting), ctx)
+    assert done["finalized"] is True
+    assert done["status"]["lastOperation"]["state"] == "Successful"
 
 
 def test_lost_create_answer_yields_one_device(metal_sim, ctx) -> None:
