@@ -17,7 +17,7 @@ API:
     mc = Metacontroller(store, controllers,
                         service_urls={"metal-machine-hooks.metal-machine-hooks": "http://127.0.0.1:PORT"},
                         workers=5, backoff_base=0.005, backoff_cap=1000.0, customize_ttl=1200.0,
-                        conflict_rate=0.0, seed=0, min_resync_period=1.0)
+                        conflict_rate=0.0, seed=0, min_resync_period=1.0, keep_bodies=False)
     mc.start(); ...; mc.stop()        # background threads; also a context manager
     mc.restart()                      # lose queues, timers, backoff and customize cache; keep the store
     mc.wait_for(lambda store: ..., timeout=10.0, message="...")  # re-evaluated on every change, returns the value
@@ -26,6 +26,7 @@ API:
     mc.hook_calls(controller=None, key=None, hook=None) -> list[dict]
     mc.conflict_rate = 0.2            # a fraction of status writes answered with Conflict
 
+Event log entries of successful hook calls carry `request`/`response` only with keep_bodies=True (memory).
 Event log outcomes: hook calls have `hook` in {"customize", "sync", "finalize"} and outcome "ok", "error" or
 "retry-after"; sync-level entries have hook None and outcome "sync-error", "conflict-dropped", "create",
 "update", "delete", "adopt", "release", "finalizer-added", "finalizer-removed" or "ignored".
@@ -500,8 +501,8 @@ class _Runtime:
             message = f"{hook.name} hook failed (version={hook.version}): {exc}"
             self.mc.record(self.name, str(key), hook.name, "error", message, seconds=time.monotonic() - started)
             raise HookError(message) from exc
-        self.mc.record(self.name, str(key), hook.name, "ok", None, seconds=time.monotonic() - started,
-                       request=body, response=response)
+        bodies = {"request": body, "response": response} if self.mc.keep_bodies else {}
+        self.mc.record(self.name, str(key), hook.name, "ok", None, seconds=time.monotonic() - started, **bodies)
         return response
 
     # ------------------------------------------------------------ finalizer
@@ -904,6 +905,7 @@ class Metacontroller:
         conflict_rate: float = 0.0,
         seed: int = 0,
         min_resync_period: float = 1.0,
+        keep_bodies: bool = False,
     ) -> None:
         self.store = store
         self.controller_specs = [copy.deepcopy(c) for c in controllers]
@@ -913,6 +915,7 @@ class Metacontroller:
         self.customize_ttl = customize_ttl
         self.conflict_rate = conflict_rate
         self.min_resync_period = min_resync_period
+        self.keep_bodies = keep_bodies
         self.events: list[Obj] = []
         self.hook_client = HookClient(service_urls=service_urls, secret_reader=self._read_secret)
         self._rng = random.Random(seed)

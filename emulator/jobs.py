@@ -1,0 +1,113 @@
+"""Stand-in for the Job controller and its pod: Jobs in the store finish, so hooks that wait on a Job can proceed.
+
+Why: the Machine finalize hook declares a drain Job and waits for it to succeed or fail. The emulated cluster has
+no kubelet to run the drain program, so this runner plays its part: each Job gets the status the Job
+controller writes once its pod has run (`succeeded: 1` plus Complete=True, or `failed` plus Failed=True), after a
+configurable delay. The outcome defaults to success (a drain of a Node with nothing left to evict); tests pick
+failures per Job name.
+
+API:
+
+    runner = JobRunner(store, delay=0.0, poll_interval=0.05, default_outcome="succeeded")
+    runner.set_outcome("m1-drain", "failed")   # "succeeded" | "failed" | "running" (never finishes)
+    runner.tick(); runner.start(); runner.stop()
+    runner.finished                            # names of Jobs this runner completed, in order
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from emulator.store import Conflict, NotFound, Store, format_time, utc_now
+
+Obj = dict[str, Any]
+OUTCOMES = ("succeeded", "failed", "running")
+
+
+class JobRunner:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        delay: float = 0.0,
+        poll_interval: float = 0.05,
+        default_outcome: str = "succeeded",
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if default_outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {OUTCOMES}")
+        self.store = store
+        self.delay = delay
+        self.poll_interval = poll_interval
+        self.default_outcome = default_outcome
+        self._now = monotonic
+        self._outcomes: dict[str, str] = {}
+        self._seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.finished: list[str] = []
+
+    def set_outcome(self, name: str, outcome: str) -> None:
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {OUTCOMES}")
+        with self._lock:
+            self._outcomes[name] = outcome
+
+    def start(self) -> JobRunner:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="job-runner", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.tick()
+            self._stop.wait(self.poll_interval)
+
+    def tick(self) -> None:
+        now = self._now()
+        for job in self.store.list("batch/v1", "Job"):
+            meta = job["metadata"]
+            status = job.get("status") or {}
+            if status.get("succeeded") or status.get("failed") or meta.get("deletionTimestamp"):
+                continue
+            with self._lock:
+                first = self._seen.setdefault(meta["uid"], now)
+                outcome = self._outcomes.get(meta["name"], self.default_outcome)
+            if outcome == "running" or now - first < self.delay:
+                if "startTime" not in status:
+                    self._write(job, {"startTime": format_time(utc_now()), "active": 1})
+                continue
+            stamp = format_time(utc_now())
+            if outcome == "succeeded":
+                result = {"succeeded": 1, "completionTime": stamp, "conditions": [
+                    {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": stamp},
+                    {"type": "Complete", "status": "True", "lastTransitionTime": stamp},
+                ]}
+            else:
+                result = {"failed": 1, "conditions": [
+                    {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded",
+                     "lastTransitionTime": stamp},
+                    {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                     "message": "Job has reached the specified backoff limit", "lastTransitionTime": stamp},
+                ]}
+            if self._write(job, {"startTime": status.get("startTime", stamp), **result}):
+                self.finished.append(meta["name"])
+
+    def _write(self, job: Obj, status: Obj) -> bool:
+        job["status"] = status
+        with contextlib.suppress(Conflict, NotFound):
+            self.store.update_status(job)
+            return True
+        return False
