@@ -37,6 +37,13 @@ def _routes() -> dict[str, Hook]:
     routes["/machine/customize"] = machine.customize
     routes["/machine/sync"] = machine.sync
     routes["/machine/finalize"] = machine.finalize
+    from hooks import machineclass, machinedeployment, machineset
+
+    routes["/machineset/sync"] = machineset.sync
+    routes["/machinedeployment/sync"] = machinedeployment.sync
+    routes["/machineclass/customize"] = machineclass.customize
+    routes["/machineclass/sync"] = machineclass.sync
+    routes["/machineclass/finalize"] = machineclass.finalize
     return routes
 
 
