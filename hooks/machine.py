@@ -71,6 +71,7 @@ from hooks.machine_status import (
     build_status,
     describe_conditions,
     device_addresses,
+    format_time,
     go_duration,
     node_conditions,
     node_has_critical_taint,
@@ -251,7 +252,7 @@ def provider_id(device: dict[str, Any], fallback_metro: str) -> str:
 
 def _created_key(device: dict[str, Any]) -> tuple[str, str]:
     created = parse_time(device.get("created_at"))
-    return (created.isoformat() if created else "9999", str(device.get("id")))
+    return (format_time(created) if created else "9999", str(device.get("id")))
 
 
 @dataclass

@@ -631,3 +631,14 @@ def test_unchanged_observation_gives_unchanged_status(fake, clock, name) -> None
         answers.append(run(body, fake, clock, **settings))
     assert answers[0] == answers[1]
     assert answers[0]["status"] == body["object"]["status"]
+
+
+def test_oldest_duplicate_wins_across_time_zones_and_ties_go_by_id(fake, clock) -> None:
+    late = fake.add(id="00000000-0000-4000-8000-00000000000a", state="active", created_at="2026-11-25T10:00:09Z")
+    early = fake.add(id="00000000-0000-4000-8000-00000000000b", state="active",
+                     created_at="2026-11-25T11:00:05+01:00")
+    tie = fake.add(id="00000000-0000-4000-8000-00000000000c", state="active", created_at="2026-11-25T10:00:05Z")
+    response = run(sync_request(), fake, clock)
+    assert response["annotations"]["metal-machine-hooks/device-id"] == early["id"]
+    assert set(fake.devices) == {early["id"]}
+    assert {late["id"], tie["id"]} == {i for op_, i in fake.calls if op_ == "delete_device"}
