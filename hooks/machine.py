@@ -250,6 +250,12 @@ def provider_id(device: dict[str, Any], fallback_metro: str) -> str:
     return f"{PROVIDER_ID_SCHEME}{code or fallback_metro}/{device['id']}"
 
 
+def _owned(device: Any, req: MachineRequest) -> bool:
+    """Whether an API device carries this Machine's ownership tags (anything malformed is not ours)."""
+    device_tags = device.get("tags") if isinstance(device, dict) else None
+    return isinstance(device_tags, list) and tags.is_owned_by([t for t in device_tags if isinstance(t, str)], req.uid)
+
+
 def _created_key(device: dict[str, Any]) -> tuple[str, str]:
     created = parse_time(device.get("created_at"))
     return (format_time(created) if created else "9999", str(device.get("id")))
@@ -278,7 +284,8 @@ def find_device(client: Any, req: MachineRequest, project_id: str) -> Lookup:
             device = client.get_device(found.recorded_id)
         except NotFound:
             device = None
-        if device is not None and not tags.is_owned_by(device.get("tags") or [], req.uid):
+        device = {**device, "id": found.recorded_id} if isinstance(device, dict) else None
+        if device is not None and not _owned(device, req):
             found.foreign_id = found.recorded_id
         elif device is not None and device.get("state") not in GONE_STATES:
             found.device = device
@@ -286,7 +293,7 @@ def find_device(client: Any, req: MachineRequest, project_id: str) -> Lookup:
     mine = [
         d
         for d in client.list_devices(project_id, tag=tags.uid_tag(req.uid))
-        if isinstance(d, dict) and d.get("id") and tags.is_owned_by(d.get("tags") or [], req.uid)
+        if isinstance(d, dict) and d.get("id") and _owned(d, req)
         and d.get("state") not in GONE_STATES
     ]
     if not mine:
@@ -652,7 +659,7 @@ def release(req: MachineRequest, ctx: HookContext) -> Outcome:
                 f"{req.name} is left as it is")
         return Outcome(status=_terminating(req, now, text, mcm.SUCCESSFUL), finalized=True, attachments=[])
     try:
-        step = plan_drain(req.machine, req.node, req.attachments, DrainSettings.from_env(settings=ctx.settings), now)
+        step = plan_drain(*_drain_inputs(req), DrainSettings.from_env(settings=ctx.settings), now)
     except ConfigError as exc:
         text = f"Drain failed due to - the hook server's drain settings are invalid: {exc}. {INITIATE_DRAIN}"
         status = _terminating(req, now, text, mcm.STATE_FAILED, mcm.FAILED_PRECONDITION)
@@ -664,6 +671,29 @@ def release(req: MachineRequest, ctx: HookContext) -> Outcome:
     outcome = _release_devices(req, ctx, now, announce=step.description if step.announce else None)
     outcome.attachments = step.attachments
     return outcome
+
+
+def _drain_inputs(req: MachineRequest) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]]:
+    """The Machine, Node and Jobs as the drain planner expects them: odd shapes reduced to empty ones."""
+    status = req.status
+    machine_view = {
+        **req.machine,
+        "status": {
+            "currentStatus": status.get("currentStatus") if isinstance(status.get("currentStatus"), dict) else {},
+            "lastOperation": observed_operation(status),
+        },
+    }
+    node = req.node
+    if node is not None and not isinstance(node.get("status"), dict):
+        node = {**node, "status": {}}
+    jobs = {
+        key: job
+        for key, job in (req.attachments.get(JOB_KEY) or {}).items()
+        if isinstance(job, dict) and isinstance(job.get("metadata"), dict)
+        and isinstance(job["metadata"].get("annotations") or {}, dict)
+        and (job.get("status") is None or isinstance(job.get("status"), dict))
+    }
+    return machine_view, node, {JOB_KEY: jobs}
 
 
 def _observed_jobs(req: MachineRequest) -> list[dict[str, Any]]:
@@ -726,14 +756,14 @@ def _own_devices(client: Any, req: MachineRequest, project_id: str) -> tuple[dic
             device = client.get_device(recorded)
         except NotFound:
             device = None
-        if device is not None and tags.is_owned_by(device.get("tags") or [], req.uid):
+        if device is not None and _owned(device, req):
             devices[recorded] = device
         elif device is not None:
             skipped = recorded
             log.warning("machine %s/%s: device %s lacks our ownership tag; not deleting it", req.namespace,
                         req.name, recorded)
     for device in client.list_devices(project_id, tag=tags.uid_tag(req.uid)):
-        if isinstance(device, dict) and device.get("id") and tags.is_owned_by(device.get("tags") or [], req.uid):
+        if isinstance(device, dict) and device.get("id") and _owned(device, req):
             devices.setdefault(device["id"], device)
     return {k: v for k, v in devices.items() if v.get("state") != "deleted"}, skipped
 

@@ -132,11 +132,11 @@ def build_status(
     elif last_known_state:
         status["lastKnownState"] = last_known_state
     if addresses is None:
-        addresses = [a for a in observed.get("addresses") or [] if isinstance(a, dict)]
+        addresses = _dicts(observed.get("addresses"))
     if addresses:
         status["addresses"] = addresses
     if conditions is None:
-        conditions = [c for c in observed.get("conditions") or [] if isinstance(c, dict)]
+        conditions = _dicts(observed.get("conditions"))
     if conditions:
         status["conditions"] = conditions
     return status
@@ -145,8 +145,8 @@ def build_status(
 def device_addresses(device: dict[str, Any], hostname: str) -> list[dict[str, str]]:
     """Node-style addresses: public v4 and v6 are ExternalIP, private v4 InternalIP, plus the Hostname."""
     found: list[dict[str, str]] = []
-    for ip in device.get("ip_addresses") or []:
-        if not isinstance(ip, dict) or not isinstance(ip.get("address"), str) or ip.get("enabled") is False:
+    for ip in _dicts(device.get("ip_addresses")):
+        if not isinstance(ip.get("address"), str) or ip.get("enabled") is False:
             continue
         public = ip.get("public", True) is not False
         kind = "InternalIP" if ip.get("address_family") == 4 and not public else "ExternalIP"
@@ -166,8 +166,9 @@ def node_conditions(node: Any) -> list[dict[str, Any]]:
     if not isinstance(node, dict):
         return []
     result = []
-    for cond in (node.get("status") or {}).get("conditions") or []:
-        if isinstance(cond, dict) and cond.get("type") and cond.get("status"):
+    status = node.get("status") if isinstance(node.get("status"), dict) else {}
+    for cond in _dicts(status.get("conditions")):
+        if cond.get("type") and cond.get("status"):
             result.append({k: cond[k] for k in _CONDITION_FIELDS if cond.get(k) not in (None, "")})
     return result
 
@@ -186,8 +187,14 @@ def node_is_healthy(node: Any) -> bool:
 
 
 def node_has_critical_taint(node: Any) -> bool:
-    taints = ((node or {}).get("spec") or {}).get("taints") or [] if isinstance(node, dict) else []
-    return any(isinstance(t, dict) and t.get("key") == mcm.CRITICAL_COMPONENTS_TAINT for t in taints)
+    spec = node.get("spec") if isinstance(node, dict) else None
+    taints = _dicts(spec.get("taints")) if isinstance(spec, dict) else []
+    return any(t.get("key") == mcm.CRITICAL_COMPONENTS_TAINT for t in taints)
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    """The mappings in a list; anything else (a malformed field) counts as empty."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
 
 
 def backoff(now: datetime, since: Any, *, base: float = 5.0, cap: float = 300.0) -> float:
