@@ -642,3 +642,20 @@ def test_oldest_duplicate_wins_across_time_zones_and_ties_go_by_id(fake, clock) 
     assert response["annotations"]["metal-machine-hooks/device-id"] == early["id"]
     assert set(fake.devices) == {early["id"]}
     assert {late["id"], tie["id"]} == {i for op_, i in fake.calls if op_ == "delete_device"}
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [{"tags": "metal-machine-hooks:managed"}, {"ip_addresses": {"address": "1.2.3.4"}}, {"metro": "ny"},
+     {"state": 7}, {"created_at": 12}, {"hostname": None}],
+)
+def test_odd_device_fields_from_the_api_do_not_crash(fake, clock, odd) -> None:
+    device = fake.add(state="active")
+    fake.devices[device["id"]].update(odd)
+    body = sync_request()
+    body["object"]["metadata"]["annotations"] = {"metal-machine-hooks/device-id": device["id"]}
+    response = run(with_node(body, node()), fake, clock)
+    if "tags" in odd:  # a device whose tags are not a list cannot prove it is ours
+        assert op(response)["errorCode"] == "FailedPrecondition"
+    else:
+        assert phase(response) in ("Running", "Pending")
