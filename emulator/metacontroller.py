@@ -17,7 +17,8 @@ API:
     mc = Metacontroller(store, controllers,
                         service_urls={"metal-machine-hooks.metal-machine-hooks": "http://127.0.0.1:PORT"},
                         workers=5, backoff_base=0.005, backoff_cap=1000.0, customize_ttl=1200.0,
-                        conflict_rate=0.0, seed=0, min_resync_period=1.0, keep_bodies=False)
+                        conflict_rate=0.0, seed=0, min_resync_period=1.0, keep_bodies=False,
+                        lazy_related_informers=True)
     mc.start(); ...; mc.stop()        # background threads; also a context manager
     mc.restart()                      # lose queues, timers, backoff and customize cache; keep the store
     mc.wait_for(lambda store: ..., timeout=10.0, message="...")  # re-evaluated on every change, returns the value
@@ -30,6 +31,8 @@ Event log entries of successful hook calls carry `request`/`response` only with 
 Event log outcomes: hook calls have `hook` in {"customize", "sync", "finalize"} and outcome "ok", "error" or
 "retry-after"; sync-level entries have hook None and outcome "sync-error", "conflict-dropped", "create",
 "update", "delete", "adopt", "release", "finalizer-added", "finalizer-removed" or "ignored".
+With lazy_related_informers (the default, as in v4.15+), the first sync that needs a related kind fails once
+with "related informer not synced yet" and is retried after the first backoff step (5 ms).
 Known simplifications: no ETag, no Rolling* updates or ControllerRevisions (treated as Recreate/InPlace), no
 server-side apply, no event rate limiting or overall queue qps limit, informer cache = live store (no lag).
 """
@@ -178,6 +181,7 @@ class _Runtime:
         self._customize_cache: dict[tuple[str, int], tuple[float, list[Obj]]] = {}
         self._customize_lock = threading.Lock()
         self._related_kinds: set[tuple[str, str]] = set()
+        self._informers: set[tuple[str, str]] = set()
         self._next_resync = 0.0
 
     # ------------------------------------------------------------ configuration
@@ -394,60 +398,73 @@ class _Runtime:
         return rules
 
     def _related_match(self, rule: Obj, parent: Obj, obj: Obj) -> bool:
+        """matchesRelatedRule: does a changed object concern this parent (exact apiVersion and kind)?"""
         rt = self.store.resource_for(rule.get("apiVersion", ""), resource=rule.get("resource"))
-        if (_group(obj.get("apiVersion", "")), obj.get("kind")) != (rt.group, rt.kind):
+        if obj.get("apiVersion") != rule.get("apiVersion") or obj.get("kind") != rt.kind:
             return False
-        return self._selection(rule, parent, rt)(obj)
+        return self._selection(rule, parent, rt, for_event=True)(obj)
 
-    def _selection(self, rule: Obj, parent: Obj, rt: ResourceType) -> Callable[[Obj], bool]:
-        """The predicate of one related rule; raises SyncError for the combinations Metacontroller refuses."""
+    def _selection(self, rule: Obj, parent: Obj, rt: ResourceType, *, for_event: bool = False) -> Callable[[Obj], bool]:
+        """The predicate of one related rule (listing, or event matching); SyncError for refused combinations.
+
+        Follows the v4.15+ customize manager: the customize hook's version decides whether a namespaced parent
+        may look outside its namespace.
+        """
         version = self.hooks["customize"].version if self.hooks["customize"] else "v1"
         parent_ns = _meta(parent).get("namespace", "")
         v1_namespaced = version == "v1" and bool(parent_ns)
-        has_labels = "labelSelector" in rule and rule["labelSelector"] is not None
-        has_ns_selector = "namespaceSelector" in rule and rule["namespaceSelector"] is not None
+        has_labels = rule.get("labelSelector") is not None
+        has_ns_selector = rule.get("namespaceSelector") is not None
         namespace = rule.get("namespace") or ""
         names = rule.get("names") or []
         label_selector = rule.get("labelSelector")
-        what = f"{rule.get('resource')} in {rule.get('apiVersion')}"
         if names and (has_labels or has_ns_selector):
-            raise SyncError(f"related rule for {what}: names cannot be combined with labelSelector or "
-                            "namespaceSelector")
+            raise SyncError(
+                f"related rule cannot have both names and labelSelector/namespaceSelector specified: {rule}"
+            )
         if namespace and has_ns_selector:
-            raise SyncError(f"related rule for {what}: namespace cannot be combined with namespaceSelector")
+            raise SyncError(f"related rule cannot have both namespace and namespaceSelector specified: {rule}")
 
         def labels_ok(obj: Obj) -> bool:
             return selectors.matches(label_selector, _meta(obj).get("labels"))
 
         if has_ns_selector:
-            if v1_namespaced:
-                raise SyncError(f"related rule for {what}: namespaceSelector requires hook version v2 for a "
-                                "namespaced parent")
             ns_selector = rule["namespaceSelector"]
 
             def by_namespace_selector(obj: Obj) -> bool:
+                if not labels_ok(obj):
+                    return False
                 ns = _meta(obj).get("namespace")
                 if not ns:
-                    return False
+                    return for_event  # events: cluster-scoped objects match; listing per namespace never sees them
                 namespace_obj = self.store.try_get("v1", "Namespace", ns)
                 labels = _meta(namespace_obj).get("labels") if namespace_obj else None
-                return namespace_obj is not None and selectors.matches(ns_selector, labels) and labels_ok(obj)
+                return namespace_obj is not None and selectors.matches(ns_selector, labels)
 
             return by_namespace_selector
-        if namespace and v1_namespaced and namespace != parent_ns:
-            raise SyncError(f"requested related object namespace {namespace} differs from parent object "
-                            f"namespace {parent_ns}")
         if has_labels and namespace:
             return lambda obj: _meta(obj).get("namespace") == namespace and labels_ok(obj)
         if namespace or names:
-            return lambda obj: (not namespace or _meta(obj).get("namespace") == namespace) and (
-                not names or _meta(obj).get("name") in names
-            )
+            if v1_namespaced and rt.namespaced and namespace and namespace != parent_ns:
+                raise SyncError(f"requested related object namespace {namespace} differs from parent object "
+                                f"namespace {parent_ns}")
+
+            def by_namespace_and_names(obj: Obj) -> bool:
+                obj_ns = _meta(obj).get("namespace", "")
+                if for_event and v1_namespaced:
+                    if obj_ns and obj_ns != parent_ns:
+                        return False
+                elif namespace and obj_ns != namespace:
+                    return False
+                return not names or _meta(obj).get("name") in names
+
+            return by_namespace_and_names
         if v1_namespaced and rt.namespaced:
             return lambda obj: _meta(obj).get("namespace") == parent_ns and labels_ok(obj)
         return labels_ok
 
     def related_objects(self, parent: Obj, rules: list[Obj]) -> dict[str, list[Obj]]:
+        """GetRelatedObjects: one group per rule (rule's apiVersion), filled from the cluster-wide 'informer'."""
         out: dict[str, list[Obj]] = {}
         for rule in rules:
             try:
@@ -455,10 +472,17 @@ class _Runtime:
             except NotFound as exc:
                 raise SyncError(f"can't find resource {rule.get('resource')!r} in apiVersion "
                                 f"{rule.get('apiVersion')!r}") from exc
+            if self.mc.lazy_related_informers and (rt.group, rt.kind) not in self._informers:
+                # Related informers start on first use; until their first list completes the sync fails.
+                self._informers.add((rt.group, rt.kind))
+                raise SyncError("related informer not synced yet")
             predicate = self._selection(rule, parent, rt)
             group = out.setdefault(gvk_key(rule["apiVersion"], rt.kind), [])
             seen = {_meta(o)["uid"] for o in group}
-            for obj in self.store.list(rt.api_version, rt.kind):
+            namespace = None
+            if rt.namespaced and rule.get("namespace") and rule.get("namespaceSelector") is None:
+                namespace = rule["namespace"]
+            for obj in self.store.list(rt.api_version, rt.kind, namespace=namespace):
                 if predicate(obj) and _meta(obj)["uid"] not in seen:
                     obj["apiVersion"] = rule["apiVersion"]
                     group.append(obj)
@@ -906,6 +930,7 @@ class Metacontroller:
         seed: int = 0,
         min_resync_period: float = 1.0,
         keep_bodies: bool = False,
+        lazy_related_informers: bool = True,
     ) -> None:
         self.store = store
         self.controller_specs = [copy.deepcopy(c) for c in controllers]
@@ -916,6 +941,7 @@ class Metacontroller:
         self.conflict_rate = conflict_rate
         self.min_resync_period = min_resync_period
         self.keep_bodies = keep_bodies
+        self.lazy_related_informers = lazy_related_informers
         self.events: list[Obj] = []
         self.hook_client = HookClient(service_urls=service_urls, secret_reader=self._read_secret)
         self._rng = random.Random(seed)
