@@ -572,3 +572,17 @@ def test_load_controllers_reads_only_controller_kinds(tmp_path: Path) -> None:
     ours = load_controllers(REPO / "metacontroller")
     assert all(c["kind"] in ("CompositeController", "DecoratorController") for c in ours)
 
+
+
+def test_load_controllers_prunes_what_the_api_server_would(tmp_path: Path) -> None:
+    crds = REPO.parent / "shared" / "reference" / "metacontroller" / "metacontroller-crds-v1.yaml"
+    if not crds.exists():
+        pytest.skip("Metacontroller reference CRDs not available")
+    (tmp_path / "dc.yaml").write_text(
+        "apiVersion: metacontroller.k8s.io/v1alpha1\nkind: DecoratorController\nmetadata: {name: d}\n"
+        "spec:\n  resources: [{apiVersion: v1, resource: configmaps}]\n  resyncPeriodSecond: 5\n"
+        "  hooks: {sync: {version: v2, webhook: {url: 'http://x/sync', timout: 1s}}}\n"
+    )
+    (controller,) = load_controllers(tmp_path, crds=crds)
+    assert "resyncPeriodSecond" not in controller["spec"]  # the typo is silently dropped, as kubectl apply would
+    assert controller["spec"]["hooks"]["sync"]["webhook"] == {"url": "http://x/sync"}
