@@ -32,11 +32,13 @@ from hooks.machineset import (
     REPLICA_FAILURE,
     SUFFIX_LENGTH,
     carried_time,
+    child_object,
     clean_operation,
     condition,
     int_field,
     parse_time,
     short_hash,
+    template_problems,
 )
 
 SET_KEY = f"MachineSet.{mcm.API_VERSION}"
@@ -151,12 +153,7 @@ def spec_problems(deployment: dict[str, Any]) -> list[str]:
             f"spec.selector: Invalid value: {selector!r}: is not matching with spec.template.metadata.labels "
             f"{template_labels!r}"
         )
-    tspec = template.get("spec") if isinstance(template.get("spec"), dict) else {}
-    class_ref = tspec.get("class") if isinstance(tspec.get("class"), dict) else {}
-    if not class_ref.get("kind"):
-        problems.append("spec.template.spec.class.kind: Required value: Kind is required")
-    if not class_ref.get("name"):
-        problems.append("spec.template.spec.class.name: Required value: Name is required")
+    problems += template_problems(template)
     problems += rollout.strategy_problems(_strategy(spec))
     name = str(meta.get("name") or "")
     longest = len(name) + 1 + HASH_LENGTH + 1 + SUFFIX_LENGTH
@@ -175,7 +172,7 @@ def spec_problems(deployment: dict[str, Any]) -> list[str]:
 def _echo(ms: MachineSet, replicas: int, annotations: dict[str, str], extra_spec: dict[str, Any]) -> dict[str, Any]:
     """An existing set as desired: as observed, with new replicas (and annotations) where the step changed them."""
     meta: dict[str, Any] = {"name": ms.meta.get("name"), "namespace": ms.meta.get("namespace")}
-    if ms.meta.get("labels"):
+    if isinstance(ms.meta.get("labels"), dict) and ms.meta["labels"]:
         meta["labels"] = dict(ms.meta["labels"])
     merged = {k: v for k, v in ms.annotations.items() if k != LAST_APPLIED}
     merged.update(annotations)
@@ -303,7 +300,7 @@ def _parse(body: Any) -> tuple[dict[str, Any], list[MachineSet]]:
     group = children.get(SET_KEY)
     if group is not None and not isinstance(group, dict):
         raise BadRequest(f"children[{SET_KEY!r}] must be a map")
-    sets = [MachineSet(obj) for obj in (group or {}).values() if isinstance(obj, dict)]
+    sets = [MachineSet(child_object(obj, key)) for key, obj in (group or {}).items()]
     return parent, sorted(sets, key=lambda ms: ms.view.name)
 
 
@@ -392,7 +389,8 @@ def reconcile(parent: dict[str, Any], sets: list[MachineSet], now: datetime) -> 
         revision = max(new.view.revision, max_old_revision + 1)
         if revision != new.view.revision:
             annotations[REVISION] = str(revision)
-        extra = {"minReadySeconds": spec["minReadySeconds"]} if spec.get("minReadySeconds") else {}
+        min_ready = spec.get("minReadySeconds") or 0
+        extra = {"minReadySeconds": min_ready} if min_ready != (new.spec.get("minReadySeconds") or 0) else {}
         children.append(_echo(new, new.view.replicas, annotations, extra))
     if created_view is not None:
         annotations = {REVISION: str(created_view.revision), **sized}

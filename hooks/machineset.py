@@ -188,6 +188,11 @@ class Machine:
         return status.get("lastOperation") if isinstance(status.get("lastOperation"), dict) else {}
 
     @property
+    def provider_id(self) -> str:
+        spec = self.obj.get("spec") if isinstance(self.obj.get("spec"), dict) else {}
+        return spec["providerID"] if isinstance(spec.get("providerID"), str) else ""
+
+    @property
     def failed_operation(self) -> bool:
         return self.operation.get("state") == mcm.STATE_FAILED
 
@@ -202,11 +207,12 @@ def deletion_order(machines: Iterable[Machine]) -> list[Machine]:
 
 def kept_child(machine: Machine) -> dict[str, Any]:
     """An existing Machine as the desired list carries it: as observed, minus what the API server owns."""
-    meta = machine.obj.get("metadata") or {}
+    meta = machine.obj.get("metadata") if isinstance(machine.obj.get("metadata"), dict) else {}
     out_meta: dict[str, Any] = {"name": meta.get("name"), "namespace": meta.get("namespace")}
-    if meta.get("labels"):
-        out_meta["labels"] = dict(meta["labels"])
-    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != LAST_APPLIED}
+    if machine.labels:
+        out_meta["labels"] = dict(machine.labels)
+    observed = meta.get("annotations") if isinstance(meta.get("annotations"), dict) else {}
+    annotations = {k: v for k, v in observed.items() if k != LAST_APPLIED}
     if annotations:
         out_meta["annotations"] = annotations
     out = {"apiVersion": mcm.API_VERSION, "kind": "Machine", "metadata": out_meta}
@@ -246,12 +252,7 @@ def spec_problems(machine_set: dict[str, Any]) -> list[str]:
             f"spec.selector: Invalid value: {selector!r}: is not matching with spec.template.metadata.labels "
             f"{template_labels!r}; Machines created from this template would not belong to the set"
         )
-    tspec = template.get("spec") if isinstance(template.get("spec"), dict) else {}
-    class_ref = tspec.get("class") if isinstance(tspec.get("class"), dict) else {}
-    if not class_ref.get("kind"):
-        problems.append("spec.template.spec.class.kind: Required value: Kind is required")
-    if not class_ref.get("name"):
-        problems.append("spec.template.spec.class.name: Required value: Name is required")
+    problems += template_problems(template)
     longest = len(str(meta.get("name") or "")) + 1 + SUFFIX_LENGTH
     if longest > MAX_MACHINE_NAME:
         problems.append(
@@ -259,6 +260,29 @@ def spec_problems(machine_set: dict[str, Any]) -> list[str]:
             f"({longest} characters), but a Machine name is its device's hostname and may have at most "
             f"{MAX_MACHINE_NAME}"
         )
+    return problems
+
+
+def template_problems(template: dict[str, Any]) -> list[str]:
+    """What keeps Machines from being built from this template (shared with the MachineDeployment hook)."""
+    problems: list[str] = []
+    tmeta = template.get("metadata", {})
+    if not isinstance(tmeta, dict):
+        problems.append("spec.template.metadata: Invalid value: must be a mapping")
+        tmeta = {}
+    for key in ("labels", "annotations"):
+        value = tmeta.get(key)
+        if value is not None and not (isinstance(value, dict) and all(isinstance(v, str) for v in value.values())):
+            problems.append(f"spec.template.metadata.{key}: Invalid value: must map keys to string values")
+    tspec = template.get("spec")
+    if tspec is not None and not isinstance(tspec, dict):
+        problems.append("spec.template.spec: Invalid value: must be a mapping")
+    tspec = tspec if isinstance(tspec, dict) else {}
+    class_ref = tspec.get("class") if isinstance(tspec.get("class"), dict) else {}
+    if not class_ref.get("kind") or not isinstance(class_ref.get("kind"), str):
+        problems.append("spec.template.spec.class.kind: Required value: Kind is required")
+    if not class_ref.get("name") or not isinstance(class_ref.get("name"), str):
+        problems.append("spec.template.spec.class.name: Required value: Name is required")
     return problems
 
 
@@ -384,8 +408,16 @@ def _parse(body: Any) -> tuple[dict[str, Any], list[Machine]]:
     group = children.get(MACHINE_KEY) or {}
     if not isinstance(group, dict):
         raise BadRequest(f"children[{MACHINE_KEY!r}] must be a map")
-    machines = [Machine.parse(obj) for obj in group.values() if isinstance(obj, dict)]
+    machines = [Machine.parse(child_object(obj, key)) for key, obj in group.items()]
     return parent, sorted(machines, key=lambda m: m.name)
+
+
+def child_object(obj: Any, key: str) -> dict[str, Any]:
+    """An observed child; Metacontroller never sends one without a name, so one is a malformed request."""
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not meta["name"]:
+        raise BadRequest(f"child {key!r} has no metadata.name")
+    return obj
 
 
 def sync(body: dict[str, Any], ctx: HookContext) -> dict[str, Any]:
@@ -424,7 +456,7 @@ def reconcile(parent: dict[str, Any], machines: list[Machine], now: datetime) ->
         "availableReplicas": available,
     }
     failed = [
-        {"name": m.name, "providerID": str((m.obj.get("spec") or {}).get("providerID") or ""),
+        {"name": m.name, "providerID": m.provider_id,
          "lastOperation": clean_operation(m.operation), "ownerRef": str(meta["name"])}
         for m in machines if m.failed_operation
     ]
