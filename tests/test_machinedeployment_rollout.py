@@ -9,6 +9,7 @@ are never changed); statuses are written back with observedGeneration. Between r
 from __future__ import annotations
 
 import copy
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 from hooks import machinedeployment, machineset
 from hooks.config import Settings
 from hooks.context import HookContext
+from tests.crd_schema import status_problems
 
 NS = "shoot--demo"
 COMPOSITE_KEYS = {"status", "children", "resyncAfterSeconds", "finalized"}
@@ -46,6 +48,7 @@ class World:
         self.sets: dict[str, dict[str, Any]] = {}
         self.machines: dict[str, dict[str, Any]] = {}
         self.history: list[tuple[int, int, int]] = []  # (machines, non-terminating, available) after each phase
+        self.shapes: dict[str, tuple[str, dict[str, Any]]] = {}  # one status per structure, for schema checks
 
     def ctx(self) -> HookContext:
         return HookContext(settings=Settings(), metal=lambda token: None, clock=lambda: self.now)
@@ -81,6 +84,7 @@ class World:
                 obj["metadata"]["labels"] = child["metadata"].get("labels", {})
                 obj["metadata"]["annotations"] = child["metadata"].get("annotations", {})
         self.md["status"] = {**response["status"], "observedGeneration": self.md["metadata"]["generation"]}
+        self.remember("MachineDeployment", response["status"])
         self.check()
         return response
 
@@ -120,8 +124,19 @@ class World:
                 obj["status"] = {}
                 self.machines[child_name] = obj
         ms["status"] = {**response["status"], "observedGeneration": ms["metadata"]["generation"]}
+        self.remember("MachineSet", response["status"])
         self.check()
         return response
+
+    def remember(self, kind: str, status: dict[str, Any]) -> None:
+        def shape(value: Any) -> Any:
+            if isinstance(value, dict):
+                return {k: shape(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [shape(v) for v in value[:1]]
+            return type(value).__name__
+
+        self.shapes.setdefault(kind + json.dumps(shape(status), sort_keys=True), (kind, status))
 
     # ----------------------------------------------------------------------------------------- the world moves
 
@@ -297,3 +312,7 @@ def test_mcm_integration_test_sequence() -> None:
     status = world.md["status"]
     assert (status["updatedReplicas"], status["availableReplicas"]) == (4, 4)
     assert world.machine_classes() == {"class-v2": 4}
+    # Every status written along the way fits MCM's CRDs (and ours), with nothing pruned.
+    assert {kind for kind, _ in world.shapes.values()} == {"MachineDeployment", "MachineSet"}
+    for kind, seen in world.shapes.values():
+        assert status_problems(seen, kind) == [], (kind, seen)
