@@ -3,7 +3,8 @@
 The seed flow a user runs first: apply the CRDs, the credentials Secret, the MachineClass and one Machine; exactly
 one device appears with the Secret's userData and the class tags, the Machine reaches Running once its Node is
 Ready; deleting the Machine drains its Node (a Job, completed here by the JobRunner stand-in), removes the device,
-and only then lets the Machine go.
+and only then lets the Machine go. A MachineDeployment from the examples reaches its replicas, scales down (devices
+of the removed Machines go too) and, once deleted, takes its MachineSets, Machines and devices with it.
 """
 
 from __future__ import annotations
@@ -119,3 +120,44 @@ def test_seed_flow_one_device_running_then_clean_delete(cluster: Obj) -> None:
     assert sim.devices() == []
     assert len(sim.devices(include_deleted=True)) == 1
     assert cluster["jobs"].finished == ["eqx-test-machine-drain"]
+
+
+def _deployment() -> Obj:
+    doc = yaml.safe_load((EXAMPLES / "machine-deployment.yaml").read_text())
+    doc["spec"]["minReadySeconds"] = 0  # the example waits 10 s per machine; the behaviour is the same
+    return doc
+
+
+def test_machine_deployment_scales_and_cleans_up(cluster: Obj) -> None:
+    if not (CONTROLLERS / "machinedeployments.yaml").exists() or not (CONTROLLERS / "machinesets.yaml").exists():
+        pytest.skip("MachineSet/MachineDeployment controllers not written yet")
+    store: Store = cluster["store"]
+    mc: Metacontroller = cluster["mc"]
+    sim = cluster["sim"].sim
+    store.load_yaml([EXAMPLES / "secret.yaml", EXAMPLES / "machine-class.yaml"])
+    store.create(_deployment())
+
+    def deployment(s: Store) -> Obj:
+        return s.get(MACHINE_API, "MachineDeployment", "eqx-test-machine-deployment", "default")
+
+    def running(s: Store) -> list[str]:
+        return sorted(m["metadata"]["name"] for m in s.list(MACHINE_API, "Machine", "default")
+                      if ((m.get("status") or {}).get("currentStatus") or {}).get("phase") == "Running")
+
+    mc.wait_for(lambda s: (deployment(s).get("status") or {}).get("availableReplicas") == 3, timeout=30,
+                message="3 available replicas")
+    assert len(running(store)) == 3 and len(sim.devices()) == 3
+    assert {d["hostname"] for d in sim.devices()} == set(running(store))
+
+    md = deployment(store)
+    md["spec"]["replicas"] = 1
+    store.update(md)
+    mc.wait_for(lambda s: len(sim.devices()) == 1 and len(s.list(MACHINE_API, "Machine", "default")) == 1,
+                timeout=30, message="scaled down to one machine and one device")
+    mc.wait_for(lambda s: (deployment(s).get("status") or {}).get("replicas") == 1, timeout=30)
+
+    store.delete(MACHINE_API, "MachineDeployment", "eqx-test-machine-deployment", "default")
+    mc.wait_for(lambda s: not s.list(MACHINE_API, "Machine", "default") and not s.list(MACHINE_API, "MachineSet",
+                                                                                         "default"),
+                timeout=30, message="garbage collection removed the sets and machines")
+    assert sim.devices() == []
