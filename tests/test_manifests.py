@@ -710,7 +710,11 @@ def required_permissions() -> list[tuple[str, str, str]]:
                 needed.append((group, f"{resource}/status", "update"))
         for rule in child_rules(config):
             group, resource = group_of(rule["apiVersion"]), rule["resource"]
-            needed += [(group, resource, v) for v in (*READ, "create", "update", "patch", "delete")]
+            needed += [(group, resource, v) for v in (*READ, "create", "delete")]
+            # Composite children are adopted and released by update; attachments are updated unless OnDelete.
+            method = (rule.get("updateStrategy") or {}).get("method", "OnDelete")
+            if config["kind"] == "CompositeController" or method != "OnDelete":
+                needed += [(group, resource, "update"), (group, resource, "patch")]
     for group, resource in related_requests():
         needed += [(group, resource, v) for v in READ]
     return needed
