@@ -586,3 +586,74 @@ def test_load_controllers_prunes_what_the_api_server_would(tmp_path: Path) -> No
     (controller,) = load_controllers(tmp_path, crds=crds)
     assert "resyncPeriodSecond" not in controller["spec"]  # the typo is silently dropped, as kubectl apply would
     assert controller["spec"]["hooks"]["sync"]["webhook"] == {"url": "http://x/sync"}
+
+
+def test_ignore_status_changes(store: Store, server: HookServer) -> None:
+    server.handlers["/sync"] = lambda body: {}
+    resource = {"apiVersion": API, "resource": "widgets", "ignoreStatusChanges": True}
+    obj = store.create(widget("w1"))
+    with running(store, [decorator("dc", server.url, resource=resource)]) as mc:
+        mc.wait_for(lambda s: server.calls("/sync"))
+        mc.wait_idle()
+        store.update_status(dict(obj, status={"phase": "Changed elsewhere"}))
+        mc.wait_idle()
+        assert len(server.calls("/sync")) == 1
+        parent = get(store, "Widget", "w1")
+        parent["metadata"]["labels"]["x"] = "y"
+        store.update(parent)
+        mc.wait_for(lambda s: len(server.calls("/sync")) == 2)
+
+
+def test_customize_cache_expires_after_its_ttl(store: Store, server: HookServer) -> None:
+    server.handlers["/customize"] = _customize_handler([])
+    server.handlers["/sync"] = lambda body: {}
+    store.create(widget("w1"))
+    with running(store, [decorator("dc", server.url, customize=True)], customize_ttl=0.0) as mc:
+        mc.wait_for(lambda s: server.calls("/sync"))
+        parent = get(store, "Widget", "w1")
+        parent["metadata"]["labels"]["x"] = "y"
+        store.update(parent)
+        mc.wait_for(lambda s: len(server.calls("/customize")) >= 2, message="expired entry re-fetched")
+
+
+def test_composite_status_conflicts_are_retried_with_a_live_read(store: Store, server: HookServer) -> None:
+    server.handlers["/sync"] = lambda body: {"status": {"phase": "Ready"}, "children": []}
+    store.create(widget("w1"))
+    store.create(widget("w2"))
+    with running(store, [composite("cc", server.url)], conflict_rate=0.5, seed=3) as mc:
+        mc.wait_for(lambda s: all((get(s, "Widget", n).get("status") or {}).get("phase") == "Ready"
+                                  for n in ("w1", "w2")))
+        assert not [e for e in mc.events if e["outcome"] == "sync-error"]
+
+
+def test_decorator_without_sync_hook_errors_on_every_normal_sync(store: Store, server: HookServer) -> None:
+    dc = decorator("dc", server.url, finalize=True)
+    del dc["spec"]["hooks"]["sync"]
+    server.handlers["/finalize"] = lambda body: {"finalized": True}
+    store.create(widget("w1"))
+    with running(store, [dc]) as mc:
+        mc.wait_for(lambda s: any(e["error"] == "Sync error: no enabled hooks found" for e in mc.events
+                                  if e["outcome"] == "sync-error"))
+
+
+def test_finalized_decorator_hands_leftover_attachments_to_gc(store: Store, server: HookServer) -> None:
+    server.handlers["/sync"] = lambda body: {"attachments": [configmap("w1-info", namespace="")]}
+    server.handlers["/finalize"] = lambda body: {"attachments": [configmap("w1-info", namespace="")],
+                                                 "finalized": True}
+    store.create(widget("w1"))
+    with running(store, [decorator("dc", server.url, finalize=True)]) as mc:
+        mc.wait_for(lambda s: get(s, "ConfigMap", "w1-info"))
+        store.delete(API, "Widget", "w1", "default")
+        mc.wait_for(lambda s: get(s, "Widget", "w1") is None and get(s, "ConfigMap", "w1-info") is None)
+
+
+def test_cluster_scoped_parent_keys_namespaced_objects_by_namespace_in_v1(store: Store, server: HookServer) -> None:
+    server.handlers["/sync"] = lambda body: {"attachments": [
+        configmap(f"{body['object']['metadata']['name']}-marker", namespace="default")]}
+    dc = decorator("dc", server.url, version="v1", resource={"apiVersion": "v1", "resource": "namespaces",
+                                                             "labelSelector": {"matchLabels": {"team": "a"}}})
+    with running(store, [dc]) as mc:
+        mc.wait_for(lambda s: get(s, "ConfigMap", "other-marker"))
+        mc.wait_for(lambda s: any(c["attachments"]["ConfigMap.v1"] for c in server.calls("/sync")))
+        observed = next(c for c in server.calls("/sync") if c["attachments"]["ConfigMap.v1"])
+        assert list(observed["attachments"]["ConfigMap.v1"]) == ["default/other-marker"]
