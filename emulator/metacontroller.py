@@ -182,6 +182,7 @@ class _Runtime:
         self._customize_lock = threading.Lock()
         self._related_kinds: set[tuple[str, str]] = set()
         self._informers: set[tuple[str, str]] = set()
+        self._headers: dict[str, dict[str, str]] = {}
         self._next_resync = 0.0
 
     # ------------------------------------------------------------ configuration
@@ -514,7 +515,10 @@ class _Runtime:
         started = time.monotonic()
         try:
             url = client.url_for(hook)
-            headers = client.headers_for(hook, url, self.endpoint_configs)
+            headers = self._headers.get(hook.name)
+            if headers is None:
+                # Credentials are resolved once per controller start (real: when the controller CR changes).
+                headers = self._headers[hook.name] = client.headers_for(hook, url, self.endpoint_configs)
             text = client.post(hook, body, headers, url)
             response = decode_response(text, response_type, strict=hook.strict)
         except RetryAfter as exc:

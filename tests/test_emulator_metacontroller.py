@@ -657,3 +657,26 @@ def test_cluster_scoped_parent_keys_namespaced_objects_by_namespace_in_v1(store:
         mc.wait_for(lambda s: any(c["attachments"]["ConfigMap.v1"] for c in server.calls("/sync")))
         observed = next(c for c in server.calls("/sync") if c["attachments"]["ConfigMap.v1"])
         assert list(observed["attachments"]["ConfigMap.v1"]) == ["default/other-marker"]
+
+
+def test_rotated_hook_credentials_need_a_restart(store: Store, server: HookServer) -> None:
+    def secret(token: bytes) -> Obj:
+        return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hook-auth", "namespace": "default"},
+                "data": {"token": base64.b64encode(token).decode()}}
+
+    store.create(secret(b"first"))
+    server.handlers["/sync"] = lambda body: {}
+    dc = decorator("dc", server.url)
+    dc["spec"]["hooks"]["sync"]["webhook"]["authorization"] = {
+        "type": "Bearer", "secretRef": {"name": "hook-auth", "namespace": "default", "key": "token"}}
+    store.create(widget("w1"))
+    with running(store, [dc]) as mc:
+        mc.wait_for(lambda s: server.headers("/sync"))
+        store.apply(secret(b"second"))
+        parent = get(store, "Widget", "w1")
+        parent["metadata"]["labels"]["x"] = "y"
+        store.update(parent)
+        mc.wait_for(lambda s: len(server.headers("/sync")) >= 2)
+        assert {h["Authorization"] for h in server.headers("/sync")} == {"Bearer first"}
+        mc.restart()
+        mc.wait_for(lambda s: server.headers("/sync")[-1]["Authorization"] == "Bearer second")
