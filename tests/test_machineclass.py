@@ -197,3 +197,11 @@ def test_orphans_is_a_pure_filter() -> None:
     ]
     found = machineclass.orphans(devices, CLUSTER, {"u-live"}, {"h"}, now, 20 * 60)
     assert [d["id"] for d in found] == ["a"]
+
+
+def test_same_request_twice_gives_the_same_response() -> None:
+    ctx = offline_ctx()
+    first = machineclass.sync(without_scan(request()), ctx)
+    assert machineclass.sync(without_scan(request()), ctx) == first
+    # A fresh process (no scan memory) answers the same for a class it cannot scan.
+    assert machineclass.sync(without_scan(request()), offline_ctx()) == first
