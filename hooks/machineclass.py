@@ -193,13 +193,16 @@ def _scan_due(ctx: HookContext, uid: str, now: datetime) -> bool:
 
 def orphan_annotations(machine_class: dict[str, Any], related: Mapping[str, Any], machines: list[Any],
                        ctx: HookContext, now: datetime) -> dict[str, str | None]:
-    """The annotation changes of one orphan scan; {} when no scan was due."""
+    """The annotation changes of one orphan scan (a class that cannot be scanned says why, every time)."""
     meta = machine_class["metadata"]
-    if not _scan_due(ctx, str(meta.get("uid") or f"{meta['namespace']}/{meta['name']}"), now):
-        return {}
     target = _scan_target(machine_class, related)
     if isinstance(target, str):
         return {SCAN_PROBLEM_ANNOTATION: target}
+    if not _scan_due(ctx, str(meta.get("uid") or f"{meta['namespace']}/{meta['name']}"), now):
+        # Not due: repeat what the last scan wrote, so a quiet class gets the same answer every time.
+        observed = meta.get("annotations") if isinstance(meta.get("annotations"), dict) else {}
+        last = observed.get(SCAN_PROBLEM_ANNOTATION)
+        return {SCAN_PROBLEM_ANNOTATION: last if isinstance(last, str) else None}
     creds, project, cluster = target
     deleted, problem = collect(ctx.metal(creds.token), project, cluster, machines, now,
                                ctx.settings.creation_timeout)

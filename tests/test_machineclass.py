@@ -159,6 +159,7 @@ def test_a_scan_that_finds_nothing_changes_nothing_and_scans_are_rate_limited(wo
     later = machineclass.sync(world["body"], later_ctx)
     assert world["sim"].sim.calls["GET /projects/{id}/devices"] == lists_before + 1
     assert set(later["annotations"]) == {machineclass.IN_USE_ANNOTATION, machineclass.SCAN_PROBLEM_ANNOTATION}
+    assert later == again  # a quiet class gets the same answer whether or not a scan ran
 
 
 def test_scan_problems_are_shown_not_raised(world: dict[str, Any]) -> None:
