@@ -70,13 +70,17 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def template_hash(template: dict[str, Any]) -> str:
-    """The hash of a template without our own label, so a set's hash label never changes its hash."""
+def template_hash(template: dict[str, Any], collision: int = 0) -> str:
+    """The hash of a template without our own label, so a set's hash label never changes its hash.
+
+    `collision` > 0 gives the next candidate when the name is held by a set with another template.
+    """
     clean = copy.deepcopy(template)
     meta = clean.get("metadata") if isinstance(clean.get("metadata"), dict) else None
     if meta and isinstance(meta.get("labels"), dict):
         meta["labels"].pop(HASH_LABEL, None)
-    return short_hash(json.dumps(clean, sort_keys=True, separators=(",", ":")), HASH_LENGTH)
+    text = json.dumps(clean, sort_keys=True, separators=(",", ":"))
+    return short_hash(text + (f"#{collision}" if collision else ""), HASH_LENGTH)
 
 
 def _same_template(a: Any, b: Any) -> bool:
@@ -333,13 +337,16 @@ def reconcile(parent: dict[str, Any], sets: list[MachineSet], now: datetime) -> 
     replicas: int = spec.get("replicas") or 0
     paused = bool(spec.get("paused"))
     name, namespace = str(meta["name"]), str(meta["namespace"])
-    hash_ = template_hash(spec["template"])
-    new_name = f"{name}-{hash_}"
-    new = next((ms for ms in live if ms.view.name == new_name), None) or next(
-        (ms for ms in sorted(live, key=lambda ms: rollout.created_key(ms.view))
-         if _same_template(ms.spec.get("template"), spec["template"])),
-        None,
-    )
+    # The new set is the oldest live one with this template, whatever its name (one MCM made, say). A new one
+    # takes the hash name, or the next candidate if a set with another template holds that name.
+    new = next((ms for ms in sorted(live, key=lambda ms: rollout.created_key(ms.view))
+                if _same_template(ms.spec.get("template"), spec["template"])), None)
+    taken = {ms.view.name for ms in sets}
+    collision = 0
+    while f"{name}-{template_hash(spec['template'], collision)}" in taken and new is None:
+        collision += 1
+    hash_ = template_hash(spec["template"], collision)
+    new_name = new.view.name if new is not None else f"{name}-{hash_}"
     olds = [ms for ms in sets if ms is not new]
     old_views = [ms.view for ms in olds]
     max_old_revision = max((v.revision for v in old_views), default=0)
@@ -422,8 +429,7 @@ def reconcile(parent: dict[str, Any], sets: list[MachineSet], now: datetime) -> 
 
     resync: float | None = None
     if not scaling_only:
-        resync = _estimate_progress(conditions, observed, status, spec, replicas, complete, new_name
-                                    if created_view is not None or new is None else new.view.name, now)
+        resync = _estimate_progress(conditions, observed, status, spec, replicas, complete, new_name, now)
 
     failure = None
     if new is not None:

@@ -192,3 +192,29 @@ def test_a_deployment_being_deleted_changes_nothing() -> None:
 def test_malformed_requests_are_bad_requests(body: dict[str, Any]) -> None:
     with pytest.raises(BadRequest):
         md.sync(body, ctx())
+
+
+def test_a_set_with_our_template_is_reused_whatever_its_name() -> None:
+    body = request()
+    old = body["children"][md.SET_KEY].pop(f"{NS}/{OLD}")
+    old["metadata"]["name"] = "pool-a-1234567890"  # named by MCM
+    old["spec"]["template"]["spec"]["class"]["name"] = "metal-large"  # already the deployment's template
+    body["children"][md.SET_KEY][f"{NS}/pool-a-1234567890"] = old
+    response = md.sync(body, ctx())
+    assert list(by_name(response)) == ["pool-a-1234567890"]
+    assert by_name(response)["pool-a-1234567890"]["spec"]["selector"] == old["spec"]["selector"]  # never changed
+
+
+def test_a_name_held_by_another_template_is_not_overwritten() -> None:
+    body = request()
+    squatter = copy.deepcopy(body["children"][md.SET_KEY][f"{NS}/{OLD}"])
+    squatter["metadata"].update(name=new_name(body), uid="squatter", creationTimestamp="2026-11-25T09:30:00Z")
+    squatter["spec"]["template"]["metadata"]["annotations"] = {"edited": "by hand"}
+    body["children"][md.SET_KEY][f"{NS}/{new_name(body)}"] = squatter
+    response = md.sync(body, ctx())
+    children = by_name(response)
+    assert children[new_name(body)]["spec"]["template"] == squatter["spec"]["template"]  # left as it was
+    created = [n for n in children if n not in (OLD, new_name(body))]
+    assert len(created) == 1 and created[0].startswith("pool-a-")
+    assert children[created[0]]["spec"]["template"]["spec"]["class"]["name"] == "metal-large"
+    assert md.sync(body, ctx()) == response  # the same candidate every time
