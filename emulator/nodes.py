@@ -16,8 +16,10 @@ API:
 
 Nodes: cluster-scoped v1 Node named after the device hostname, `spec.providerID: equinixmetal://<metro>/<id>`,
 labels `kubernetes.io/hostname`, `node.kubernetes.io/instance-type` (plan) and `topology.kubernetes.io/region`
-(metro), condition Ready=False on join, Ready=True after `ready_delay` seconds. A Node whose device is gone
-(or deprovisioning) is deleted; Nodes without an `equinixmetal://` providerID are never touched.
+(metro), condition Ready=False on join, Ready=True after `ready_delay` seconds, Ready=Unknown while the device is
+in any state but active (powered off, reinstalling, deprovisioning: the kubelet stops posting). A Node whose device
+is gone is deleted, standing in for the cloud node lifecycle controller; Nodes without an `equinixmetal://`
+providerID are never touched.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from emulator.store import Conflict, NotFound, Store, format_time, utc_now
 
 Obj = dict[str, Any]
 PROVIDER_PREFIX = "equinixmetal://"
-GONE_STATES = {"deprovisioning", "deleted"}
+GONE_STATES = {"deleted"}
 
 
 def provider_id(device: Obj) -> str:
@@ -143,7 +145,11 @@ class NodeJoiner:
                 self._joined_at.setdefault(name, self._now())
                 joined = self._joined_at[name]
                 pinned = self._pinned.get(name)
-            ready = pinned or ("True" if self._now() - joined >= self.ready_delay else "False")
+            if device.get("state") != "active":
+                automatic = "Unknown"  # powered off, reinstalling, deprovisioning: the kubelet stopped posting
+            else:
+                automatic = "True" if self._now() - joined >= self.ready_delay else "False"
+            ready = pinned or automatic
             self._reconcile(name, device, ready)
 
     def _reconcile(self, name: str, device: Obj, ready: str) -> None:

@@ -47,7 +47,7 @@ def test_active_device_joins_not_ready_then_ready(sim: Any) -> None:
     assert ready(store, "worker-1") == "True"
 
 
-def test_provisioning_device_has_no_node_and_gone_device_loses_it(sim: Any) -> None:
+def test_provisioning_device_has_no_node_powered_off_is_unknown_gone_loses_it(sim: Any) -> None:
     store = Store()
     pending = sim.sim.add_device(sim.project, hostname="worker-2", state="provisioning")
     active = sim.sim.add_device(sim.project, hostname="worker-3", state="active")
@@ -55,6 +55,9 @@ def test_provisioning_device_has_no_node_and_gone_device_loses_it(sim: Any) -> N
     joiner.tick()
     assert store.try_get("v1", "Node", "worker-2") is None
     assert ready(store, "worker-3") == "True"
+    sim.sim.set_device_state(active["id"], "powering_off")
+    joiner.tick()
+    assert ready(store, "worker-3") == "Unknown"
     sim.sim.set_device_state(active["id"], "deleted")
     sim.sim.set_device_state(pending["id"], "active")
     joiner.tick()
