@@ -102,6 +102,9 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     _created_metrics_dir = tempfile.mkdtemp(prefix="metal-machine-hooks-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = _created_metrics_dir
 os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+# Imported now, after the variable is set: child_exit runs inside a SIGCHLD handler, where a first import can be
+# interrupted by the next worker's exit and re-entered half-done.
+from prometheus_client import multiprocess  # noqa: E402
 
 # -- logging: JSON lines on stderr, secrets scrubbed (hooks/logs.py); access lines name no query string or body ---
 loglevel = os.environ.get("LOG_LEVEL", "info").strip().lower() or "info"
@@ -137,8 +140,6 @@ def on_starting(server: object) -> None:
 
 def child_exit(server: object, worker: object) -> None:
     """A dead worker's live gauges must not linger in /metrics (its counters stay in the sums)."""
-    from prometheus_client import multiprocess
-
     multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
 
 

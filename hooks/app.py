@@ -142,6 +142,7 @@ def _instrument(app: Flask, settings: Settings, hook_paths: frozenset[str]) -> N
         if hook and settings.hook_auth_token:
             problem = check_bearer(request.headers.get("Authorization"), settings.hook_auth_token)
             if problem:
+                _discard_body()
                 response = jsonify({"error": problem})
                 response.status_code = 401
                 response.headers["WWW-Authenticate"] = 'Bearer realm="metal-machine-hooks"'
@@ -173,6 +174,19 @@ def _instrument(app: Flask, settings: Settings, hook_paths: frozenset[str]) -> N
         scope = g.pop("log_scope", None)
         if scope is not None:
             logs.end_request(scope)
+
+
+def _discard_body() -> None:
+    """Reads and drops the body of a request we refuse unread (bounded by MAX_CONTENT_LENGTH).
+
+    Left unread, gunicorn's gthread worker drains it later in a pool thread that then blocks waiting for the
+    next request on the kept-alive connection: a busy thread, and a graceful shutdown that waits its full timeout.
+    """
+    try:
+        while request.stream.read(64 * 1024):
+            pass
+    except (HTTPException, OSError):  # too large or the client went away: nothing left worth reading
+        pass
 
 
 def _view(hook: Hook, ctx: HookContext) -> Callable[[], Any]:
