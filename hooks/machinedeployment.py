@@ -438,7 +438,7 @@ def reconcile(parent: dict[str, Any], sets: list[MachineSet], now: datetime) -> 
         failure = next((ms.failure_condition() for ms in sets if ms.failure_condition() is not None), None)
     conditions = [c for c in conditions if c.get("type") != REPLICA_FAILURE]
     if failure is not None:
-        stamp = failure.get("lastTransitionTime") or carried_time(None, False, now)
+        stamp = carried_time(failure.get("lastTransitionTime"), True, now)  # the set's own time, when it has one
         conditions.append({"type": REPLICA_FAILURE, "status": "True", "reason": str(failure.get("reason") or ""),
                            "message": str(failure.get("message") or ""), "lastUpdateTime": stamp,
                            "lastTransitionTime": stamp})
