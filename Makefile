@@ -23,7 +23,7 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 run: venv
-	$(BIN)/gunicorn -c gunicorn.conf.py "hooks.app:create_app()"
+	BIND="$${BIND:-$(HOST):$(PORT)}" $(BIN)/gunicorn -c gunicorn.conf.py "hooks.app:create_app()"
 
 simulator: venv
 	$(BIN)/python -m emulator.metal --host $(HOST) --port 8090 --token demo-token --project 7f3c1a52-5d7e-4b8a-9c1d-2e3f4a5b6c7d

@@ -323,3 +323,27 @@ def test_without_a_configured_token_hooks_are_open(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(app_module, "_routes", lambda: {"/test/sync": echo_hook})
     client = create_app(Settings()).test_client()
     assert client.post("/test/sync", json={"b": 2}).json == {"seen": ["b"]}
+
+
+# -- the image ------------------------------------------------------------------------------------------------------
+
+
+def test_image_holds_the_product_only_and_runs_gunicorn_as_uid_10001() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    ignored = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()]
+    runtime = dockerfile.split("\nFROM ")[-1]  # the last stage is the image that ships
+    copied = [
+        source
+        for line in runtime.splitlines()
+        if line.startswith("COPY ") and "--from=" not in line
+        for source in line.split()[1:-1]
+    ]
+    assert copied, "the runtime stage copies no product files"
+    for source in copied:
+        assert (REPO / source).exists(), f"Dockerfile copies {source}, which is not in the repository"
+        assert f"!{source}" in ignored, f".dockerignore keeps {source} out of the build context"
+    assert not {"tests/", "emulator/", "bench/", "."} & set(copied)
+    assert "USER 10001:10001" in runtime
+    assert 'CMD ["gunicorn", "-c", "gunicorn.conf.py", "hooks.app:create_app()"]' in runtime
+    assert "PYTHONDONTWRITEBYTECODE=1" in runtime
+    assert "gcc" not in runtime and "build-essential" not in runtime and "apt-get" not in runtime
