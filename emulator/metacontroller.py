@@ -25,7 +25,8 @@ API:
     mc.wait_idle(timeout=10.0)        # no key queued or in a worker (delayed resyncs do not count)
     mc.events                         # list of dicts: time, controller, key, hook, outcome, error (+ details)
     mc.hook_calls(controller=None, key=None, hook=None) -> list[dict]
-    mc.conflict_rate = 0.2            # a fraction of status writes answered with Conflict
+    mc.conflict_rate = 0.2            # a fraction of status writes answered with Conflict (plus the watch
+                                      # event of the concurrent writer that caused it)
 
 Event log entries of successful hook calls carry `request`/`response` only with keep_bodies=True (memory).
 Event log outcomes: hook calls have `hook` in {"customize", "sync", "finalize"} and outcome "ok", "error" or
@@ -708,7 +709,7 @@ class _Runtime:
                 return
             live["status"] = status
             try:
-                self.mc.maybe_conflict()
+                self.mc.maybe_conflict(self, key)
                 self.store.update_status(live)
                 return
             except Conflict:
@@ -780,7 +781,7 @@ class _Runtime:
         if status_changed or labels_changed or annotations_changed or remove_finalizer:
             if status_changed and rt.status_subresource:
                 try:
-                    self.mc.maybe_conflict()
+                    self.mc.maybe_conflict(self, key)
                     written = self.store.update_status(updated)
                 except (Conflict, NotFound) as exc:
                     self.mc.record(self.name, str(key), None, "conflict-dropped", f"status update: {exc}")
@@ -1056,11 +1057,16 @@ class Metacontroller:
             self.events.append(entry)
         self.notify()
 
-    def maybe_conflict(self) -> None:
-        """Fault knob: answer this status write with a Conflict."""
+    def maybe_conflict(self, runtime: _Runtime, key: ParentKey) -> None:
+        """Fault knob: answer this status write with a Conflict.
+
+        A real conflict means someone else wrote the object first, and that write's watch event enqueues the
+        parent again; the injected conflict brings that event along so recovery works as it would for real.
+        """
         with self._rng_lock:
             hit = self.conflict_rate > 0 and self._rng.random() < self.conflict_rate
         if hit:
+            runtime.queue.add(key)
             raise Conflict("injected conflict (emulator conflict_rate)")
 
     def controller_uid(self, name: str) -> str:

@@ -161,3 +161,21 @@ def test_machine_deployment_scales_and_cleans_up(cluster: Obj) -> None:
                                                                                          "default"),
                 timeout=30, message="garbage collection removed the sets and machines")
     assert sim.devices() == []
+
+
+def test_seed_flow_survives_dropped_writes_and_controller_restarts(cluster: Obj) -> None:
+    store: Store = cluster["store"]
+    mc: Metacontroller = cluster["mc"]
+    sim = cluster["sim"].sim
+    mc.conflict_rate = 0.8  # Machine status writes lost to conflicts, as Metacontroller drops them for decorators
+    store.load_yaml([EXAMPLES / "secret.yaml", EXAMPLES / "machine-class.yaml", EXAMPLES / "machine.yaml"])
+    mc.wait_for(lambda s: sim.devices(), timeout=30, message="device created")
+    mc.restart()
+    mc.wait_for(lambda s: (((_machine(s) or {}).get("status") or {}).get("currentStatus") or {}).get("phase")
+                == "Running", timeout=30, message="Machine Running despite conflicts and a restart")
+    assert len(sim.devices()) == 1
+    assert any(e["outcome"] == "conflict-dropped" for e in mc.events)
+    mc.restart()
+    store.delete(MACHINE_API, "Machine", "eqx-test-machine", "default")
+    mc.wait_for(lambda s: _machine(s) is None, timeout=30, message="Machine removed after its device")
+    assert sim.devices() == [] and len(sim.devices(include_deleted=True)) == 1
