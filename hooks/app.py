@@ -129,7 +129,8 @@ def create_app(
 def _instrument(app: Flask, settings: Settings, hook_paths: frozenset[str]) -> None:
     """Request id, logging scope, bearer-token check, latency metric and one log line per hook call.
 
-    The token check runs before the body is read, so an unauthenticated caller cannot make us parse anything.
+    The token check runs before the body is parsed: an unauthenticated request's body is read and dropped, never
+    parsed or logged.
     """
 
     @app.before_request

@@ -11,8 +11,11 @@ Other modules call the small functions below rather than touching the metric obj
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ParamSpec
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -26,6 +29,9 @@ from prometheus_client import (
 
 if TYPE_CHECKING:
     from hooks.metal import ApiCall, RateLimit
+
+P = ParamSpec("P")
+log = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 PREFIX = "metal_machine_hooks"
@@ -69,6 +75,19 @@ RATE_LIMIT_LIMIT = Gauge(
 )
 
 
+def _never_raises(record: Callable[P, None]) -> Callable[P, None]:
+    """Counting must never fail a hook call (e.g. a full /tmp in multiprocess mode): log and carry on."""
+
+    @functools.wraps(record)
+    def safe(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            record(*args, **kwargs)
+        except Exception as exc:
+            log.warning("could not record metric %s: %s", record.__name__, exc)
+
+    return safe
+
+
 def outcome_for_status(status: int) -> str:
     """How a hook call ended, from its HTTP status: 2xx ok, 4xx the request's fault, anything else ours."""
     if 200 <= status < 300:
@@ -78,10 +97,12 @@ def outcome_for_status(status: int) -> str:
     return "error"
 
 
+@_never_raises
 def observe_hook(hook: str, outcome: str, seconds: float) -> None:
     HOOK_DURATION.labels(hook=hook, outcome=outcome).observe(max(0.0, seconds))
 
 
+@_never_raises
 def observe_api_call(call: ApiCall) -> None:
     """The MetalClient observer: one call per HTTP attempt."""
     API_CALLS.labels(operation=call.operation, status=call.status).inc()
@@ -90,6 +111,7 @@ def observe_api_call(call: ApiCall) -> None:
         API_RETRIES.labels(operation=call.operation).inc()
 
 
+@_never_raises
 def observe_rate_limit(rate_limit: RateLimit | None) -> None:
     """Records the client's last X-RateLimit-* headers; answers without them leave the gauges as they were."""
     if rate_limit is None:
@@ -100,14 +122,17 @@ def observe_rate_limit(rate_limit: RateLimit | None) -> None:
         RATE_LIMIT_LIMIT.set(rate_limit.limit)
 
 
+@_never_raises
 def device_created() -> None:
     DEVICES_CREATED.inc()
 
 
+@_never_raises
 def device_deleted() -> None:
     DEVICES_DELETED.inc()
 
 
+@_never_raises
 def orphans_collected(n: int = 1) -> None:
     if n > 0:
         ORPHANS_COLLECTED.inc(n)

@@ -143,3 +143,28 @@ def test_oversized_body_is_refused_with_json_413(client: Any) -> None:
     assert response.status_code == 413
     assert "larger than" in response.json["error"]
     assert sample(HOOK_COUNT, hook="/test/sync", outcome="bad_request") >= 1
+
+
+class BrokenMetric:
+    """Stands in for a metric whose storage fails (a full /tmp in multiprocess mode)."""
+
+    def labels(self, **_: str) -> BrokenMetric:
+        return self
+
+    def inc(self, *_: float) -> None:
+        raise OSError(28, "No space left on device")
+
+    observe = inc
+
+
+def test_a_failing_metric_never_fails_the_hook(
+    client: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(metrics, "HOOK_DURATION", BrokenMetric())
+    monkeypatch.setattr(metrics, "DEVICES_CREATED", BrokenMetric())
+    response = client.post("/test/sync", json={}, headers={"Authorization": "Bearer hook-token"})
+    assert response.status_code == 200
+    metrics.device_created()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "hooks.metrics"]
+    assert any("observe_hook" in w and "No space left" in w for w in warnings)
+    assert any("device_created" in w for w in warnings)
