@@ -4,7 +4,8 @@ The seed flow a user runs first: apply the CRDs, the credentials Secret, the Mac
 one device appears with the Secret's userData and the class tags, the Machine reaches Running once its Node is
 Ready; deleting the Machine drains its Node (a Job, completed here by the JobRunner stand-in), removes the device,
 and only then lets the Machine go. A MachineDeployment from the examples reaches its replicas, scales down (devices
-of the removed Machines go too) and, once deleted, takes its MachineSets, Machines and devices with it.
+of the removed Machines go too), rolls out a new class within its surge and, once deleted, takes its MachineSets,
+Machines and devices with it. The flows also hold with the emulator dropping status writes and restarting.
 """
 
 from __future__ import annotations
@@ -179,3 +180,37 @@ def test_seed_flow_survives_dropped_writes_and_controller_restarts(cluster: Obj)
     store.delete(MACHINE_API, "Machine", "eqx-test-machine", "default")
     mc.wait_for(lambda s: _machine(s) is None, timeout=30, message="Machine removed after its device")
     assert sim.devices() == [] and len(sim.devices(include_deleted=True)) == 1
+
+
+def test_machine_deployment_rolls_out_a_new_class_within_surge(cluster: Obj) -> None:
+    if not (CONTROLLERS / "machinedeployments.yaml").exists() or not (CONTROLLERS / "machinesets.yaml").exists():
+        pytest.skip("MachineSet/MachineDeployment controllers not written yet")
+    store: Store = cluster["store"]
+    mc: Metacontroller = cluster["mc"]
+    sim = cluster["sim"].sim
+    store.load_yaml([EXAMPLES / "secret.yaml", EXAMPLES / "machine-class.yaml"])
+    store.create(_deployment())
+    name = "eqx-test-machine-deployment"
+
+    def status(s: Store) -> Obj:
+        return s.get(MACHINE_API, "MachineDeployment", name, "default").get("status") or {}
+
+    mc.wait_for(lambda s: status(s).get("availableReplicas") == 3, timeout=30, message="3 available")
+    md = store.get(MACHINE_API, "MachineDeployment", name, "default")
+    md["spec"]["template"]["spec"]["class"]["name"] = "eqx-mc-v2"
+    store.update(md)
+    peak = {"machines": 0}
+
+    def rolled_out(s: Store) -> bool:
+        live = [m for m in s.list(MACHINE_API, "Machine", "default") if not m["metadata"].get("deletionTimestamp")]
+        peak["machines"] = max(peak["machines"], len(live))
+        st = status(s)
+        return (st.get("updatedReplicas"), st.get("availableReplicas"), st.get("replicas")) == (3, 3, 3) and all(
+            m["spec"]["class"]["name"] == "eqx-mc-v2" for m in s.list(MACHINE_API, "Machine", "default"))
+
+    mc.wait_for(rolled_out, timeout=60, message="every machine replaced by one of eqx-mc-v2")
+    assert peak["machines"] <= 4  # replicas 3 + maxSurge 1
+    mc.wait_for(lambda s: len(sim.devices()) == 3, timeout=30, message="old devices deleted")
+    assert {d["plan"]["slug"] for d in sim.devices()} == {"c3.small.x86"}
+    sets = {m["metadata"]["name"]: m["spec"].get("replicas") for m in store.list(MACHINE_API, "MachineSet", "default")}
+    assert sorted(sets.values()) == [0, 3]
