@@ -50,6 +50,8 @@ DELETE_ORDER = {
     mcm.RUNNING: 6,
 }
 REPLICA_FAILURE = "ReplicaFailure"
+FREEZE_LABEL = "freeze"
+SCALE_UP_DISABLED_LABEL = "node.machine.sapcloud.io/scale-up-disabled"
 OP_FIELDS = ("description", "errorCode", "lastUpdateTime", "state", "type")
 NAMES_SHOWN = 5
 
@@ -301,8 +303,9 @@ def creation_budget(active: list[Machine]) -> int:
     return max(0, min(BURST_REPLICAS, window - waiting))
 
 
-def plan(replicas: int, set_name: str, set_uid: str, machines: list[Machine], *, frozen: bool = False) -> Plan:
-    """Which observed Machines stay, which go, and which names to create."""
+def plan(replicas: int, set_name: str, set_uid: str, machines: list[Machine], *, frozen: bool = False,
+         no_scale_up: bool = False) -> Plan:
+    """Which observed Machines stay, which go, and which names to create (none when `no_scale_up`)."""
     result = Plan()
     active = [m for m in machines if not m.deleting]
     if frozen:
@@ -318,7 +321,7 @@ def plan(replicas: int, set_name: str, set_uid: str, machines: list[Machine], *,
     result.keep = healthy
     missing = replicas - len(healthy)
     if missing > 0:
-        count = min(missing, creation_budget(healthy))
+        count = 0 if no_scale_up else min(missing, creation_budget(healthy))
         result.create = new_names(set_name, set_uid, count, (m.name for m in machines))
         result.throttled = missing - count
     return result
@@ -361,7 +364,7 @@ def availability(machines: list[Machine], min_ready: int, now: datetime) -> tupl
 
 
 def _operation(plan_: Plan, problems: list[str], machines: list[Machine], replicas: int, available: int,
-               observed: Any, now: datetime) -> dict[str, Any]:
+               observed: Any, now: datetime, no_scale_up: bool = False) -> dict[str, Any]:
     terminating = sum(1 for m in machines if m.deleting)
     if problems:
         op = {"type": "Update", "state": mcm.STATE_FAILED,
@@ -378,6 +381,10 @@ def _operation(plan_: Plan, problems: list[str], machines: list[Machine], replic
                          f"{names_list(sorted(m.name for m in plan_.remove))}")
         op = {"type": mcm.OP_CREATE if plan_.create else mcm.OP_DELETE, "state": mcm.PROCESSING,
               "description": "; ".join(parts)}
+    elif plan_.throttled and no_scale_up:
+        op = {"type": mcm.OP_CREATE, "state": mcm.PROCESSING,
+              "description": f"Scale-up disabled by label ({FREEZE_LABEL} or {SCALE_UP_DISABLED_LABEL}): "
+                             f"{plan_.throttled} missing machines not created"}
     elif plan_.throttled:
         op = {"type": mcm.OP_CREATE, "state": mcm.PROCESSING,
               "description": f"Waiting for new machines to get devices before creating {plan_.throttled} more"}
@@ -434,8 +441,11 @@ def reconcile(parent: dict[str, Any], machines: list[Machine], now: datetime) ->
     replicas = int_field(spec.get("replicas"), "", scratch)
     min_ready = int_field(spec.get("minReadySeconds"), "", scratch)
     deleting_set = bool(meta.get("deletionTimestamp"))
+    set_labels = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
+    # MCM's switches, honoured as MCM does: a frozen set, or one with scale-up disabled, creates no Machine.
+    no_scale_up = set_labels.get(FREEZE_LABEL) == "True" or SCALE_UP_DISABLED_LABEL in set_labels
     the_plan = plan(replicas, str(meta["name"]), str(meta.get("uid") or meta["name"]), machines,
-                    frozen=bool(problems) or deleting_set)
+                    frozen=bool(problems) or deleting_set, no_scale_up=no_scale_up)
     template = spec.get("template") if isinstance(spec.get("template"), dict) else {}
     children = [kept_child(m) for m in the_plan.keep]
     if not problems:
@@ -469,7 +479,7 @@ def reconcile(parent: dict[str, Any], machines: list[Machine], now: datetime) ->
     if conditions:
         status["machineSetCondition"] = conditions
     status["lastOperation"] = _operation(the_plan, problems, machines, replicas, available,
-                                         observed.get("lastOperation"), now)
+                                         observed.get("lastOperation"), now, no_scale_up)
     response: dict[str, Any] = {"status": status, "children": children}
     if soonest is not None:
         response["resyncAfterSeconds"] = float(max(1, math.ceil(soonest)))

@@ -333,3 +333,16 @@ def test_names_skip_taken_slots() -> None:
     first = machineset.new_names("s", "uid", 3, ())
     assert machineset.new_names("s", "uid", 2, first[:1]) == first[1:]
     assert len(set(machineset.new_names("s", "uid", 500, ()))) == 500
+
+
+@pytest.mark.parametrize("labels", [{"freeze": "True"}, {"node.machine.sapcloud.io/scale-up-disabled": ""}])
+def test_mcm_freeze_labels_stop_creation_but_not_removal(labels: dict[str, str]) -> None:
+    body = request()
+    body["parent"]["metadata"]["labels"].update(labels)
+    response = machineset.sync(body, ctx())
+    assert sorted(names(response)) == ["pool-a-x5xfgfj5-b2c4d", "pool-a-x5xfgfj5-k7m9q"]  # failed one still goes
+    assert "Scale-up disabled" not in response["status"]["lastOperation"]["description"]  # deleting is reported
+    body["children"][KEY].pop("shoot--demo--cluster/pool-a-x5xfgfj5-z8x6w")
+    later = machineset.sync(body, ctx())
+    assert len(later["children"]) == 2
+    assert "Scale-up disabled" in later["status"]["lastOperation"]["description"]
