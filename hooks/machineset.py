@@ -13,7 +13,8 @@ Decisions, each answering a Metacontroller or bare-metal constraint:
 - Failed Machines are left out (deleted; the Machine finalizer deletes the device) and replaced.
 - New Machines are created at a bounded rate: at most BURST_REPLICAS per sync, and a slow start: no more Machines
   may be waiting for their device than twice the number that already got one (at least one). A class that cannot
-  create devices therefore holds one Machine in CrashLoopBackOff, not the whole set.
+  create devices therefore holds one Machine in CrashLoopBackOff, not the whole set. MCM's labels `freeze: "True"`
+  and `node.machine.sapcloud.io/scale-up-disabled` stop creation (removal goes on).
 - Scale-down victims: lowest `machinepriority.machine.sapcloud.io` first, then phase (Terminating, Failed,
   CrashLoopBackOff, Unknown, Pending, Available, Running; an empty or unknown phase counts as not started and goes
   first), then the newest Machine first (MCM leaves this tie unordered; Kubernetes' ReplicaSet removes the newest,
