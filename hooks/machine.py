@@ -256,6 +256,23 @@ def _owned(device: Any, req: MachineRequest) -> bool:
     return isinstance(device_tags, list) and tags.is_owned_by([t for t in device_tags if isinstance(t, str)], req.uid)
 
 
+def _with_ids(listed: Any, req: MachineRequest) -> list[dict[str, Any]]:
+    """The listed devices; one with this Machine's tags but no usable id refuses the whole listing.
+
+    Such a device can be neither used nor deleted nor ruled out: creating another would duplicate it, and
+    finalizing would leave it running.
+    """
+    devices = [d for d in listed or () if isinstance(d, dict)]
+    for device in devices:
+        if _owned(device, req) and not (isinstance(device.get("id"), str) and device["id"].strip()):
+            raise UnexpectedResponse(
+                f"list_devices answered a device with the tag {tags.uid_tag(req.uid)} but without a usable id "
+                f"({str(device.get('id'))[:40]!r}); nothing is created or deleted until the API lists it properly",
+                operation="list_devices",
+            )
+    return devices
+
+
 def _created_key(device: dict[str, Any]) -> tuple[str, str]:
     created = parse_time(device.get("created_at"))
     return (format_time(created) if created else "9999", str(device.get("id")))
@@ -292,9 +309,8 @@ def find_device(client: Any, req: MachineRequest, project_id: str) -> Lookup:
             return found
     mine = [
         d
-        for d in client.list_devices(project_id, tag=tags.uid_tag(req.uid))
-        if isinstance(d, dict) and d.get("id") and _owned(d, req)
-        and d.get("state") not in GONE_STATES
+        for d in _with_ids(client.list_devices(project_id, tag=tags.uid_tag(req.uid)), req)
+        if _owned(d, req) and d.get("state") not in GONE_STATES
     ]
     if not mine:
         found.recorded_gone = bool(found.recorded_id) and not found.foreign_id
@@ -762,8 +778,8 @@ def _own_devices(client: Any, req: MachineRequest, project_id: str) -> tuple[dic
             skipped = recorded
             log.warning("machine %s/%s: device %s lacks our ownership tag; not deleting it", req.namespace,
                         req.name, recorded)
-    for device in client.list_devices(project_id, tag=tags.uid_tag(req.uid)):
-        if isinstance(device, dict) and device.get("id") and _owned(device, req):
+    for device in _with_ids(client.list_devices(project_id, tag=tags.uid_tag(req.uid)), req):
+        if _owned(device, req):
             devices.setdefault(device["id"], device)
     return {k: v for k, v in devices.items() if v.get("state") != "deleted"}, skipped
 
