@@ -264,7 +264,13 @@ class MetalClient:
             fresh = repeated = 0
             for item in page_items:
                 if not isinstance(item, dict):
-                    continue
+                    # It may have been the very device a caller looks for; a listing without it is incomplete.
+                    raise UnexpectedResponse(
+                        f"{operation} failed: page {page} holds an entry that is not an object "
+                        f"({_short(repr(item), 40)}); refusing to return an incomplete listing",
+                        operation=operation,
+                        status=200,
+                    )
                 item_id = item.get("id")
                 if isinstance(item_id, str):
                     if item_id in seen_ids:
