@@ -7,6 +7,7 @@ names no secret (Metacontroller retries with backoff).
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import time
@@ -190,11 +191,40 @@ def _discard_body() -> None:
         pass
 
 
+def _secret_values(body: dict[str, Any]) -> list[str]:
+    """Every value of every Secret in a hook request (API tokens, userData), decoded, so no log line can show one.
+
+    Metacontroller hands us Secrets in the `related`, `attachments` and `children` maps (kind key, then name key).
+    """
+    values: list[str] = []
+    for group in ("related", "attachments", "children"):
+        kinds = body.get(group)
+        for objects in kinds.values() if isinstance(kinds, dict) else ():
+            for obj in objects.values() if isinstance(objects, dict) else ():
+                if not isinstance(obj, dict) or obj.get("kind") != "Secret":
+                    continue
+                for field in ("data", "stringData"):
+                    data = obj.get(field)
+                    for value in data.values() if isinstance(data, dict) else ():
+                        if isinstance(value, str):
+                            values += [value, *_decoded(value)] if field == "data" else [value]
+    return values
+
+
+def _decoded(value: str) -> list[str]:
+    try:
+        return [base64.b64decode(value, validate=True).decode()]
+    except (ValueError, UnicodeDecodeError):
+        return []
+
+
 def _view(hook: Hook, ctx: HookContext) -> Callable[[], Any]:
     def view() -> Any:
         body = request.get_json(silent=True, force=True)
         if not isinstance(body, dict):
             return jsonify({"error": "request body must be a JSON object"}), 400
+        for secret in _secret_values(body):
+            logs.register_secret(secret)
         try:
             return jsonify(hook(body, ctx))
         except BadRequest as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from collections.abc import Iterator
@@ -170,3 +171,33 @@ def test_bad_request_is_logged_as_warning(client: Any, capsys: pytest.CaptureFix
     assert response.json == {"error": "spec.class.name is missing"}
     summary = next(line for line in json_lines(capsys.readouterr().err) if line["logger"] == "hooks.access")
     assert (summary["level"], summary["status"], summary["outcome"]) == ("WARNING", 400, "bad_request")
+
+
+def secret_echo_hook(body: dict[str, Any], ctx: HookContext) -> dict[str, Any]:
+    """A careless hook: it logs what it decoded from the request's Secret without registering anything."""
+    secret = body["related"]["Secret.v1"]["ns/metal-credentials"]
+    token = base64.b64decode(secret["data"]["apiToken"]).decode()
+    logging.getLogger("hooks.test").info("using token %s", token)
+    raise RuntimeError("boot script was: " + base64.b64decode(secret["data"]["userData"]).decode())
+
+
+def test_secrets_in_the_request_are_redacted_without_the_hook_registering_them(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(app_module, "_routes", lambda: {"/test/echo": secret_echo_hook})
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "metal-credentials", "namespace": "ns"},
+        "data": {
+            "apiToken": base64.b64encode(SECRET.encode()).decode(),
+            "userData": base64.b64encode(USERDATA.encode()).decode(),
+        },
+    }
+    body = {"object": {}, "related": {"Secret.v1": {"ns/metal-credentials": secret}}}
+    response = create_app(Settings()).test_client().post("/test/echo", json=body)
+    assert response.status_code == 500
+    err = capsys.readouterr().err
+    assert SECRET not in err
+    assert "bootstrap-secret-4f9a2c" not in err
+    assert "using token [redacted]" in err
