@@ -55,6 +55,8 @@ class Settings:
     drain_timeout: float = 2 * 60 * 60.0
     # MCM's "--target-kubeconfig=none": an active device makes the Machine Available, no Node is awaited.
     no_target_cluster: bool = False
+    # Seconds a worker may answer steady-state device looks from one project listing (hooks/device_cache.py); 0 = off.
+    device_cache_seconds: float = 0.0
     hook_auth_token: str = field(default="", repr=False)
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -73,6 +75,7 @@ class Settings:
             health_timeout=_float(env, "MACHINE_HEALTH_TIMEOUT", 10 * 60.0, 1.0),
             drain_timeout=_float(env, "MACHINE_DRAIN_TIMEOUT", 2 * 60 * 60.0, 1.0),
             no_target_cluster=_bool(env, "NO_TARGET_CLUSTER"),
+            device_cache_seconds=_float(env, "METAL_DEVICE_CACHE_SECONDS", 0.0, 0.0),
             hook_auth_token=env.get("HOOK_AUTH_TOKEN", "").strip(),
             extra={k: v for k, v in env.items() if k.startswith("MMH_")},
         )

@@ -51,7 +51,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from hooks import mcm, tags
+from hooks import device_cache, mcm, tags
 from hooks.config import CREDENTIALS_LABEL, CREDENTIALS_LABEL_VALUE, ConfigError
 from hooks.context import BadRequest, HookContext
 from hooks.drain import INITIATE_DRAIN, INITIATE_VM_DELETION, JOB_KEY, DrainSettings, plan_drain
@@ -297,6 +297,9 @@ def find_device(client: Any, req: MachineRequest, project_id: str) -> Lookup:
     """
     found = Lookup(recorded_id=recorded_device_id(req))
     if found.recorded_id:
+        found.device = _confirmed_from_cache(client, req, project_id, found.recorded_id)
+        if found.device is not None:
+            return found
         try:
             device = client.get_device(found.recorded_id)
         except NotFound:
@@ -331,6 +334,18 @@ def find_device(client: Any, req: MachineRequest, project_id: str) -> Lookup:
                  mine[0]["id"])
         found.duplicates_deleted.append(extra["id"])
     return found
+
+
+def _confirmed_from_cache(client: Any, req: MachineRequest, project_id: str, device_id: str) -> dict[str, Any] | None:
+    """The recorded device from the worker's listing (hooks.device_cache), only when it is listed, ours and not
+    gone; None (cache off, or anything else) sends the caller to the fresh GET and tag lookup, never to a create."""
+    observe = getattr(client, "observed_device", None)
+    if observe is None:
+        return None
+    device = observe(project_id, device_id)
+    if device is None or not _owned(device, req) or device.get("state") in GONE_STATES:
+        return None
+    return device
 
 
 # ------------------------------------------------------------------------------------------------------------ create
@@ -590,7 +605,7 @@ def reconcile(req: MachineRequest, ctx: HookContext) -> Outcome:
         outcome.labels, outcome.annotations = _decorations(req, ctx, res, None, "")
         return outcome
     assert res.credentials is not None and res.project_id
-    client = ctx.metal(res.credentials.token)
+    client = device_cache.client_for(ctx, res.credentials.token)
     try:
         found = find_device(client, req, res.project_id)
     except MetalError as exc:
@@ -735,7 +750,7 @@ def _release_devices(req: MachineRequest, ctx: HookContext, now: datetime, *, an
         status = _terminating(req, now, text, mcm.STATE_FAILED, mcm.INVALID_ARGUMENT)
         return Outcome(status=status, finalized=False, resync=backoff(now, status["lastOperation"]["lastUpdateTime"]))
     assert res.credentials is not None and res.project_id
-    client = ctx.metal(res.credentials.token)
+    client = device_cache.client_for(ctx, res.credentials.token)  # its deletes invalidate the worker's listings
     try:
         devices, skipped = _own_devices(client, req, res.project_id)
         present = [] if announce and devices else _delete(client, req, devices)
