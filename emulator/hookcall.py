@@ -69,6 +69,13 @@ class Hook:
         return mode == "strict" if mode else self.version == "v2"
 
     @property
+    def etag(self) -> tuple[bool, float | None]:
+        """(enabled, cacheTimeoutSeconds) of webhook.etag; unset timeout means entries never expire."""
+        config = self.webhook.get("etag") or {}
+        timeout = config.get("cacheTimeoutSeconds")
+        return bool(config.get("enabled")), float(timeout) if timeout is not None else None
+
+    @property
     def timeout(self) -> float:
         seconds = parse_duration(self.webhook.get("timeout"))
         return seconds if seconds and seconds > 0 else DEFAULT_TIMEOUT
@@ -188,13 +195,22 @@ class HookClient:
             raise HookError(f'key "{key}" not found in secret "{ref.get("namespace")}/{ref.get("name")}"')
         return base64.b64decode(data[key]).decode()
 
-    def post(self, hook: Hook, body: Obj, headers: Mapping[str, str], url: str) -> str:
-        """POST and return the body text of a 200; raise RetryAfter on 429 and HookError otherwise."""
+    def post(self, hook: Hook, body: Obj, headers: Mapping[str, str], url: str,
+             etags: EtagCache | None = None, root: tuple[str, str, str] | None = None) -> str:
+        """POST and return the body text of a 200; raise RetryAfter on 429 and HookError otherwise.
+
+        With `etags` (webhook.etag.enabled), a cached ETag for the root object is sent as If-None-Match and
+        a 304/412 answer reuses the cached body; a 200 with an ETag header refreshes the cache.
+        """
         session = getattr(self._local, "session", None)
         if session is None:
             session = self._local.session = requests.Session()
+        headers = dict(headers)
+        cached = etags.get(root) if etags is not None and root is not None else None
+        if cached is not None:
+            headers["If-None-Match"] = cached[0]
         try:
-            response = session.post(url, data=json.dumps(body, sort_keys=True), headers=dict(headers),
+            response = session.post(url, data=json.dumps(body, sort_keys=True), headers=headers,
                                     timeout=hook.timeout)
         except requests.Timeout as exc:
             raise HookError(f'http error: Post "{url}": context deadline exceeded (Client.Timeout exceeded '
@@ -203,9 +219,39 @@ class HookClient:
             raise HookError(f'http error: Post "{url}": {type(exc).__name__}: {exc}') from exc
         if response.status_code == 429:
             raise RetryAfter(parse_retry_after(response.headers.get("Retry-After")))
+        if etags is not None and "If-None-Match" in headers and response.status_code in (304, 412):
+            if cached is None:
+                raise HookError("cannot find cached response")
+            return cached[1]
         if response.status_code != 200:
             raise HookError(f"unsupported status code: {response.status_code} body: {response.text[:500]}")
+        if etags is not None and root is not None and response.headers.get("ETag"):
+            etags.put(root, response.headers["ETag"], response.text)
         return response.text
+
+
+class EtagCache:
+    """Per-hook (ETag, body) by root object (kind, namespace, name); entries expire after cacheTimeoutSeconds."""
+
+    def __init__(self, timeout_seconds: float | None, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._timeout = timeout_seconds
+        self._now = monotonic
+        self._entries: dict[tuple[str, str, str], tuple[str, str, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, root: tuple[str, str, str]) -> tuple[str, str] | None:
+        with self._lock:
+            entry = self._entries.get(root)
+            if entry is None:
+                return None
+            if self._timeout is not None and self._now() - entry[2] > self._timeout:
+                del self._entries[root]
+                return None
+            return entry[0], entry[1]
+
+    def put(self, root: tuple[str, str, str], etag: str, text: str) -> None:
+        with self._lock:
+            self._entries[root] = (etag, text, self._now())
 
 
 def decode_response(text: str, response_type: str, *, strict: bool) -> Obj:

@@ -678,3 +678,35 @@ def test_rotated_hook_credentials_need_a_restart(store: Store, server: HookServe
         assert {h["Authorization"] for h in server.headers("/sync")} == {"Bearer first"}
         mc.restart()
         mc.wait_for(lambda s: server.headers("/sync")[-1]["Authorization"] == "Bearer second")
+
+
+def test_etag_304_reuses_the_cached_answer(store: Store, server: HookServer) -> None:
+    def sync(body: Obj) -> Any:
+        headers = server.headers("/sync")[-1]
+        if headers.get("If-None-Match") == '"a1"':
+            return 304, ""
+        return 200, {"labels": {"answered": "yes"}}, {"ETag": '"a1"'}
+
+    server.handlers["/sync"] = sync
+    dc = decorator("dc", server.url)
+    dc["spec"]["hooks"]["sync"]["webhook"]["etag"] = {"enabled": True}
+    store.create(widget("w1"))
+    with running(store, [dc]) as mc:
+        mc.wait_for(lambda s: get(s, "Widget", "w1")["metadata"]["labels"].get("answered") == "yes")
+        parent = get(store, "Widget", "w1")
+        parent["metadata"]["labels"]["answered"] = "tampered"
+        store.update(parent)
+        mc.wait_for(lambda s: get(s, "Widget", "w1")["metadata"]["labels"].get("answered") == "yes",
+                    message="the cached body applied again after a 304")
+        assert [h.get("If-None-Match") for h in server.headers("/sync")][-1] == '"a1"'
+        assert errors(mc) == []
+
+
+def test_etag_timeout_without_cleanup_stops_the_controller(store: Store, server: HookServer) -> None:
+    dc = decorator("dc", server.url)
+    dc["spec"]["hooks"]["sync"]["webhook"]["etag"] = {"enabled": True, "cacheTimeoutSeconds": 60}
+    store.create(widget("w1"))
+    with running(store, [dc]) as mc:
+        assert any(e["outcome"] == "ignored" and "nil pointer" in e["error"] for e in mc.events)
+        mc.wait_idle()
+        assert server.calls("/sync") == []
