@@ -18,7 +18,7 @@ API:
                         service_urls={"metal-machine-hooks.metal-machine-hooks": "http://127.0.0.1:PORT"},
                         workers=5, backoff_base=0.005, backoff_cap=1000.0, customize_ttl=1200.0,
                         conflict_rate=0.0, seed=0, min_resync_period=1.0, keep_bodies=False,
-                        lazy_related_informers=True)
+                        lazy_related_informers=True, cache_flush_interval=1800.0)
     mc.start(); ...; mc.stop()        # background threads; also a context manager
     mc.restart()                      # lose queues, timers, backoff and customize cache; keep the store
     mc.wait_for(lambda store: ..., timeout=10.0, message="...")  # re-evaluated on every change, returns the value
@@ -946,6 +946,7 @@ class Metacontroller:
         min_resync_period: float = 1.0,
         keep_bodies: bool = False,
         lazy_related_informers: bool = True,
+        cache_flush_interval: float = 1800.0,
     ) -> None:
         self.store = store
         self.controller_specs = [copy.deepcopy(c) for c in controllers]
@@ -957,6 +958,7 @@ class Metacontroller:
         self.min_resync_period = min_resync_period
         self.keep_bodies = keep_bodies
         self.lazy_related_informers = lazy_related_informers
+        self.cache_flush_interval = cache_flush_interval
         self.events: list[Obj] = []
         self.hook_client = HookClient(service_urls=service_urls, secret_reader=self._read_secret)
         self._rng = random.Random(seed)
@@ -1040,9 +1042,16 @@ class Metacontroller:
                 self.notify()
 
     def _resync_loop(self) -> None:
+        next_flush = time.monotonic() + self.cache_flush_interval if self.cache_flush_interval else None
         while not self._stopping.is_set():
             now = time.monotonic()
             waits = [1.0]
+            if next_flush is not None and now >= next_flush:
+                # --cache-flush-interval: the informers re-deliver every parent, so every parent syncs again.
+                for runtime in self._runtimes:
+                    if not runtime.disabled:
+                        runtime.enqueue_all()
+                next_flush = now + self.cache_flush_interval
             for runtime in self._runtimes:
                 period = runtime.resync_period()
                 if not period or runtime.disabled:

@@ -710,3 +710,27 @@ def test_etag_timeout_without_cleanup_stops_the_controller(store: Store, server:
         assert any(e["outcome"] == "ignored" and "nil pointer" in e["error"] for e in mc.events)
         mc.wait_idle()
         assert server.calls("/sync") == []
+
+
+def test_cache_flush_interval_resyncs_every_parent(store: Store, server: HookServer) -> None:
+    server.handlers["/sync"] = lambda body: {}
+    store.create(widget("w1"))
+    store.create(widget("w2"))
+    with running(store, [decorator("dc", server.url)], cache_flush_interval=0.05) as mc:
+        mc.wait_for(lambda s: all(len([c for c in server.calls("/sync") if c["object"]["metadata"]["name"] == n]) >= 3
+                                  for n in ("w1", "w2")), message="periodic informer resync")
+
+
+def test_endpoint_configs_and_basic_auth(store: Store, server: HookServer) -> None:
+    store.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "basic", "namespace": "default"},
+                  "stringData": {"username": "mc", "password": "pw"}})
+    server.handlers["/sync"] = lambda body: {}
+    dc = decorator("dc", server.url)
+    dc["spec"]["hooks"]["sync"] = {"version": "v2", "webhook": {
+        "service": {"name": "hooks", "namespace": "hooks-ns"}, "path": "/sync"}}
+    dc["spec"]["endpointConfigs"] = [{"host": "hooks.hooks-ns", "basicAuth": {
+        "secretRef": {"name": "basic", "namespace": "default"}}}]
+    store.create(widget("w1"))
+    with running(store, [dc], service_urls={"hooks.hooks-ns:80": server.url}) as mc:
+        mc.wait_for(lambda s: server.headers("/sync"))
+        assert server.headers("/sync")[0]["Authorization"] == "Basic " + base64.b64encode(b"mc:pw").decode()
