@@ -1052,6 +1052,8 @@ class Metacontroller:
                     if not runtime.disabled:
                         runtime.enqueue_all()
                 next_flush = now + self.cache_flush_interval
+            if next_flush is not None:
+                waits.append(next_flush - now)
             for runtime in self._runtimes:
                 period = runtime.resync_period()
                 if not period or runtime.disabled:
