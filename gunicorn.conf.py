@@ -9,6 +9,7 @@ Environment:
   GUNICORN_WORKERS      worker processes (2).
   GUNICORN_THREADS      threads per worker (8).
   GUNICORN_TIMEOUT      seconds before a silent worker is killed and replaced (9).
+  GUNICORN_GRACEFUL_TIMEOUT      seconds in-flight calls get to finish after SIGTERM (25).
   GUNICORN_KEEPALIVE    seconds an idle keep-alive connection stays open (120).
   GUNICORN_ACCESS_LOG   "false" turns the per-request access log off (on by default).
   LOG_LEVEL             DEBUG, INFO (default), WARNING, ERROR.
@@ -21,11 +22,14 @@ machineclasses, machinesets, machinedeployments), so up to 20 hook calls can arr
 reachable while one pod restarts. Hook calls wait mostly on the Metal API, so threads (gthread) are the cheap way to
 get concurrency; two processes keep one stuck interpreter from stopping everything.
 
-Coupled to the controllers: every webhook in metacontroller/*.yaml has `timeout: 10s`. After that Metacontroller
-has given up on the call, so nothing here should take longer: the worker timeout is 9 s and the hooks' Metal
-retry budget is 6 s (METAL_RETRY_BUDGET). With gthread the worker timeout is a heartbeat of the worker's main loop
-(it catches a wedged process, not one slow request); a slow request is bounded by the Metal client's connect/read
-timeouts and retry budget. If you raise the webhook timeout, raise these together.
+Coupled to the controllers and the Deployment (tests/test_server.py checks these stay consistent):
+- The webhooks in metacontroller/*.yaml have `timeout: 10s`, or 30s for hooks that may create or delete devices.
+  After that Metacontroller has given up on the call.
+- The worker timeout (9 s) is below the shortest webhook timeout. With gthread it is a heartbeat of the worker's
+  main loop: it catches a wedged process and never cuts a slow request short; a request is bounded by the Metal
+  client's connect/read timeouts and retry budget (METAL_RETRY_BUDGET, 6 s).
+- graceful_timeout (25 s) lets an in-flight create finish on SIGTERM, and stays below the pod's
+  terminationGracePeriodSeconds (30) so gunicorn exits before the kubelet kills it.
 """
 
 from __future__ import annotations
@@ -81,8 +85,8 @@ worker_class = "gthread"
 workers = _int_env("GUNICORN_WORKERS", 2)
 threads = _int_env("GUNICORN_THREADS", 8)
 timeout = _int_env("GUNICORN_TIMEOUT", 9)
-# On SIGTERM: stop accepting, let in-flight calls finish. A call older than 10 s was abandoned by Metacontroller.
-graceful_timeout = _int_env("GUNICORN_GRACEFUL_TIMEOUT", 10)
+# On SIGTERM: stop accepting, let in-flight calls finish (a device create may take most of its 30 s webhook timeout).
+graceful_timeout = _int_env("GUNICORN_GRACEFUL_TIMEOUT", 25)
 # Longer than Go's default idle-connection timeout (90 s), so Metacontroller, not we, closes idle connections and
 # never sends a request on a connection we are closing at that instant (a POST would not be retried).
 keepalive = _int_env("GUNICORN_KEEPALIVE", 120)

@@ -347,3 +347,59 @@ def test_image_holds_the_product_only_and_runs_gunicorn_as_uid_10001() -> None:
     assert 'CMD ["gunicorn", "-c", "gunicorn.conf.py", "hooks.app:create_app()"]' in runtime
     assert "PYTHONDONTWRITEBYTECODE=1" in runtime
     assert "gcc" not in runtime and "build-essential" not in runtime and "apt-get" not in runtime
+
+
+def _seconds(duration: str) -> float:
+    """A Go duration as the controller YAMLs write it ("10s", "1m30s", "500ms")."""
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, f"unparsable duration {duration!r}"
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def test_server_time_limits_fit_the_controllers_and_the_deployment(tmp_path: Path) -> None:
+    """The coupling documented in gunicorn.conf.py: worker timeout, graceful timeout, webhook timeouts, grace period."""
+    import yaml
+
+    result = subprocess.run(
+        [sys.executable, "-c", "import json, runpy; c = runpy.run_path('gunicorn.conf.py'); "
+         "print(json.dumps({k: c[k] for k in ('timeout', 'graceful_timeout', 'workers', 'threads', 'worker_class')}))"],
+        cwd=REPO,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith(("GUNICORN_", "PROMETHEUS_"))},
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )  # fmt: skip
+    conf = json.loads(result.stdout)
+    assert (conf["worker_class"], conf["workers"], conf["threads"]) == ("gthread", 2, 8)
+
+    def webhook_timeouts(node: Any) -> Iterator[float]:
+        if isinstance(node, dict):
+            webhook = node.get("webhook")
+            if isinstance(webhook, dict):
+                yield _seconds(str(webhook.get("timeout", "10s")))
+            for value in node.values():
+                yield from webhook_timeouts(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from webhook_timeouts(value)
+
+    timeouts = [
+        t
+        for path in sorted((REPO / "metacontroller").glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        for t in webhook_timeouts(doc)
+    ]
+    if not timeouts:
+        pytest.skip("no controller webhooks in metacontroller/ yet")
+    assert conf["timeout"] < min(timeouts)
+    # Waiting on SIGTERM longer than Metacontroller waits for any call would only delay the shutdown.
+    assert conf["graceful_timeout"] <= max(timeouts)
+    deployment = REPO / "kubernetes" / "deploy" / "deployment.yaml"
+    if deployment.exists():
+        pod = yaml.safe_load(deployment.read_text())["spec"]["template"]["spec"]
+        assert conf["graceful_timeout"] < pod.get("terminationGracePeriodSeconds", 30)
