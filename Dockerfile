@@ -21,8 +21,8 @@ LABEL org.opencontainers.image.title="metal-machine-hooks" \
       org.opencontainers.image.description="Metacontroller hooks that run Equinix Metal machines for Gardener MCM's Machine API"
 
 # Fixed IDs so Kubernetes' runAsUser/runAsGroup (10001) match the files' owner; no home, no login shell.
-RUN groupadd --system --gid 10001 hooks \
-    && useradd --system --no-log-init --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+RUN groupadd --gid 10001 hooks \
+    && useradd --no-log-init --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin hooks
 
 # Nothing is written at run time outside /tmp (an emptyDir) and /dev/shm: no .pyc files, unbuffered logs.
