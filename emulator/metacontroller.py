@@ -18,20 +18,23 @@ API:
                         service_urls={"metal-machine-hooks.metal-machine-hooks": "http://127.0.0.1:PORT"},
                         workers=5, backoff_base=0.005, backoff_cap=1000.0, customize_ttl=1200.0,
                         conflict_rate=0.0, seed=0, min_resync_period=1.0, keep_bodies=False,
-                        lazy_related_informers=True, cache_flush_interval=1800.0)
+                        lazy_related_informers=True, cache_flush_interval=1800.0,
+                        clock=time.time)          # clock: event-log timestamps only; timers use real time
     mc.start(); ...; mc.stop()        # background threads; also a context manager
     mc.restart()                      # lose queues, timers, backoff and customize cache; keep the store
     mc.wait_for(lambda store: ..., timeout=10.0, message="...")  # re-evaluated on every change, returns the value
     mc.wait_idle(timeout=10.0)        # no key queued or in a worker (delayed resyncs do not count)
     mc.events                         # list of dicts: time, controller, key, hook, outcome, error (+ details)
     mc.hook_calls(controller=None, key=None, hook=None) -> list[dict]
+    mc.runtime("metal-machines").queue.pending_delays()   # per-controller queue: delayed keys, failures(key)
     mc.conflict_rate = 0.2            # a fraction of status writes answered with Conflict (plus the watch
                                       # event of the concurrent writer that caused it)
 
 Event log entries of successful hook calls carry `request`/`response` only with keep_bodies=True (memory).
 Event log outcomes: hook calls have `hook` in {"customize", "sync", "finalize"} and outcome "ok", "error" or
 "retry-after"; sync-level entries have hook None and outcome "sync-error", "conflict-dropped", "create",
-"update", "delete", "adopt", "release", "finalizer-added", "finalizer-removed" or "ignored".
+"update", "delete", "adopt", "release", "finalizer-added", "finalizer-removed", "ignored" (controller not
+started, e.g. parent without /status) or "handler-error" (an informer handler raised). Keys read "Kind ns/name".
 With lazy_related_informers (the default, as in v4.15+), the first sync that needs a related kind fails once
 with "related informer not synced yet" and is retried after the first backoff step (5 ms).
 webhook.etag is honoured (If-None-Match; 304/412 reuse the cached body; the cache lives until restart()).
@@ -947,6 +950,7 @@ class Metacontroller:
         keep_bodies: bool = False,
         lazy_related_informers: bool = True,
         cache_flush_interval: float = 1800.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.controller_specs = [copy.deepcopy(c) for c in controllers]
@@ -959,6 +963,7 @@ class Metacontroller:
         self.keep_bodies = keep_bodies
         self.lazy_related_informers = lazy_related_informers
         self.cache_flush_interval = cache_flush_interval
+        self.clock = clock
         self.events: list[Obj] = []
         self.hook_client = HookClient(service_urls=service_urls, secret_reader=self._read_secret)
         self._rng = random.Random(seed)
@@ -1072,7 +1077,7 @@ class Metacontroller:
     def record(
         self, controller: str, key: str, hook: str | None, outcome: str, error: str | None, **extra: Any
     ) -> None:
-        entry = {"time": time.time(), "controller": controller, "key": key, "hook": hook, "outcome": outcome,
+        entry = {"time": self.clock(), "controller": controller, "key": key, "hook": hook, "outcome": outcome,
                  "error": error, **extra}
         with self._events_lock:
             self.events.append(entry)
