@@ -339,8 +339,13 @@ class Store:
             self._dispatch()
 
     def load_yaml(self, source: str | Path | Iterable[str | Path]) -> list[Obj]:
-        """Apply every document of YAML files, directories (*.yaml, *.yml) or a YAML string; CRDs first."""
-        docs = [d for d in self._read_docs(source) if isinstance(d, dict)]
+        """Apply every document of YAML files, directories (*.yaml, *.yml) or a YAML string; CRDs first.
+
+        Kustomization documents are skipped, so `load_yaml("kubernetes/examples/")` works as `kubectl apply -k`
+        would for a plain resource list (no patches or generators are evaluated).
+        """
+        # A kustomization.yaml is build input for kustomize, never sent to the API server: skip it.
+        docs = [d for d in self._read_docs(source) if isinstance(d, dict) and d.get("kind") != "Kustomization"]
         first = [d for d in docs if d.get("kind") in ("CustomResourceDefinition", "Namespace")]
         out = []
         for doc in first:
