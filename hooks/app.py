@@ -191,6 +191,18 @@ def _discard_body() -> None:
         pass
 
 
+def _subject(body: dict[str, Any]) -> str | None:
+    """"Kind namespace/name" of the object a hook request is about: `object` (decorators) or `parent`."""
+    target = body.get("object") if isinstance(body.get("object"), dict) else body.get("parent")
+    meta = target.get("metadata") if isinstance(target, dict) else None
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
+        return None
+    kind = target.get("kind") if isinstance(target.get("kind"), str) else "object"
+    namespace = meta.get("namespace")
+    name = f"{namespace}/{meta['name']}" if isinstance(namespace, str) and namespace else meta["name"]
+    return f"{kind} {name}"[:300]
+
+
 def _secret_values(body: dict[str, Any]) -> list[str]:
     """Every value of every Secret in a hook request (API tokens, userData), decoded, so no log line can show one.
 
@@ -225,6 +237,7 @@ def _view(hook: Hook, ctx: HookContext) -> Callable[[], Any]:
             return jsonify({"error": "request body must be a JSON object"}), 400
         for secret in _secret_values(body):
             logs.register_secret(secret)
+        logs.set_subject(_subject(body))
         try:
             return jsonify(hook(body, ctx))
         except BadRequest as exc:

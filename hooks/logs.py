@@ -32,6 +32,7 @@ _HEADER_SECRET_RE = re.compile(
 _request_id: ContextVar[str | None] = ContextVar("hooks_request_id", default=None)
 _hook: ContextVar[str | None] = ContextVar("hooks_hook", default=None)
 _secrets: ContextVar[set[str] | None] = ContextVar("hooks_secrets", default=None)
+_subject: ContextVar[str | None] = ContextVar("hooks_subject", default=None)
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is emitted as a field.
 _RECORD_ATTRS = frozenset(vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None))) | {
@@ -60,18 +61,24 @@ def request_scope(request_id: str, hook: str | None = None) -> Iterator[None]:
 
 def begin_request(request_id: str, hook: str | None = None) -> tuple[Any, ...]:
     """`request_scope` for frameworks that enter and leave in separate callbacks; give the result to end_request."""
-    return (_request_id.set(request_id), _hook.set(hook), _secrets.set(set()))
+    return (_request_id.set(request_id), _hook.set(hook), _secrets.set(set()), _subject.set(None))
 
 
 def end_request(tokens: tuple[Any, ...]) -> None:
     # Worker threads are reused, so a request's id and secrets must not leak into the next request on the thread.
     try:
-        for var, token in zip((_request_id, _hook, _secrets), tokens, strict=True):
+        for var, token in zip((_request_id, _hook, _secrets, _subject), tokens, strict=True):
             var.reset(token)
     except ValueError:  # left from another context than the one entered: clear instead of restoring
         _request_id.set(None)
         _hook.set(None)
         _secrets.set(None)
+        _subject.set(None)
+
+
+def set_subject(subject: str | None) -> None:
+    """Names the object the current hook call is about (e.g. "Machine shoot--dev/worker-a-1") on every line."""
+    _subject.set(subject)
 
 
 def current_request_id() -> str | None:
@@ -167,6 +174,9 @@ class JsonFormatter(logging.Formatter):
             entry["request_id"] = request_id
         if hook:
             entry["hook"] = hook
+        subject = _subject.get()
+        if subject:
+            entry["object"] = subject
         if record.name == "gunicorn.access" and isinstance(record.args, Mapping):
             entry.update(_access_fields(record.args))
         for key, value in vars(record).items():

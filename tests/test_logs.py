@@ -55,12 +55,14 @@ def client(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def test_every_line_is_json_with_the_callers_request_id(client: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    response = client.post("/test/leaky", json={}, headers={"X-Request-Id": "mc-req-42"})
+    machine = {"kind": "Machine", "metadata": {"name": "worker-a-1", "namespace": "shoot--dev"}}
+    response = client.post("/test/leaky", json={"object": machine}, headers={"X-Request-Id": "mc-req-42"})
     assert response.status_code == 200
     assert response.headers["X-Request-Id"] == "mc-req-42"
     lines = json_lines(capsys.readouterr().err)
     hook_lines = [line for line in lines if line.get("hook") == "/test/leaky"]
     assert {line["request_id"] for line in hook_lines} == {"mc-req-42"}
+    assert {line["object"] for line in hook_lines} == {"Machine shoot--dev/worker-a-1"}
     summary = next(line for line in hook_lines if line["logger"] == "hooks.access")
     assert summary["status"] == 200
     assert summary["outcome"] == "ok"
