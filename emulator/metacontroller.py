@@ -655,9 +655,9 @@ class _Runtime:
         return updated
 
     def sync_composite(self, parent: Obj, key: ParentKey) -> None:
+        # A parent pending deletion without our finalizer is still synced (children are left to the GC), and
+        # finalize is called again after finalized: true while other finalizers keep the object around.
         parent = self.sync_finalizer(parent, key)
-        if _meta(parent).get("deletionTimestamp") and self.finalizer not in (_meta(parent).get("finalizers") or []):
-            return
         selector = self.child_selector(parent)
         observed = self.claim_children(parent, selector, key)
         related = self.related_objects(parent, self.related_rules(parent))
@@ -748,8 +748,8 @@ class _Runtime:
 
     def sync_decorator(self, parent: Obj, rt: ResourceType, key: ParentKey) -> None:
         parent = self.sync_finalizer(parent, key)
-        if _meta(parent).get("deletionTimestamp") and self.finalizer not in (_meta(parent).get("finalizers") or []):
-            return
+        if not self.selected(parent) and self.finalizer not in (_meta(parent).get("finalizers") or []):
+            return  # we just removed our finalizer from an object that no longer matches
         observed = self.observed_attachments(parent)
         related = self.related_objects(parent, self.related_rules(parent))
         finalizing = self._finalizing(parent)
@@ -803,7 +803,7 @@ class _Runtime:
             if remove_finalizer:
                 meta["finalizers"] = [f for f in meta.get("finalizers") or [] if f != self.finalizer]
             try:
-                parent = self.store.update(updated)
+                self.store.update(updated)
             except (Conflict, NotFound) as exc:
                 self.mc.record(self.name, str(key), None, "conflict-dropped", f"update: {exc}")
                 return
@@ -814,7 +814,7 @@ class _Runtime:
             attachment = copy.deepcopy(attachment)
             attachment.setdefault("metadata", {}).setdefault("annotations", {})[DECORATOR_ANNOTATION] = self.name
             desired.append(attachment)
-        if self._may_manage(parent):
+        if self._may_manage(parent):  # the parent as read before this sync's update, as Metacontroller does
             self.manage_children(parent, observed, desired, key)
 
     # ------------------------------------------------------------ children / attachments

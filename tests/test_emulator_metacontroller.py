@@ -734,3 +734,24 @@ def test_endpoint_configs_and_basic_auth(store: Store, server: HookServer) -> No
     with running(store, [dc], service_urls={"hooks.hooks-ns:80": server.url}) as mc:
         mc.wait_for(lambda s: server.headers("/sync"))
         assert server.headers("/sync")[0]["Authorization"] == "Basic " + base64.b64encode(b"mc:pw").decode()
+
+
+@pytest.mark.parametrize("build", [composite, decorator])
+def test_finalize_is_called_again_while_another_finalizer_holds_the_parent(
+    store: Store, server: HookServer, build: Any
+) -> None:
+    server.handlers["/sync"] = lambda body: {}
+    server.handlers["/finalize"] = lambda body: {"finalized": True}
+    w = widget("w1")
+    w["metadata"]["finalizers"] = ["example.com/hold"]
+    store.create(w)
+    with running(store, [build("ctl", server.url, finalize=True)]) as mc:
+        mc.wait_for(lambda s: len(get(s, "Widget", "w1")["metadata"]["finalizers"]) == 2)
+        store.delete(API, "Widget", "w1", "default")
+        mc.wait_for(lambda s: get(s, "Widget", "w1")["metadata"]["finalizers"] == ["example.com/hold"])
+        calls = len(server.calls("/finalize"))
+        parent = get(store, "Widget", "w1")
+        parent["metadata"]["labels"]["poke"] = "1"
+        store.update(parent)
+        mc.wait_for(lambda s: len(server.calls("/finalize")) > calls, message="finalize called again")
+        assert server.calls("/sync") and all(c["finalizing"] for c in server.calls("/finalize"))
