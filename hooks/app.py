@@ -232,7 +232,10 @@ def _decoded(value: str) -> list[str]:
 
 def _view(hook: Hook, ctx: HookContext) -> Callable[[], Any]:
     def view() -> Any:
-        body = request.get_json(silent=True, force=True)
+        try:
+            body = request.get_json(silent=True, force=True)
+        except RecursionError:  # nested deeper than the JSON decoder can follow: not a Metacontroller request
+            return jsonify({"error": "request body is nested too deeply to be a JSON object we can read"}), 400
         if not isinstance(body, dict):
             return jsonify({"error": "request body must be a JSON object"}), 400
         for secret in _secret_values(body):
