@@ -660,7 +660,7 @@ def _create(req: MachineRequest, ctx: HookContext, now: datetime, res: Resolutio
         return outcome
     except MetalError as exc:
         return _api_failure(req, ctx, now, exc, res, "creating the device")
-    if not isinstance(device, dict) or not device.get("id"):
+    if not isinstance(device, dict) or not isinstance(device.get("id"), str) or not device["id"].strip():
         text = "the create request was answered without a device id; the next sync looks the device up by its tag"
         outcome = _failure(req, ctx, now, mcm.CLOUD_PROVIDER_MESSAGE.format(error=text), mcm.UNKNOWN_CODE)
         outcome.resync = UNKNOWN_OUTCOME_RESYNC if outcome.resync else 0.0
