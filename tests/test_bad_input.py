@@ -365,6 +365,8 @@ ROWS: list[Row] = [
     Row("body-large-allowed", "a 4 MB annotation (allowed) on a Machine whose class is missing",
         sync(both(huge_annotation(4 * 1024 * 1024), lambda b: b["related"][CLASS_KEY].clear())), 200,
         "does not exist", "description"),
+    Row("body-nested-too-deep", "arrays nested 100000 deep (the JSON decoder's recursion limit)",
+        raw("/machine/sync", b"[" * 100_000 + b"]" * 100_000), 400, "request body is nested too deeply", "error"),
     Row("body-no-object", "no 'object'", body_is("/machine/sync", {"controller": {}, "related": {}}), 400,
         "request has no 'object' object", "error"),
     Row("body-object-pod", "the object is a Pod",
@@ -441,6 +443,9 @@ ROWS: list[Row] = [
         "the outcome of the create request is unknown", "description", (LIST_CALL, CREATE_CALL)),
     Row("api-create-no-id", "the create answer has no id", api(lambda m: m.answer(
         "POST", LIST, status_code=201, json={"hostname": NAME, "state": "queued"})), 200,
+        "the create request was answered without a device id", "description", (LIST_CALL, CREATE_CALL)),
+    Row("api-create-id-number", "the create answer's id is a number, not a UUID string", api(lambda m: m.answer(
+        "POST", LIST, status_code=201, json=device(id=4711, state="queued"))), 200,
         "the create request was answered without a device id", "description", (LIST_CALL, CREATE_CALL)),
     Row("api-create-503-html", "the create gets an HTML 503", api(lambda m: m.answer(
         "POST", LIST, status_code=503, text=HTML_502.replace("502 Bad Gateway", "503 Service Unavailable"),
