@@ -17,7 +17,7 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from hooks import logs, metrics
+from hooks import logs, metrics, sessions
 from hooks.auth import check_bearer
 from hooks.config import ConfigError, Settings
 from hooks.context import BadRequest, HookContext, utc_now
@@ -68,6 +68,8 @@ def _default_metal_factory(settings: Settings) -> Callable[[str], Any]:
             read_timeout=settings.read_timeout,
             retry_budget=settings.retry_budget,
             observer=observe,
+            # Kept-alive per worker thread: a new connection per hook call was the top cost of a sync (bench/).
+            session=sessions.thread_session(settings.metal_api_url),
         )
         return client
 
