@@ -135,7 +135,7 @@ def finalize(change: Callable[[dict], Any] = lambda body: None) -> Build:
     def build(_api: Api) -> Call:
         body = finalize_request()
         # Metacontroller already stored the drain outcome (no Node: nothing to drain), so this call deletes.
-        body["object"]["status"] = {"currentStatus": {"phase": "Terminating"}, "lastOperation": {
+        machine_of(body)["status"] = {"currentStatus": {"phase": "Terminating"}, "lastOperation": {
             "description": f"Skipping drain as nodeName is not a valid one for machine. {INITIATE_VM_DELETION}",
             "state": "Processing", "type": "Delete"}}
         change(body)
@@ -162,8 +162,16 @@ def api(setup: Callable[[Api], None], then: Build | None = None) -> Build:
     return build
 
 
+def machine_of(body: dict[str, Any]) -> dict[str, Any]:
+    """The Machine in a sync/finalize request: `parent` (v2 wire name) or `object` (v1 name)."""
+    return body["parent"] if "parent" in body else body["object"]
+
+def attachments_key(body: dict[str, Any]) -> str:
+    return "children" if "parent" in body else "attachments"
+
+
 def recorded(body: dict) -> None:
-    body["object"]["metadata"]["annotations"] = {"metal-machine-hooks/device-id": DEVICE_ID}
+    machine_of(body)["metadata"]["annotations"] = {"metal-machine-hooks/device-id": DEVICE_ID}
 
 
 def spec_set(key: str, value: Any) -> Callable[[dict], None]:
@@ -194,11 +202,11 @@ def secret_raw(key: str, value: str) -> Callable[[dict], None]:
 
 
 def machine_meta(key: str, value: Any) -> Callable[[dict], None]:
-    return lambda body: body["object"]["metadata"].__setitem__(key, value)
+    return lambda body: machine_of(body)["metadata"].__setitem__(key, value)
 
 
 def machine_spec(key: str, value: Any) -> Callable[[dict], None]:
-    return lambda body: body["object"]["spec"].__setitem__(key, value)
+    return lambda body: machine_of(body)["spec"].__setitem__(key, value)
 
 
 def v1_keys(kind: str, key: str) -> Callable[[dict], None]:
@@ -218,7 +226,7 @@ def both(*changes: Callable[[dict], Any]) -> Callable[[dict], None]:
 
 
 def huge_annotation(size: int) -> Callable[[dict], None]:
-    return lambda body: body["object"]["metadata"].__setitem__("annotations", {"note": "x" * size})
+    return lambda body: machine_of(body)["metadata"].__setitem__("annotations", {"note": "x" * size})
 
 
 TOO_LARGE = hook_app.MAX_BODY_BYTES + 1
@@ -292,9 +300,9 @@ ROWS: list[Row] = [
     Row("class-missing", "the class does not exist", sync(lambda b: b["related"][CLASS_KEY].clear()), 200,
         f'spec.class.name: Not found: MachineClass "{CLASS_ID}" does not exist', "description"),
     Row("class-kind-wrong", "spec.class names another kind",
-        sync(lambda b: b["object"]["spec"]["class"].__setitem__("kind", "AWSMachineClass")), 200,
+        sync(lambda b: machine_of(b)["spec"]["class"].__setitem__("kind", "AWSMachineClass")), 200,
         'spec.class.kind: Unsupported value: "AWSMachineClass"', "description"),
-    Row("class-ref-missing", "spec.class is absent", sync(lambda b: b["object"]["spec"].pop("class")), 200,
+    Row("class-ref-missing", "spec.class is absent", sync(lambda b: machine_of(b)["spec"].pop("class")), 200,
         "spec.class.name: Required value: Name is required", "description"),
     # -- credentials Secrets ------------------------------------------------------------------------------------------
     Row("secret-not-visible", "the Secret lacks the label, so Metacontroller does not send it",
@@ -338,9 +346,9 @@ ROWS: list[Row] = [
     Row("name-unicode", "the name has a non-ASCII letter", sync(machine_meta("name", "wörker")), 200,
         "name did not match allowed regex", "description"),
     Row("name-empty", "the name is empty", sync(machine_meta("name", "")), 400,
-        "'object.metadata.name' must be a non-empty string", "error"),
+        "metadata.name' must be a non-empty string", "error"),
     Row("name-number", "the name is a number", sync(machine_meta("name", 7)), 400,
-        "'object.metadata.name' must be a non-empty string", "error"),
+        "metadata.name' must be a non-empty string", "error"),
     Row("creation-timeout-words", "creationTimeout is not a duration",
         sync(machine_spec("creationTimeout", "twenty minutes")), 200,
         'spec.creationTimeout: Invalid value: "twenty minutes": must be a duration', "description"),
@@ -368,25 +376,25 @@ ROWS: list[Row] = [
     Row("body-nested-too-deep", "arrays nested 100000 deep (the JSON decoder's recursion limit)",
         raw("/machine/sync", b"[" * 100_000 + b"]" * 100_000), 400, "request body is nested too deeply", "error"),
     Row("body-no-object", "no 'object'", body_is("/machine/sync", {"controller": {}, "related": {}}), 400,
-        "request has no 'object' object", "error"),
+        "this route expects a Metacontroller", "error"),
     Row("body-object-pod", "the object is a Pod",
         body_is("/machine/sync", {"object": {**MINIMAL_MACHINE, "apiVersion": "v1", "kind": "Pod"}}), 400,
         "'object' is a v1 Pod, expected a machine.sapcloud.io/v1alpha1 Machine", "error"),
     Row("body-metadata-list", "metadata is a list",
         body_is("/machine/finalize", {"object": {**MINIMAL_MACHINE, "metadata": []}}), 400,
         "'object.metadata' must be an object", "error"),
-    Row("body-uid-missing", "metadata has no uid", sync(lambda b: b["object"]["metadata"].pop("uid")), 400,
-        "'object.metadata.uid' must be a non-empty string", "error"),
+    Row("body-uid-missing", "metadata has no uid", sync(lambda b: machine_of(b)["metadata"].pop("uid")), 400,
+        "metadata.uid' must be a non-empty string", "error"),
     Row("body-labels-list", "labels is a list", sync(machine_meta("labels", ["a"])), 400,
-        "'object.metadata.labels' must be an object", "error"),
-    Row("body-status-string", "status is a string", sync(lambda b: b["object"].__setitem__("status", "Running")),
-        400, "'object.status' must be an object", "error"),
+        "metadata.labels' must be an object", "error"),
+    Row("body-status-string", "status is a string", sync(lambda b: machine_of(b).__setitem__("status", "Running")),
+        400, ".status' must be an object", "error"),
     Row("body-related-list", "related is a list", sync(lambda b: b.__setitem__("related", [])), 400,
         "'related' must map 'Kind.group/version' to objects keyed by 'namespace/name'", "error"),
     Row("body-related-entry-list", "a related entry is a list",
         sync(lambda b: b["related"].__setitem__("Secret.v1", ["x"])), 400, "'related' must map", "error"),
-    Row("body-attachments-list", "attachments is a list", finalize(lambda b: b.__setitem__("attachments", [{}])),
-        400, "'attachments' must map 'Kind.group/version' to objects keyed by 'namespace/name'", "error"),
+    Row("body-attachments-list", "attachments is a list", finalize(lambda b: b.__setitem__(attachments_key(b), [{}])),
+        400, "' must map 'Kind.group/version' to objects keyed by 'namespace/name'", "error"),
     Row("body-v1-class-key", "hook version v1: related class keyed by name only",
         sync(v1_keys(CLASS_KEY, CLASS_ID)), 400,
         "must use version: v2 (keys 'namespace/name')", "error"),
