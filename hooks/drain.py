@@ -26,7 +26,7 @@ from hooks import mcm
 from hooks.config import ConfigError, Settings
 from hooks.machine_status import go_duration, parse_duration, parse_time
 
-# Key of Jobs in the decorator request's `attachments` map (the machines.yaml rule must be `batch/v1` `jobs`).
+# Key of Jobs in a decorator request's `children` map (v1: `attachments`); machines.yaml's rule: `batch/v1` `jobs`.
 JOB_KEY = "Job.batch/v1"
 
 DEFAULT_IMAGE = "ghcr.io/metal-machine-hooks/metal-machine-hooks:0.1.0"

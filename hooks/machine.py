@@ -35,7 +35,9 @@ A Machine whose class, Secret or name has a problem and that has no device recor
 status names every problem (InvalidArgument) and nothing is created. A device left behind by an earlier lost
 create answer is found by its tag once the problem is fixed, or by finalize.
 
-Request shape: a body whose related keys lack the namespace ("name" instead of "namespace/name") comes from a
+Request shape: a v2 sync/finalize request carries the Machine under `parent` and the drain Jobs under `children`
+(Metacontroller's v2 DecoratorHookRequest); the v1 names `object`/`attachments` are read too (hooks.decorator_request).
+A body whose related keys lack the namespace ("name" instead of "namespace/name") comes from a
 hook configured with version v1, which also drops objects from other namespaces; such a request is answered
 with HTTP 400 naming the fix, as is any body that is not a Metacontroller decorator request for a Machine.
 
@@ -51,7 +53,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from hooks import device_cache, mcm, tags
+from hooks import decorator_request, device_cache, mcm, tags
 from hooks.config import CREDENTIALS_LABEL, CREDENTIALS_LABEL_VALUE, ConfigError
 from hooks.context import BadRequest, HookContext
 from hooks.drain import INITIATE_DRAIN, INITIATE_VM_DELETION, JOB_KEY, DrainSettings, plan_drain
@@ -177,7 +179,7 @@ def parse_request(body: Any) -> MachineRequest:
     """Check the shape of a sync/finalize request; anything that is not one is a 400, not a status."""
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
-    machine = _check_machine(body.get("object"), "object", need_uid=True)
+    machine = _check_machine(*decorator_request.decorated_object(body), need_uid=True)
     related = body.get("related")
     if related is None:
         related = {}
@@ -190,11 +192,11 @@ def parse_request(body: Any) -> MachineRequest:
                     f"related {kind_key} key {key!r} has no namespace: the hooks of DecoratorController "
                     "metal-machines must use version: v2 (keys 'namespace/name')"
                 )
-    attachments = body.get("attachments")
+    attachments, attachments_key = decorator_request.attachments(body)
     if attachments is None:
         attachments = {}
     if not isinstance(attachments, dict) or not all(v is None or isinstance(v, dict) for v in attachments.values()):
-        raise BadRequest("'attachments' must map 'Kind.group/version' to objects keyed by 'namespace/name'")
+        raise BadRequest(f"'{attachments_key}' must map 'Kind.group/version' to objects keyed by 'namespace/name'")
     return MachineRequest(
         machine=machine,
         related={k: v or {} for k, v in related.items()},

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from hooks import mcm, providerspec, tags
+from hooks import decorator_request, mcm, providerspec, tags
 from hooks.config import CREDENTIALS_LABEL, CREDENTIALS_LABEL_VALUE
 from hooks.context import BadRequest, HookContext
 from hooks.exceptions import MetalError, NotFound
@@ -51,6 +51,13 @@ def _object(body: Any, key: str) -> dict[str, Any]:
     if not isinstance(meta, dict) or not meta.get("name") or not meta.get("namespace"):
         raise BadRequest(f"{key}.metadata must have a name and a namespace")
     return obj
+
+
+def _decorated(body: Any) -> dict[str, Any]:
+    """The MachineClass of a sync/finalize request: `parent` in v2 requests, `object` in v1 ones."""
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    return _object(body, decorator_request.decorated_object(body)[1])
 
 
 def _related(body: dict[str, Any]) -> Mapping[str, Any]:
@@ -224,7 +231,7 @@ def _machines(related: Mapping[str, Any]) -> list[Any]:
 
 
 def sync(body: dict[str, Any], ctx: HookContext) -> dict[str, Any]:
-    machine_class = _object(body, "object")
+    machine_class = _decorated(body)
     related = _related(body)
     machines = _machines(related)
     now = ctx.clock()
@@ -235,7 +242,7 @@ def sync(body: dict[str, Any], ctx: HookContext) -> dict[str, Any]:
 
 def finalize(body: dict[str, Any], ctx: HookContext) -> dict[str, Any]:
     """Hold the class while Machines use it; a last orphan scan before it goes (its devices would leak)."""
-    machine_class = _object(body, "object")
+    machine_class = _decorated(body)
     related = _related(body)
     machines = _machines(related)
     holders = users(machine_class, machines)

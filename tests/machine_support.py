@@ -49,9 +49,20 @@ def sync_request() -> dict[str, Any]:
 def finalize_request(body: dict[str, Any] | None = None) -> dict[str, Any]:
     body = copy.deepcopy(body) if body is not None else sync_request()
     body["finalizing"] = True
-    body["object"]["metadata"]["deletionTimestamp"] = "2026-11-25T12:00:00Z"
-    body["object"]["metadata"]["deletionGracePeriodSeconds"] = 0
+    decorated(body)["metadata"]["deletionTimestamp"] = "2026-11-25T12:00:00Z"
+    decorated(body)["metadata"]["deletionGracePeriodSeconds"] = 0
     return body
+
+
+def decorated(body: dict[str, Any]) -> dict[str, Any]:
+    """The Machine of a sync/finalize request in either shape (v2 `parent`, v1 `object`)."""
+    return body["parent"] if "parent" in body else body["object"]
+
+
+def v1_shape(body: dict[str, Any]) -> dict[str, Any]:
+    """The same request as a v1 hook (and the research notes) spell it: `object` and `attachments`."""
+    names = {"parent": "object", "children": "attachments"}
+    return {names.get(key, key): copy.deepcopy(value) for key, value in body.items()}
 
 
 def machine_class(body: dict[str, Any]) -> dict[str, Any]:
@@ -91,7 +102,7 @@ def with_node(body: dict[str, Any], obj: dict[str, Any] | None) -> dict[str, Any
 def apply(body: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
     """What Metacontroller does with a decorator response: merge labels/annotations (None deletes), replace status."""
     body = copy.deepcopy(body)
-    meta = body["object"]["metadata"]
+    meta = decorated(body)["metadata"]
     for key in ("labels", "annotations"):
         current = meta.setdefault(key, {})
         for name, value in (response.get(key) or {}).items():
@@ -100,7 +111,7 @@ def apply(body: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
             else:
                 current[name] = value
     if response.get("status") is not None:
-        body["object"]["status"] = response["status"]
+        decorated(body)["status"] = response["status"]
     return body
 
 
@@ -114,7 +125,7 @@ def observe_jobs(body: dict, jobs: list[dict], *, complete: bool) -> dict:
         else:
             job["status"] = {"active": 1}
         observed[f"{job['metadata']['namespace']}/{job['metadata']['name']}"] = job
-    body["attachments"] = {"Job.batch/v1": observed}
+    body["attachments" if "object" in body else "children"] = {"Job.batch/v1": observed}
     return body
 
 
