@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                 sim, hooks, cached, (NOCACHE_PROJECT, CACHE_PROJECT), token, n=machines, cache_seconds=CACHE_SECONDS))
             cached.stop()
         if "3" in parts:
-            child = steady["object"] if steady is not None else None
+            child = steady["parent"] if steady is not None else None
             run_part(results, "large_parents", lambda: parents.measure(child, repeats=3 if quick else 30))
         if "4" in parts:
             absent = converge.missing()
