@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -24,7 +25,10 @@ LIST = "GET /projects/{id}/devices"
 GET = "GET /devices/{id}"
 
 
-def fleet_calls(sim: Simulator, hooks: Gunicorn, project: str, token: str, n: int, prefix: str) -> Obj:
+def fleet_calls(sim: Simulator, hooks: Gunicorn, project: str, token: str, n: int, prefix: str,
+                new_period: Callable[[], Gunicorn] | None = None) -> Obj:
+    """N Machines to Running, then one steady resync; `new_period` gives a server whose caches start empty, as
+    they are at the start of a cache period (without it, the resync may be answered from listings still fresh)."""
     with requests.Session() as session:
         fleet = Fleet([machine_request(i, project, token, prefix=prefix) for i in range(n)],
                       http_sync(session, hooks.base_url + "/machine/sync"), active_devices(sim))
@@ -35,6 +39,10 @@ def fleet_calls(sim: Simulator, hooks: Gunicorn, project: str, token: str, n: in
         converged = sim.calls()
         create = calls_delta(before, converged)
         hook_calls = fleet.hook_calls
+        if new_period is not None:
+            hooks = new_period()
+            fleet.sync = http_sync(session, hooks.base_url + "/machine/sync")
+            converged = sim.calls()
         fleet.round(only_unready=False)  # one resync period of a steady fleet: every Machine synced once
         steady = calls_delta(converged, sim.calls())
     total = sum(create.values())
@@ -61,10 +69,11 @@ def fleet_calls(sim: Simulator, hooks: Gunicorn, project: str, token: str, n: in
     }
 
 
-def measure(sim: Simulator, hooks_plain: Gunicorn, hooks_cached: Gunicorn, projects: tuple[str, str], token: str,
-            *, n: int = 200, cache_seconds: float) -> Obj:
+def measure(sim: Simulator, hooks_plain: Gunicorn, hooks_cached: Callable[[], Gunicorn], projects: tuple[str, str],
+            token: str, *, n: int = 200, cache_seconds: float) -> Obj:
+    """`hooks_cached` starts a hook server with the cache on (stopping any it started before)."""
     off = fleet_calls(sim, hooks_plain, projects[0], token, n, "nocache")
-    on = fleet_calls(sim, hooks_cached, projects[1], token, n, "cache")
+    on = fleet_calls(sim, hooks_cached(), projects[1], token, n, "cache", new_period=hooks_cached)
     return {
         "n": n,
         "cache_off": off,

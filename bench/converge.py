@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,7 @@ def measure(sim: Simulator, hooks: Gunicorn, *, replicas: int = 500, timeout: fl
         mc.wait_idle(timeout=30)
         before_calls = sim.calls()
         before_hooks = len(mc.hook_calls())
+        cpu0 = (time.process_time(), hooks.cpu_seconds(), sim.cpu_seconds())
         current = store.get(MACHINE_API, "MachineDeployment", "bench-converge", "default")
         current["spec"]["replicas"] = replicas
         t0 = time.monotonic()
@@ -88,9 +90,13 @@ def measure(sim: Simulator, hooks: Gunicorn, *, replicas: int = 500, timeout: fl
             if running >= replicas:
                 break
         seconds = time.monotonic() - t0
+        cpu1 = (time.process_time(), hooks.cpu_seconds(), sim.cpu_seconds())
         api = calls_delta(before_calls, sim.calls())
         calls = mc.hook_calls()[before_hooks:]
         by_hook = collections.Counter(f"{c.get('controller')}/{c.get('hook')}" for c in calls)
+        hook_seconds = collections.defaultdict(list)
+        for c in calls:
+            hook_seconds[f"{c.get('controller')}/{c.get('hook')}"].append(float(c.get("seconds") or 0.0))
         failures = collections.Counter(c.get("outcome") for c in calls if c.get("outcome") != "ok")
     finally:
         joiner.stop()
@@ -107,6 +113,12 @@ def measure(sim: Simulator, hooks: Gunicorn, *, replicas: int = 500, timeout: fl
         "hook_calls": sum(by_hook.values()),
         "hook_calls_by_controller": dict(sorted(by_hook.items())),
         "hook_call_problems": dict(failures),
+        # Round trip as the emulator saw it (its encoding and decoding included): p50 and sum per hook.
+        "hook_call_ms_p50": {k: round(statistics.median(v) * 1000, 2) for k, v in sorted(hook_seconds.items())},
+        "hook_call_s_total": {k: round(sum(v), 2) for k, v in sorted(hook_seconds.items())},
+        # Where the CPU went: the emulator (this process), the hook server, the simulator.
+        "cpu_s": {name: (round(b - a, 2) if a is not None and b is not None else None)
+                  for name, a, b in zip(("emulator", "hooks", "simulator"), cpu0, cpu1, strict=True)},
         "api_calls": sum(api.values()),
         "api_calls_by_route": api,
         "progress_s_running": samples,

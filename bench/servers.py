@@ -58,6 +58,22 @@ class Process:
                     raise RuntimeError(f"{name} not ready after {START_TIMEOUT} s; see {self.log_path}") from None
                 time.sleep(0.05)
 
+    def cpu_seconds(self) -> float | None:
+        """User+system CPU of this process and its direct children (gunicorn workers); None off Linux."""
+        try:
+            pids = [self.proc.pid]
+            for stat in Path("/proc").glob("[0-9]*/stat"):
+                fields = stat.read_text().rsplit(")", 1)[-1].split()
+                if int(fields[1]) == self.proc.pid:
+                    pids.append(int(stat.parent.name))
+            ticks = 0
+            for pid in pids:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+                ticks += int(fields[11]) + int(fields[12])  # utime, stime
+            return ticks / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return None
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
