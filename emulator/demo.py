@@ -370,7 +370,8 @@ class Demo:
         for event in reversed(list(self.mc.events)):
             request = event.get("request")
             if (event.get("controller") == "metal-machines" and event.get("hook") == "sync" and request
-                    and (request.get("object") or {}).get("metadata", {}).get("name") == MACHINE):
+                    and (request.get("parent") or request.get("object") or {}).get("metadata", {}).get("name")
+                    == MACHINE):
                 path = self.workdir / "machine-sync-request.json"
                 path.write_text(json.dumps(request, indent=2))
                 return str(path)

@@ -762,10 +762,13 @@ class _Runtime:
                             if (crt.group, crt.kind) == (_group(obj["apiVersion"]), obj["kind"]))
             obj["apiVersion"] = rule_api
             groups[gvk_key(rule_api, obj["kind"])].append(obj)
+        # The wire names differ by hook version (the Go DecoratorHookRequest types): v2 (api/v2/hooks.go) sends
+        # `parent`/`children`, v1 `object`/`attachments`. Composite and customize requests are the same in both.
+        object_key, attachments_key = ("parent", "children") if hook.version == "v2" else ("object", "attachments")
         request = {
             "controller": self.controller_object(),
-            "object": parent,
-            "attachments": self.object_map(parent, groups, hook.version),
+            object_key: parent,
+            attachments_key: self.object_map(parent, groups, hook.version),
             "related": self.object_map(parent, related, hook.version),
             "finalizing": finalizing,
         }
