@@ -36,6 +36,8 @@ NAME_MAX_LENGTH = 63
 TOKEN_KEY = "apiToken"
 ALTERNATE_TOKEN_KEY = "alternateApiToken"
 USERDATA_KEY = "userData"
+# The token travels in the X-Auth-Token header: anything else fails in the HTTP library (or splits the header).
+HEADER_SAFE_TOKEN = re.compile(r"[\x21-\x7e]+")
 
 # The Go provider's providerSpec keys, in their exact spelling. `userdata` and `apiVersion` were never used by it.
 KNOWN_KEYS = (
@@ -328,6 +330,13 @@ def credentials(
                 f"secretRef.{TOKEN_KEY}: Required value: Required Equinix Metal API Key one of "
                 f"'{TOKEN_KEY}' or '{ALTERNATE_TOKEN_KEY}'"
             )
+        return None, access, []
+    if not HEADER_SAFE_TOKEN.fullmatch(token):
+        key = TOKEN_KEY if merged.get(TOKEN_KEY, "").strip() else ALTERNATE_TOKEN_KEY
+        access.append(
+            f"secretRef.{key}: Invalid value: the API token holds characters an HTTP header cannot carry (spaces, "
+            "control or non-ASCII characters, often pasted along with it); only visible ASCII is allowed"
+        )
         return None, access, []
     user_data = merged.get(USERDATA_KEY) or None
     create = [] if user_data else [f"secretRef.{USERDATA_KEY}: Required value: Required userData"]
