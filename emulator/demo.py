@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -434,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     timing = Timing.fast() if args.fast else Timing()
     if args.step_timeout is not None:
-        timing = Timing(**{**timing.__dict__, "step_timeout": args.step_timeout})
+        timing = dataclasses.replace(timing, step_timeout=args.step_timeout)
     # A shell starting us in the background leaves SIGINT ignored; Ctrl-C / kill -INT must still stop the demo.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     for sig in (signal.SIGTERM, signal.SIGHUP):

@@ -6,8 +6,10 @@ The view tests pin down what a user reads in the table and the summary from hand
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -136,8 +138,10 @@ def test_fast_demo_runs_the_whole_flow_and_leaves_nothing_behind() -> None:
 
 @pytest.mark.timeout(60)
 def test_a_step_that_cannot_converge_fails_with_what_is_stuck() -> None:
-    code, output, demo = _run(Timing(**{**Timing.fast().__dict__, "step_timeout": 0.0}))
+    code, output, demo = _run(dataclasses.replace(Timing.fast(), step_timeout=0.0))
     assert code == 1
+    assert f"Logs: {demo.workdir}" in output  # kept for the user to read
+    shutil.rmtree(demo.workdir)
     assert "FAILED: step 'apply kubernetes/examples/" in output
     assert re.search(r"eqx-test-machine: phase \S+, lastOperation", output)
     assert "Summary" not in output
