@@ -23,12 +23,16 @@ KIND_ROUTES = {
 
 
 def guess_route(body: dict[str, Any]) -> str:
-    """Which hook a request is for: customize requests have only `parent`; decorators send `object`."""
+    """Which hook a request is for: customize requests have only `controller` + `parent`.
+
+    Sync/finalize requests add `children`/`related`/`finalizing` (v2 decorators and composites send the object as
+    `parent`, v1 decorators as `object` with `attachments`).
+    """
     target = body.get("object") if isinstance(body.get("object"), dict) else body.get("parent")
     kind = target.get("kind") if isinstance(target, dict) else None
     if kind not in KIND_ROUTES:
         raise SystemExit(f"cannot tell which hook this request is for (kind {kind!r}); pass --hook PATH")
-    if "object" not in body and "children" not in body and "related" not in body:
+    if not any(key in body for key in ("object", "attachments", "children", "related", "finalizing")):
         return f"{KIND_ROUTES[kind]}/customize"
     if body.get("finalizing") and kind in ("Machine", "MachineClass"):
         return f"{KIND_ROUTES[kind]}/finalize"
