@@ -220,8 +220,18 @@ def kept_child(machine: Machine) -> dict[str, Any]:
         out_meta["annotations"] = annotations
     out = {"apiVersion": mcm.API_VERSION, "kind": "Machine", "metadata": out_meta}
     if isinstance(machine.obj.get("spec"), dict):
-        out["spec"] = copy.deepcopy(machine.obj["spec"])
+        out["spec"] = json_copy(machine.obj["spec"])
     return out
+
+
+def json_copy(value: Any) -> Any:
+    """A copy of decoded JSON (dicts, lists, scalars): 3x faster than copy.deepcopy, which a MachineSet with a
+    thousand Machines paid on every sync (bench/, README "Performance")."""
+    if isinstance(value, dict):
+        return {k: json_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_copy(v) for v in value]
+    return value
 
 
 def new_child(name: str, namespace: str, template: dict[str, Any], selector: dict[str, Any]) -> dict[str, Any]:
