@@ -291,12 +291,14 @@ class Run:
         if name in self.model.finalized or name in self.model.deleting:
             return  # Metacontroller calls finalize, not sync, once a deletion was requested
         body = self.model.bodies[name]
-        live_before, created_before, listed_before = len(self.live(name)), self.created(), self.listings()
+        live_before = {d["id"] for d in self.live(name)}
+        created_before, listed_before = self.created(), self.listings()
         response = machine.sync(copy.deepcopy(body), self.ctx)
         assert set(response) <= DECORATOR_KEYS
         assert self.created() - created_before <= 1, "one sync sent more than one create"
         if live_before:
-            assert len(self.live(name)) <= live_before, f"sync created a device while {name} had a live one"
+            new = {d["id"] for d in self.live(name)} - live_before
+            assert not new, f"sync created {new} while {name} had the live device(s) {live_before}"
         if self.listings() > listed_before and not self.faulty:
             assert len(self.live(name)) <= 1, f"a fault-free sync that looked up {name}'s devices left duplicates"
         if store:
