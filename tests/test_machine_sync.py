@@ -38,6 +38,7 @@ from tests.machine_support import (
     provider_spec,
     set_secret_value,
     sync_request,
+    v1_shape,
     with_node,
 )
 
@@ -130,6 +131,20 @@ def test_two_syncs_before_status_is_stored_create_one_device(fake, clock) -> Non
     assert fake.ops().count("create_device") == 1
     key = "metal-machine-hooks/device-id"
     assert second["annotations"][key] == first["annotations"][key]
+
+
+def test_v1_object_and_attachments_names_give_the_same_sync(clock) -> None:
+    """Real v2 requests say `parent`/`children`; the v1 names (and the notes') must create and report the same."""
+    answers = []
+    for shape in (lambda body: body, v1_shape):
+        fake = FakeMetal()
+        first = run(shape(sync_request()), fake, clock)
+        (device,) = fake.devices.values()
+        device["state"] = "active"
+        body = with_node(apply(shape(sync_request()), first), node())
+        answers.append((first, run(body, fake, clock), fake.ops(), [r.to_body() for r in fake.create_requests]))
+    assert answers[0] == answers[1]
+    assert phase(answers[0][1]) == "Running"
 
 
 def test_same_request_twice_gives_identical_response(fake, clock) -> None:
