@@ -117,6 +117,7 @@ class Display:
         self.tty = out.isatty() if tty is None else tty
         self.done: list[str] = []
         self._last_key: list[str] | None = None
+        self._last_obs: view.Observation | None = None
         self._frames = 0
 
     def width(self) -> int:
@@ -132,23 +133,30 @@ class Display:
         self.done.append(line)
         if not self.tty:
             self._print(line.strip())
+        elif self._last_obs is not None:
+            self._draw(self._last_obs, None)
 
     def frame(self, obs: view.Observation, heading: str, elapsed: float) -> None:
+        self._last_obs = obs
         if self.tty:
-            lines = ["metal-machine-hooks demo  (Ctrl-C stops it cleanly)", *self.done,
-                     f"  .. {heading}  ({elapsed:.1f} s)", "", *view.render(obs, width=self.width())]
-            # A wrapped line would push the frame down on every refresh: cut each line to the terminal.
-            lines = [view.clip(line, self.width() - 1) for line in lines]
-            prefix = "\x1b[2J\x1b[H" if self._frames == 0 else "\x1b[H"
-            self.out.write(prefix + "".join(line + "\x1b[K\n" for line in lines) + "\x1b[J")
-            self.out.flush()
-            self._frames += 1
+            self._draw(obs, f"  .. {heading}  ({elapsed:.1f} s)")
             return
         key = view.render(obs, volatile=False)
         if key != self._last_key:
             self._last_key = key
             self._print(f"--- {elapsed:5.1f} s")
             self._print("\n".join(view.render(obs, width=self.width())))
+
+    def _draw(self, obs: view.Observation, current: str | None) -> None:
+        """Redraw the terminal from the top: finished steps, the running one, the tables."""
+        lines = ["metal-machine-hooks demo  (Ctrl-C stops it cleanly)", *self.done,
+                 *([current] if current else []), "", *view.render(obs, width=self.width())]
+        # A wrapped line would push the frame down on every refresh: cut each line to the terminal.
+        lines = [view.clip(line, self.width() - 1) for line in lines]
+        prefix = "\x1b[2J\x1b[H" if self._frames == 0 else "\x1b[H"
+        self.out.write(prefix + "".join(line + "\x1b[K\n" for line in lines) + "\x1b[J")
+        self.out.flush()
+        self._frames += 1
 
     def _print(self, text: str) -> None:
         self.out.write(text + "\n")
@@ -243,7 +251,8 @@ class Demo:
             machines=self.store.list(MACHINE_API, "Machine", NAMESPACE),
             machinesets=self.store.list(MACHINE_API, "MachineSet", NAMESPACE),
             deployments=self.store.list(MACHINE_API, "MachineDeployment", NAMESPACE),
-            devices=state.get("devices") or [], deleted=state.get("deleted") or [])
+            devices=state.get("devices") or [], deleted=state.get("deleted") or [],
+            nodes=self.store.list("v1", "Node"))
         self.peak_machines = max(self.peak_machines, len(obs.machines))
         return obs
 
@@ -310,8 +319,7 @@ class Demo:
             self.edit_deployment(lambda d: d["spec"]["template"]["spec"]["class"].__setitem__("name", NEW_CLASS))
 
         steps: list[tuple[str, Callable[[], None], Callable[[view.Observation], bool]]] = [
-            (f"apply kubernetes/examples/ (Machine {MACHINE}, MachineDeployment {DEPLOYMENT} x3, "
-             f"minReadySeconds {self.timing.min_ready})",
+            (f"apply kubernetes/examples/ (a Machine, a MachineDeployment x3, minReadySeconds {self.timing.min_ready})",
              self.apply_examples, lambda o: _ready_count(o, 3, None, plans)),
             (f"scale {DEPLOYMENT} to 5", scale(5), lambda o: _ready_count(o, 5, None, plans)),
             (f"roll out: template class eqx-mc -> {NEW_CLASS}", roll_out,

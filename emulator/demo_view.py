@@ -28,6 +28,7 @@ class Observation:
     deployments: list[Obj]
     devices: list[Obj]                       # live devices (any state but deleted)
     deleted: list[Obj] = field(default_factory=list)
+    nodes: list[Obj] = field(default_factory=list)
 
     def ours(self) -> list[Obj]:
         """Live devices carrying our ownership tags: the ones a Machine is responsible for."""
@@ -60,6 +61,21 @@ def phase(machine: Obj) -> str:
 
 def last_operation(machine: Obj) -> str:
     return (status(machine).get("lastOperation") or {}).get("description") or ""
+
+
+def node_text(machine: Obj, nodes: Iterable[Obj]) -> str:
+    """The Machine's Node and its Ready condition; the name only when it differs from the Machine's (it rarely
+    does: Nodes are named after the device hostname, which is the Machine name)."""
+    name = (meta(machine).get("labels") or {}).get("node") or status(machine).get("node") or ""
+    if not name:
+        return "-"
+    node = next((n for n in nodes if meta(n).get("name") == name), None)
+    if node is None:
+        ready = "absent"
+    else:
+        condition = next((c for c in status(node).get("conditions") or [] if c.get("type") == "Ready"), {})
+        ready = {"True": "Ready", "False": "NotReady"}.get(condition.get("status"), "Unknown")
+    return ready if name == meta(machine).get("name") else f"{name} {ready}"
 
 
 def plan_of(device: Obj) -> str:
@@ -95,10 +111,10 @@ def machine_rows(obs: Observation) -> list[list[str]]:
         shown_phase = phase(machine) or "-"
         if meta(machine).get("deletionTimestamp") and shown_phase != "Terminating":
             shown_phase += " (deleting)"
-        node = (meta(machine).get("labels") or {}).get("node") or status(machine).get("node") or ""
         device_id = annotations(machine).get(DEVICE_ID_ANNOTATION) or (device or {}).get("id") or ""
-        rows.append([name, ((machine.get("spec") or {}).get("class") or {}).get("name", ""), shown_phase,
-                     node or "-", device_id[:8] or "-", state or "-", percent or "-", last_operation(machine) or "-"])
+        cls = ((machine.get("spec") or {}).get("class") or {}).get("name", "")
+        rows.append([name, cls, shown_phase, node_text(machine, obs.nodes), device_id[:8] or "-", state or "-",
+                     percent or "-", last_operation(machine) or "-"])
     return rows
 
 

@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from emulator import demo_view as view
-from emulator.demo import Demo, Timing
+from emulator.demo import Demo, Display, Timing
 
 REPO = Path(__file__).resolve().parent.parent
 UID_A, UID_B = "11111111-aaaa-4aaa-8aaa-111111111111", "22222222-bbbb-4bbb-8bbb-222222222222"
@@ -67,28 +67,37 @@ def _observation() -> view.Observation:
                     "status": {"readyReplicas": 1, "updatedReplicas": 2, "availableReplicas": 1,
                                "conditions": [{"type": "Available", "status": "False",
                                                "reason": "MinimumReplicasUnavailable"}]}}]
-    return view.Observation(machines, sets, deployments, devices)
+    nodes = [{"metadata": {"name": "m-provisioning"}, "status": {"conditions": [{"type": "Ready", "status": "False"}]}},
+             {"metadata": {"name": "m-leaving"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}]
+    return view.Observation(machines, sets, deployments, devices, nodes=nodes)
 
 
 def test_table_shows_device_state_progress_and_status_of_each_kind() -> None:
     lines = view.render(_observation(), width=200)
     text = "\n".join(lines)
     provisioning = next(line for line in lines if line.startswith("m-provisioning"))
-    assert re.search(r"Pending\s+m-provisioning\s+aaaaaaaa\s+provisioning\s+37%\s+Creating machine", provisioning)
+    assert re.search(r"Pending\s+NotReady\s+aaaaaaaa\s+provisioning\s+37%\s+Creating machine", provisioning)
     leaving = next(line for line in lines if line.startswith("m-leaving"))
-    assert "Running (deleting)" in leaving and "100%" in leaving
+    assert re.search(r"Running \(deleting\)\s+Ready\s+bbbbbbbb\s+active\s+100%", leaving)
     assert re.search(r"md-abc\s+3\s+2\s+1\s+1", text)
     assert re.search(r"md\s+1/3\s+3\s+2\s+1\s+Available=False\(MinimumReplicasUnavailable\)", text)
     assert "2 live devices of ours, 1 others" in text
 
 
+def test_node_column_names_a_node_only_when_it_differs_from_the_machine() -> None:
+    machine = _machine("m1", UID_A, phase="Running", device_id="d1")
+    assert view.node_text(machine, []) == "absent"
+    machine["metadata"]["labels"]["node"] = "worker-7"
+    ready = {"metadata": {"name": "worker-7"}, "status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}}
+    assert view.node_text(machine, [ready]) == "worker-7 Unknown"
+    assert view.node_text(_machine("m2", UID_B), [ready]) == "-"
+
+
 def test_unchanged_key_ignores_progress_but_not_state() -> None:
     obs = _observation()
-    moved = view.Observation(obs.machines, obs.machinesets, obs.deployments,
-                             [{**obs.devices[0], "provisioning_percentage": 80}, *obs.devices[1:]])
+    moved = dataclasses.replace(obs, devices=[{**obs.devices[0], "provisioning_percentage": 80}, *obs.devices[1:]])
     assert view.render(obs, volatile=False) == view.render(moved, volatile=False)
-    active = view.Observation(obs.machines, obs.machinesets, obs.deployments,
-                              [{**obs.devices[0], "state": "active"}, *obs.devices[1:]])
+    active = dataclasses.replace(obs, devices=[{**obs.devices[0], "state": "active"}, *obs.devices[1:]])
     assert view.render(obs, volatile=False) != view.render(active, volatile=False)
 
 
@@ -109,6 +118,29 @@ def test_stuck_report_names_every_machine_operation() -> None:
     lines = view.stuck_report(_observation())
     assert any("m-provisioning" in line and "Creating machine on cloud provider" in line for line in lines)
     assert any("MachineDeployment md" in line for line in lines)
+
+
+def test_terminal_redraws_in_place_and_logs_print_only_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "100")
+    obs = _observation()
+    moved = dataclasses.replace(obs, devices=[{**obs.devices[0], "provisioning_percentage": 80}, *obs.devices[1:]])
+    terminal = io.StringIO()
+    screen = Display(terminal, tty=True)
+    for seen in (obs, moved):
+        screen.frame(seen, "[1/5] apply", 1.0)
+    screen.step_finished(1, 5, "apply", 2.0)
+    frames = terminal.getvalue().split("\x1b[H")[1:]
+    assert len(frames) == 3  # two refreshes and the redraw that marks the step done
+    assert "80%" in frames[1] and "ok [1/5] apply" in frames[2]
+    for frame in frames:
+        assert all(len(line.removesuffix("\x1b[K")) < 100 for line in frame.split("\n"))
+
+    log = io.StringIO()
+    plain = Display(log, tty=False)
+    for seen in (obs, moved, moved):
+        plain.frame(seen, "[1/5] apply", 1.0)
+    assert log.getvalue().count("Machines (2)") == 1  # progress alone does not print a new table
+    assert "\x1b[" not in log.getvalue()
 
 
 def _run(timing: Timing, **kwargs: Any) -> tuple[int, str, Demo]:
