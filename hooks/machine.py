@@ -100,6 +100,9 @@ AWAIT_NODE_RESYNC = 30.0
 UNKNOWN_OUTCOME_RESYNC = 5.0
 DELETING_RESYNC = 5.0
 HEALTH_RECHECK = 60.0
+# Longest resync we ask for. A Retry-After far in the future must not become a Go time.Duration that overflows in
+# Metacontroller (on amd64 it turns negative: an immediate re-queue); resyncPeriodSeconds still applies anyway.
+MAX_RESYNC = 3600.0
 
 CREATION_PHASES = ("", mcm.PENDING, mcm.CRASH_LOOP)
 GONE_STATES = ("deprovisioning", "deleted")
@@ -432,7 +435,7 @@ class Outcome:
         if self.attachments is not None:
             out["attachments"] = self.attachments
         if self.resync > 0:
-            out["resyncAfterSeconds"] = round(self.resync, 1)
+            out["resyncAfterSeconds"] = round(min(self.resync, MAX_RESYNC), 1)
         if self.finalized is not None:
             out["finalized"] = self.finalized
         return out
