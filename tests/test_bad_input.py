@@ -166,6 +166,10 @@ def machine_of(body: dict[str, Any]) -> dict[str, Any]:
     """The Machine in a sync/finalize request: `parent` (v2 wire name) or `object` (v1 name)."""
     return body["parent"] if "parent" in body else body["object"]
 
+def running(body: dict) -> None:
+    machine_of(body)["status"] = {"currentStatus": {"phase": "Running", "lastUpdateTime": "2026-11-25T10:05:00Z"}}
+
+
 def attachments_key(body: dict[str, Any]) -> str:
     return "children" if "parent" in body else "attachments"
 
@@ -486,6 +490,15 @@ ROWS: list[Row] = [
     Row("api-list-429", "rate limited on every try", api(lambda m: m.answer(
         "GET", LIST, status_code=429, json={"error": "Too Many Requests"}, headers={"Retry-After": "0"})), 200,
         "list_devices failed: HTTP 429: Too Many Requests", "description", (LIST_CALL,) * ATTEMPTS),
+    Row("api-retry-after-far-future", "a 429 whose Retry-After is 3000 years away: the resync is capped",
+        api(lambda m: m.answer("GET", DEVICE_URL, status_code=429, json={"error": "Too Many Requests"},
+                               headers={"Retry-After": "99999999999"}), sync(both(recorded, running))), 200,
+        "3600.0", "resyncAfterSeconds", (GET_CALL,)),
+    Row("api-retry-after-far-future-finalize", "the same on finalize's DELETE: the resync is capped",
+        api(lambda m: (m.answer("GET", DEVICE_URL, json=device()),
+                       m.answer("DELETE", DEVICE_URL, status_code=429, json={"error": "Too Many Requests"},
+                                headers={"Retry-After": "Fri, 31 Dec 9999 23:59:59 GMT"})), finalize(recorded)), 200,
+        "3600.0", "resyncAfterSeconds", (GET_CALL, LIST_CALL, DELETE_CALL)),
     Row("api-device-state-unknown", "the recorded device is in a state the API spec does not list",
         api(lambda m: m.answer("GET", DEVICE_URL, json=device(state="hibernating")), sync(recorded)), 200,
         f"device {DEVICE_ID} is hibernating", "lastKnownState", (GET_CALL,)),
