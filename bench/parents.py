@@ -132,6 +132,8 @@ def time_hook(body: Obj, hook: Callable[[Obj, HookContext], Obj], path: str, *, 
     children = answer.get("children")
     return {
         "hook_time_ms": ms(served),
+        # The best run: what the code costs when nothing else on this shared machine gets in the way.
+        "hook_time_min_ms": round(min(served) * 1000, 3),
         "decode_ms": ms(decode),
         "hook_function_ms": ms(run),
         "encode_ms": ms(encode),

@@ -10,6 +10,11 @@ REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE. The API token is never stored in a session (t
 and cookies are refused so that nothing one token's answers set is sent along with another token's requests.
 Per thread, not shared: requests.Session is not documented as thread-safe, and gunicorn's gthread workers run
 each call on one thread from start to end.
+
+A kept-alive connection the API closed while idle is noticed before reuse (urllib3 checks it) and replaced. In
+the rare race where the API closes it just as a create is sent, the create fails as a transport error; the Machine
+hooks treat that as an unknown outcome and look the device up by tag before creating again, so it costs a
+retry a few seconds later, never a duplicate device.
 """
 
 from __future__ import annotations
