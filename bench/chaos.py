@@ -1,0 +1,715 @@
+"""Chaos convergence run (issue 7): a MachineDeployment through its whole life while everything around it misbehaves.
+
+    python -m bench.chaos --machines N [--seed S] [--timeout SECONDS]
+
+What runs: the Metal simulator (in this process, served over HTTP), the real hook server under gunicorn with
+`gunicorn.conf.py` (a subprocess), the Metacontroller emulator with the controllers of `metacontroller/`, the Node
+joiner and the drain Job runner. A MachineDeployment of the example classes goes through four phases: created with
+N/2 replicas and scaled up to N, rolled to the second class (eqx-mc-v2), scaled down to N/4, deleted.
+
+Faults, all from `--seed`:
+- simulator: 10% of API calls answered 429 with `Retry-After: 1` (1 s, not the real API's minutes, or a run takes
+  hours), 5% answered 500/502/503 (half of them with a load balancer's HTML page), 2% of connections dropped without
+  an answer, 2% of creates succeed and then lose their answer (half dropped connection, half 503);
+- emulator: 10% of status writes answered with a Conflict (`conflict_rate=0.1`), and one Metacontroller restart
+  (`mc.restart()`: queues, timers, backoff and customize cache lost) once a quarter of the Machines are gone
+  in the deletion phase, while finalizers, drain Jobs and garbage collection are at work;
+- hook server: restarted twice on the same port: halfway through the scale-up with SIGTERM (gunicorn finishes
+  in-flight calls, as in a rolling update), and with SIGKILL once a quarter of the Machines are on the new class
+  in the rollout (a crash: in-flight creates and deletes lose their answers).
+The emulator's per-key backoff is capped at 2 s (`backoff_cap`; Metacontroller's is 1000 s), so a key that failed
+during the hook server's downtime comes back within seconds instead of minutes.
+
+Seeded before the run and required to survive it: a device in a second project (only a second token sees it) that
+carries our managed tag and the demo cluster tag, an untagged device in our project, and a device in our project
+tagged as managed by another cluster.
+
+Invariants, checked by a monitor thread every `--poll` seconds from the simulator's state and the emulator's
+event log, not only at the end:
+- duplicates: a Machine (ownership tag `metal-machine-hooks:uid:<uid>`) with two live devices (any state but
+  deprovisioning and deleted) is allowed only until the sync that finds it. Rule: the duplicate must be gone once
+  two syncs or finalizes of that Machine have completed after it was first seen (the first may have started before
+  the duplicate existed; the second started after it and must have removed it), and never live longer than
+  DUPLICATE_LIMIT seconds. `duplicates_max` is the most live devices seen at once for one Machine (1 when no
+  duplicate ever showed).
+- foreign deletions: every device seen deprovisioning or deleted must be ours: in our project, with the managed
+  tag, a uid tag and the demo cluster tag. Any other counts in `foreign_deleted`.
+At the end: no MachineDeployment, MachineSet or Machine; `leaked` = devices of ours that are still live (not
+deprovisioning, not deleted); the three seeded devices alive.
+
+Output: progress lines, then a fault breakdown, then as the LAST line:
+    chaos: machines=N faults=K duplicates_max=D leaked=L foreign_deleted=F converged_s=S
+K = injected faults: simulator answers that were faults (429, 5xx, dropped, lost create answers), injected status
+conflicts and the three restarts. S = seconds from the MachineDeployment's creation until the final state (every
+phase included). Exit status 0 only when the run converged within `--timeout`, leaked=0, foreign_deleted=0, no
+invariant was violated and the seeded devices survived.
+
+Sizing knobs (environment): GUNICORN_WORKERS / GUNICORN_THREADS for the hook server (default 2 x 8, as deployed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+from emulator.jobs import JobRunner
+from emulator.metacontroller import Metacontroller, load_controllers
+from emulator.metal import CREATE_ROUTE, MetalSimulator
+from emulator.nodes import NodeJoiner
+from emulator.store import Conflict, Store
+from hooks import tags
+
+REPO = Path(__file__).resolve().parent.parent
+CRDS = REPO / "kubernetes" / "crds"
+EXAMPLES = REPO / "kubernetes" / "examples"
+CONTROLLERS = REPO / "metacontroller"
+MACHINE_API = "machine.sapcloud.io/v1alpha1"
+NAMESPACE = "default"
+DEPLOYMENT = "chaos"
+OLD_CLASS, NEW_CLASS = "eqx-mc", "eqx-mc-v2"
+CLUSTER_TAG = "kubernetes.io/cluster/demo: 1"
+FOREIGN_PROJECT = "0c4f7a3e-9b1d-4e2a-8f6c-5d3b2a1e9f70"
+FOREIGN_TOKEN = "chaos-foreign-token"
+SERVICE = "metal-machine-hooks.metal-machine-hooks"
+NOT_LIVE = ("deprovisioning", "deleted")
+DUPLICATE_LIMIT = 30.0  # seconds a duplicate may live whatever the syncs say
+SYNCS_TO_CLEAR_DUPLICATE = 2
+FAULT_STATUSES = ("429", "500", "502", "503", "dropped")
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ChaosConfig:
+    """One run's size, faults and timings. The fault rates are the issue's; the delays keep a small run fast."""
+
+    machines: int = 200
+    seed: int = 7
+    rate_429: float = 0.10
+    retry_after: float = 1.0
+    rate_5xx: float = 0.05
+    html_fraction: float = 0.5
+    rate_drop: float = 0.02
+    rate_lost_create: float = 0.02
+    conflict_rate: float = 0.10
+    provision_seconds: float = 0.5
+    deprovision_seconds: float = 0.5
+    backoff_cap: float = 2.0
+    timeout: float = 1800.0
+    poll: float = 0.2
+    node_poll: float = 0.25
+    mc_workers: int = 5
+
+
+# ---------------------------------------------------------------------------------------------- the simulator
+
+
+@dataclass(frozen=True)
+class DeviceView:
+    """What the invariants need of a device; cheap to take for hundreds of devices several times a second."""
+
+    id: str
+    project_id: str
+    hostname: str
+    tags: tuple[str, ...]
+    state: str
+    metro: str
+    plan: str
+
+    @property
+    def owner(self) -> str | None:
+        return tags.owner_uid(self.tags)
+
+
+class ChaosSimulator(MetalSimulator):
+    """The Metal simulator plus a light read of its devices.
+
+    `devices()` renders every device as the API would (all includes): at a few hundred devices that costs a tenth
+    of a second, too much for a monitor polling five times a second next to the emulator on a shared core.
+    """
+
+    def views(self) -> tuple[list[DeviceView], list[DeviceView]]:
+        """(live devices, deleted devices) at this instant; live ones include those still deprovisioning."""
+        with self._lock:
+            now = self._reap()
+            live = [self._view(d, self._state(d, now)[0]) for d in self._devices.values()]
+            gone = [self._view(d, "deleted") for d in self._deleted]
+        return live, gone
+
+    @staticmethod
+    def _view(device: Any, state: str) -> DeviceView:
+        return DeviceView(device.id, device.project_id, device.hostname, tuple(device.tags), state, device.metro,
+                          device.plan)
+
+
+class ChaosNodeJoiner(NodeJoiner):
+    """The Node joiner reading the in-process simulator's light view instead of rendering `/_sim/state`."""
+
+    def __init__(self, store: Store, sim: ChaosSimulator, **kwargs: Any) -> None:
+        super().__init__(store, "http://unused.invalid", **kwargs)
+        self.sim = sim
+
+    def devices(self) -> list[Obj]:
+        live, _ = self.sim.views()
+        return [{"id": d.id, "hostname": d.hostname, "state": d.state, "metro": d.metro, "plan": d.plan}
+                for d in live]
+
+
+# ---------------------------------------------------------------------------------------- the emulator
+
+
+class CountingMetacontroller(Metacontroller):
+    """The Metacontroller emulator, counting the status conflicts it injects."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.injected_conflicts = 0
+        self._count_lock = threading.Lock()
+
+    def maybe_conflict(self, runtime: Any, key: Any) -> None:
+        try:
+            super().maybe_conflict(runtime, key)
+        except Conflict:
+            with self._count_lock:
+                self.injected_conflicts += 1
+            raise
+
+
+# ----------------------------------------------------------------------------------------- the hook server
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class HookServer:
+    """gunicorn with gunicorn.conf.py, as the image runs it, on one fixed port so restarts keep the address."""
+
+    def __init__(self, metal_api_url: str, workdir: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / "gunicorn.log"
+        dropped = ("PORT", "HOOK_AUTH_TOKEN", "TLS_CERT_FILE", "TLS_KEY_FILE", "METAL_DEVICE_CACHE_SECONDS")
+        self.env = {k: v for k, v in os.environ.items() if k not in dropped}
+        self.env.update({
+            "BIND": f"127.0.0.1:{self.port}",
+            "METAL_API_URL": metal_api_url,
+            "GUNICORN_WORKERS": os.environ.get("GUNICORN_WORKERS", "2"),
+            "GUNICORN_THREADS": os.environ.get("GUNICORN_THREADS", "8"),
+            "GUNICORN_GRACEFUL_TIMEOUT": os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "10"),
+            "GUNICORN_ACCESS_LOG": "false",
+            "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
+            "PROMETHEUS_MULTIPROC_DIR": str(workdir / "prometheus"),
+            "PYTHONUNBUFFERED": "1",
+        })
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start gunicorn and wait until a worker answers /healthz."""
+        with self.log_path.open("ab") as log:
+            log.write(f"--- start {self.starts + 1} ---\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "hooks.app:create_app()"],
+                cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            )
+        self.starts += 1
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"gunicorn did not answer /healthz within {timeout} s:\n{self.log_tail()}")
+
+    def stop(self, *, crash: bool = False) -> None:
+        """SIGTERM (graceful, as Kubernetes stops a pod) or SIGKILL of the master (a crash; its workers notice
+        their parent is gone within a second and exit, as they would when the container dies)."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGKILL if crash else signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def restart(self, *, crash: bool) -> None:
+        self.stop(crash=crash)
+        self.start()
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+# ------------------------------------------------------------------------------------------- the monitor
+
+
+def is_ours(device: DeviceView, project_id: str) -> bool:
+    """A device the hooks of this cluster may delete: our project, our ownership tags, our cluster's tag."""
+    return device.project_id == project_id and device.owner is not None and CLUSTER_TAG in device.tags
+
+
+@dataclass
+class DuplicateEpisode:
+    """A Machine seen with two or more live devices."""
+
+    uid: str
+    hostname: str
+    first_seen: float  # wall clock, as the emulator's event log
+    most: int
+    last_seen: float = 0.0
+    violation: str = ""
+
+
+@dataclass
+class MonitorReport:
+    duplicates_max: int = 0
+    episodes: list[DuplicateEpisode] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+    foreign_deleted: dict[str, str] = field(default_factory=dict)  # device id -> what it was
+    samples: int = 0
+
+
+class Monitor:
+    """Checks the invariants every `poll` seconds in a background thread (see the module docstring for the rules)."""
+
+    def __init__(self, sim: ChaosSimulator, mc: Metacontroller, project_id: str, poll: float,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.sim = sim
+        self.mc = mc
+        self.project_id = project_id
+        self.poll = poll
+        self.clock = clock
+        self.report = MonitorReport()
+        self._open: dict[str, DuplicateEpisode] = {}
+        self._syncs: dict[str, list[float]] = {}  # "Machine ns/name" -> completion times of ok sync/finalize calls
+        self._event_index = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> Monitor:
+        self._thread = threading.Thread(target=self._run, name="chaos-monitor", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+        self.check()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll):
+            self.check()
+
+    def _read_events(self) -> None:
+        events = self.mc.events
+        end = len(events)
+        for event in events[self._event_index:end]:
+            if (event.get("controller") == "metal-machines" and event.get("hook") in ("sync", "finalize")
+                    and event.get("outcome") == "ok"):
+                self._syncs.setdefault(str(event.get("key")), []).append(float(event["time"]))
+        self._event_index = end
+
+    def check(self) -> None:
+        """One sample of every invariant."""
+        with self._lock:
+            now = self.clock()
+            live, gone = self.sim.views()
+            self._read_events()
+            report = self.report
+            report.samples += 1
+            for device in [*live, *gone]:
+                if (device.state in NOT_LIVE and not is_ours(device, self.project_id)
+                        and device.id not in report.foreign_deleted):
+                    report.foreign_deleted[device.id] = (
+                        f"{device.hostname} project={device.project_id} tags={list(device.tags)}")
+            per_owner: dict[str, list[DeviceView]] = {}
+            for device in live:
+                if device.state not in NOT_LIVE and device.owner and device.project_id == self.project_id:
+                    per_owner.setdefault(device.owner, []).append(device)
+            for uid, devices in per_owner.items():
+                report.duplicates_max = max(report.duplicates_max, len(devices))
+                if len(devices) < 2:
+                    continue
+                episode = self._open.get(uid)
+                if episode is None:
+                    episode = DuplicateEpisode(uid, devices[0].hostname, now, len(devices))
+                    self._open[uid] = episode
+                    report.episodes.append(episode)
+                episode.most = max(episode.most, len(devices))
+                episode.last_seen = now
+                if not episode.violation:
+                    key = f"Machine {NAMESPACE}/{episode.hostname}"
+                    after = [t for t in self._syncs.get(key, []) if t > episode.first_seen]
+                    if len(after) >= SYNCS_TO_CLEAR_DUPLICATE:
+                        episode.violation = (f"machine {episode.hostname} still has {len(devices)} live devices "
+                                             f"after {len(after)} completed syncs since it was first seen")
+                    elif now - episode.first_seen > DUPLICATE_LIMIT:
+                        episode.violation = (f"machine {episode.hostname} has had {len(devices)} live devices for "
+                                             f"{now - episode.first_seen:.1f} s")
+                    if episode.violation:
+                        report.violations.append(episode.violation)
+            for uid in [u for u in self._open if len(per_owner.get(u, ())) < 2]:
+                del self._open[uid]
+
+
+# ------------------------------------------------------------------------------------------- the scenario
+
+
+def _docs(path: Path) -> list[Obj]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def _phase(machine: Obj) -> str:
+    return ((machine.get("status") or {}).get("currentStatus") or {}).get("phase", "")
+
+
+class Run:
+    """Everything one chaos run starts, drives and tears down."""
+
+    def __init__(self, config: ChaosConfig, out: Callable[[str], None] = print) -> None:
+        self.config = config
+        self.out = out
+        self.started = time.monotonic()
+        self.workdir = Path(tempfile.mkdtemp(prefix="chaos-"))
+        secret = yaml.safe_load((EXAMPLES / "secret.yaml").read_text())
+        self.token = secret["stringData"]["apiToken"]
+        classes = [d for d in _docs(EXAMPLES / "machine-class.yaml") if d.get("kind") == "MachineClass"]
+        self.project = classes[0]["providerSpec"]["projectID"]
+        self.sim = ChaosSimulator(
+            {self.token: [self.project], FOREIGN_TOKEN: [FOREIGN_PROJECT]},
+            provision_seconds=config.provision_seconds, deprovision_seconds=config.deprovision_seconds,
+            capacity=max(100, 10 * config.machines), seed=config.seed,
+        )
+        self.sim_server = self.sim.serve()
+        self.hooks = HookServer(self.sim_server.url, self.workdir)
+        self.store = Store()
+        self.store.load_yaml(sorted(p for p in CRDS.glob("*.yaml") if p.name != "kustomization.yaml"))
+        self.mc = CountingMetacontroller(
+            self.store, load_controllers(CONTROLLERS), service_urls={SERVICE: self.hooks.url},
+            workers=config.mc_workers, backoff_cap=config.backoff_cap, conflict_rate=config.conflict_rate,
+            seed=config.seed,
+        )
+        self.joiner = ChaosNodeJoiner(self.store, self.sim, poll_interval=config.node_poll)
+        self.jobs = JobRunner(self.store, poll_interval=0.1)
+        self.monitor = Monitor(self.sim, self.mc, self.project, config.poll)
+        self.seeded: dict[str, str] = {}
+        self.restarts: Counter[str] = Counter()
+        self.phase_times: list[tuple[str, float]] = []
+        self.failure = ""
+
+    # ------------------------------------------------------------------ helpers
+
+    def say(self, text: str) -> None:
+        self.out(f"chaos: [{time.monotonic() - self.started:7.1f}s] {text}")
+
+    def machines(self) -> list[Obj]:
+        return self.store.list(MACHINE_API, "Machine", NAMESPACE)
+
+    def deployment(self) -> Obj | None:
+        return self.store.try_get(MACHINE_API, "MachineDeployment", DEPLOYMENT, NAMESPACE)
+
+    def our_live_devices(self) -> list[DeviceView]:
+        live, _ = self.sim.views()
+        return [d for d in live if is_ours(d, self.project)]
+
+    def summary(self) -> str:
+        machines = self.machines()
+        phases = Counter(_phase(m) or "-" for m in machines if not m["metadata"].get("deletionTimestamp"))
+        deleting = sum(1 for m in machines if m["metadata"].get("deletionTimestamp"))
+        new = sum(1 for m in machines if m["spec"]["class"]["name"] == NEW_CLASS)
+        devices = Counter(d.state for d in self.our_live_devices())
+        shown = " ".join(f"{k}={v}" for k, v in sorted(phases.items()))
+        states = " ".join(f"{k}={v}" for k, v in sorted(devices.items()))
+        return (f"machines={len(machines)} ({shown}; deleting={deleting}; on {NEW_CLASS}={new}) "
+                f"devices: {states or 'none'}")
+
+    def rollout_status(self, replicas: int, class_name: str) -> bool:
+        """The deployment reports `replicas` updated and available, and exactly those Machines exist."""
+        md = self.deployment()
+        if md is None:
+            return False
+        status = md.get("status") or {}
+        machines = self.machines()
+        return (status.get("observedGeneration") == md["metadata"].get("generation")
+                and status.get("updatedReplicas") == replicas and status.get("availableReplicas") == replicas
+                and len(machines) == replicas
+                and all(m["spec"]["class"]["name"] == class_name and _phase(m) == "Running" for m in machines))
+
+    def wait(self, name: str, done: Callable[[], bool], *, disruption: tuple[Callable[[], bool], str] | None = None,
+             timeout: float) -> bool:
+        """Poll `done` until true; fire the disruption once its trigger holds. False on timeout."""
+        start = time.monotonic()
+        last_report = start
+        pending = disruption
+        while True:
+            if pending is not None and pending[0]():
+                self.disrupt(pending[1])
+                pending = None
+            if done() and pending is None:
+                self.phase_times.append((name, time.monotonic() - start))
+                self.say(f"{name} done in {time.monotonic() - start:.1f} s: {self.summary()}")
+                return True
+            now = time.monotonic()
+            if now - start > timeout:
+                self.failure = f"{name} did not finish within {timeout:.0f} s"
+                self.say(f"TIMEOUT: {self.failure}: {self.summary()}")
+                return False
+            if now - last_report >= 10:
+                last_report = now
+                self.say(f"{name}: {self.summary()}")
+            time.sleep(0.25)
+
+    def disrupt(self, what: str) -> None:
+        self.restarts[what] += 1
+        started = time.monotonic()
+        if what == "hook-sigterm":
+            self.hooks.restart(crash=False)
+        elif what == "hook-sigkill":
+            self.hooks.restart(crash=True)
+        elif what == "emulator":
+            self.mc.restart()
+        self.say(f"restarted {what} ({time.monotonic() - started:.1f} s): {self.summary()}")
+
+    # ------------------------------------------------------------------ phases
+
+    def seed_devices(self) -> None:
+        """The three devices that are not ours to delete."""
+        stranger = f"{tags.UID_TAG_PREFIX}{uuid.uuid5(uuid.NAMESPACE_URL, 'chaos/stranger')}"
+        seeds = {
+            "foreign-project": self.sim.add_device(
+                FOREIGN_PROJECT, hostname="foreign-project-device", metro="ny", plan="t1.small.x86",
+                tags=[tags.MANAGED_TAG, stranger, CLUSTER_TAG], state="active"),
+            "untagged": self.sim.add_device(self.project, hostname="untagged-device", metro="ny",
+                                            plan="t1.small.x86", state="active"),
+            "other-cluster": self.sim.add_device(
+                self.project, hostname="other-cluster-device", metro="ny", plan="t1.small.x86",
+                tags=[tags.MANAGED_TAG, stranger, "kubernetes.io/cluster/other: 1"], state="active"),
+        }
+        self.seeded = {name: device["id"] for name, device in seeds.items()}
+
+    def start(self) -> None:
+        self.seed_devices()
+        self.hooks.start()
+        self.store.load_yaml([EXAMPLES / "secret.yaml", EXAMPLES / "machine-class.yaml"])
+        self.mc.start()
+        self.joiner.start()
+        self.jobs.start()
+        self.monitor.start()
+        cfg = self.config
+        self.sim.set_faults(seed=cfg.seed, rate_429=cfg.rate_429, retry_after=cfg.retry_after, rate_5xx=cfg.rate_5xx,
+                            html_fraction=cfg.html_fraction, rate_drop=cfg.rate_drop,
+                            rate_lost_create=cfg.rate_lost_create)
+        self.say(f"started: simulator {self.sim_server.url}, hook server {self.hooks.url} "
+                 f"(gunicorn {self.hooks.env['GUNICORN_WORKERS']}x{self.hooks.env['GUNICORN_THREADS']}), "
+                 f"faults {self.sim.faults}, conflict_rate={cfg.conflict_rate}, backoff_cap={cfg.backoff_cap}s")
+
+    def scenario(self) -> float | None:
+        """The four phases; seconds from the deployment's creation to the final state, or None if not reached."""
+        n = self.config.machines
+        half, quarter = max(1, n // 2), max(1, n // 4)
+        surge = max(1, n // 4)
+        budget = self.config.timeout
+        begin = time.monotonic()
+
+        def left() -> float:
+            return max(1.0, budget - (time.monotonic() - begin))
+
+        deployment = yaml.safe_load((EXAMPLES / "machine-deployment.yaml").read_text())
+        deployment["metadata"]["name"] = DEPLOYMENT
+        spec = deployment["spec"]
+        spec.update(replicas=half, minReadySeconds=0)
+        spec["strategy"]["rollingUpdate"] = {"maxSurge": surge, "maxUnavailable": surge}
+        self.store.create(deployment)
+        self.say(f"created MachineDeployment {DEPLOYMENT} with {half} replicas of {OLD_CLASS}")
+        ok = self.wait("create", lambda: self.rollout_status(half, OLD_CLASS), timeout=left())
+
+        if ok:
+            self.edit(lambda md: md["spec"].update(replicas=n))
+            self.say(f"scaled up to {n}")
+            ok = self.wait("scale-up", lambda: self.rollout_status(n, OLD_CLASS), timeout=left(),
+                           disruption=(lambda: len(self.machines()) >= half + max(1, n // 4), "hook-sigterm"))
+        if ok:
+            self.edit(lambda md: md["spec"]["template"]["spec"]["class"].update(name=NEW_CLASS))
+            self.say(f"rolling out {NEW_CLASS}")
+
+            def quarter_new() -> bool:
+                return sum(1 for m in self.machines() if m["spec"]["class"]["name"] == NEW_CLASS) >= quarter
+
+            ok = self.wait("rollout", lambda: self.rollout_status(n, NEW_CLASS), timeout=left(),
+                           disruption=(quarter_new, "hook-sigkill"))
+        if ok:
+            self.edit(lambda md: md["spec"].update(replicas=quarter))
+            self.say(f"scaled down to {quarter}")
+            ok = self.wait("scale-down", lambda: self.rollout_status(quarter, NEW_CLASS), timeout=left())
+
+        # The deletion runs whatever happened before, so that a failed run still shows what it leaves behind.
+        self.store.delete(MACHINE_API, "MachineDeployment", DEPLOYMENT, NAMESPACE)
+        self.say("deleted the MachineDeployment")
+        count = len(self.machines())
+        target = count - max(1, count // 4)
+        deleted = self.wait("delete", self.clean, timeout=left() if ok else max(120.0, left()),
+                            disruption=(lambda: len(self.machines()) <= target, "emulator") if ok else None)
+        if ok and deleted:
+            return time.monotonic() - begin
+        return None
+
+    def edit(self, change: Callable[[Obj], None]) -> None:
+        """Read-modify-write of the deployment, retried on conflicts (the hooks write its status meanwhile)."""
+        for _ in range(50):
+            md = self.deployment()
+            assert md is not None, "the MachineDeployment is gone"
+            change(md)
+            try:
+                self.store.update(md)
+                return
+            except Conflict:
+                time.sleep(0.05)
+        raise RuntimeError("could not update the MachineDeployment: conflicts every time")
+
+    def clean(self) -> bool:
+        return (self.deployment() is None and not self.store.list(MACHINE_API, "MachineSet", NAMESPACE)
+                and not self.machines() and not self.our_live_devices())
+
+    # ------------------------------------------------------------------ results
+
+    def fault_counts(self) -> dict[str, int]:
+        with self.sim._lock:
+            responses = dict(self.sim.responses)
+        counts: Counter[str] = Counter()
+        for key, value in responses.items():
+            status = key.rsplit(" ", 1)[-1]
+            if status in FAULT_STATUSES:
+                counts["5xx" if status.startswith("5") else status] += value
+        _, gone = self.sim.views()
+        live, _ = self.sim.views()
+        created = sum(1 for d in [*live, *gone] if is_ours(d, self.project))
+        answered = sum(v for k, v in responses.items() if k == f"{CREATE_ROUTE} 201")
+        counts["lost_create"] = max(0, created - answered)
+        counts["conflicts"] = self.mc.injected_conflicts
+        counts["hook_restarts"] = self.restarts["hook-sigterm"] + self.restarts["hook-sigkill"]
+        counts["emulator_restarts"] = self.restarts["emulator"]
+        return dict(counts)
+
+    def stop(self) -> None:
+        for step in (self.monitor.stop, self.jobs.stop, self.joiner.stop, self.mc.stop, self.hooks.stop,
+                     self.sim_server.shutdown):
+            try:
+                step()
+            except Exception as exc:  # teardown goes on: every process we started must end
+                self.out(f"chaos: teardown {step.__qualname__} failed: {exc!r}")
+
+
+def run(config: ChaosConfig, out: Callable[[str], None] = print) -> int:
+    """One chaos run; prints progress and the machine-readable line last, returns the exit status."""
+    chaos = Run(config, out)
+    converged: float | None = None
+    try:
+        chaos.start()
+        converged = chaos.scenario()
+    except Exception as exc:
+        chaos.failure = f"{type(exc).__name__}: {exc}"
+        chaos.say(f"ERROR {chaos.failure}")
+    finally:
+        chaos.stop()
+    report = chaos.monitor.report
+    live, _ = chaos.sim.views()
+    leaked = [d for d in live if is_ours(d, chaos.project) and d.state not in NOT_LIVE]
+    alive = {d.id for d in live if d.state not in NOT_LIVE}
+    lost_seeds = [name for name, device_id in chaos.seeded.items() if device_id not in alive]
+    counts = chaos.fault_counts()
+    faults = sum(counts.values())
+    if chaos.hooks.starts and chaos.failure:
+        out("chaos: hook server log tail:\n" + chaos.hooks.log_tail())
+    out("chaos: phases " + " ".join(f"{name}={seconds:.1f}s" for name, seconds in chaos.phase_times))
+    out("chaos: faults " + " ".join(f"{k}={v}" for k, v in sorted(counts.items())) + f" total={faults}")
+    longest = max((e.last_seen - e.first_seen for e in report.episodes), default=0.0)
+    out(f"chaos: duplicates episodes={len(report.episodes)} longest_s={longest:.1f} "
+        f"violations={len(report.violations)} samples={report.samples}")
+    for violation in report.violations:
+        out(f"chaos: VIOLATION {violation}")
+    for device_id, what in report.foreign_deleted.items():
+        out(f"chaos: FOREIGN DELETION {device_id} {what}")
+    for device in leaked:
+        out(f"chaos: LEAKED {device.id} {device.hostname} {device.state}")
+    out(f"chaos: seeded devices alive={len(chaos.seeded) - len(lost_seeds)}/{len(chaos.seeded)}"
+        + (f" lost={','.join(lost_seeds)}" if lost_seeds else ""))
+    ok = (converged is not None and not chaos.failure and not leaked and not report.foreign_deleted
+          and not report.violations and not lost_seeds)
+    out(f"chaos: result {'PASS' if ok else 'FAIL'}" + (f" ({chaos.failure})" if chaos.failure else ""))
+    seconds = converged if converged is not None else time.monotonic() - chaos.started
+    out(f"chaos: machines={config.machines} faults={faults} duplicates_max={report.duplicates_max} "
+        f"leaked={len(leaked)} foreign_deleted={len(report.foreign_deleted)} converged_s={math.ceil(seconds)}")
+    return 0 if ok else 1
+
+
+LAST_LINE = re.compile(r"^chaos: machines=(\d+) faults=(\d+) duplicates_max=(\d+) leaked=(\d+) "
+                       r"foreign_deleted=(\d+) converged_s=(\d+)$")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--machines", type=int, default=200, help="peak replicas of the MachineDeployment")
+    parser.add_argument("--seed", type=int, default=ChaosConfig.seed, help="seed of every injected fault")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="seconds the whole scenario may take (default 120 + 6 s per machine)")
+    parser.add_argument("--provision-seconds", type=float, default=None,
+                        help="simulated provisioning and deprovisioning time (default 0.1 up to 20 machines, "
+                             "else 0.5)")
+    parser.add_argument("--poll", type=float, default=None, help="invariant monitor interval (default 0.15-0.25)")
+    args = parser.parse_args(argv)
+    if args.machines < 2:
+        parser.error("--machines must be at least 2")
+    small = args.machines <= 20
+    delay = args.provision_seconds if args.provision_seconds is not None else (0.1 if small else 0.5)
+    config = ChaosConfig(
+        machines=args.machines, seed=args.seed, provision_seconds=delay, deprovision_seconds=delay,
+        timeout=args.timeout if args.timeout is not None else 120.0 + 6.0 * args.machines,
+        poll=args.poll if args.poll is not None else (0.15 if small else 0.25),
+        node_poll=0.1 if small else 0.5,
+    )
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return run(config, lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
