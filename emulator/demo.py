@@ -37,7 +37,7 @@ import yaml
 
 from emulator import demo_view as view
 from emulator.demo_processes import REPO, Child, StartError, start_hook_server, start_simulator
-from emulator.store import Conflict, Store
+from emulator.store import ApiError, Conflict, Store
 
 Obj = dict[str, Any]
 EXAMPLES = REPO / "kubernetes" / "examples"
@@ -405,11 +405,27 @@ class Demo:
         except StepTimeout as exc:
             self.note(f"\nFAILED: {exc}. What is stuck:")
             self.note("\n".join(view.stuck_report(exc.obs)))
+            errors = [e for e in list(self.mc.events) if e.get("outcome") in ("error", "sync-error")
+                      and "informer not synced" not in str(e.get("error"))]  # expected once per related kind
+            if errors:
+                self.note("Recent hook errors:")
+                self.note("\n".join(f"  {e['controller']} {e['key']}: {e.get('error')}" for e in errors[-5:]))
             self.note(f"Logs: {self.workdir}")
             keep_logs = True
             return 1
         except StartError as exc:
             self.note(f"\nFAILED: {exc}\nLogs: {self.workdir}")
+            keep_logs = True
+            return 1
+        except requests.RequestException as exc:
+            self.note(f"\nFAILED: the simulator stopped answering ({exc})")
+            for child in self.children:
+                self.note(f"{child.name} (exit code {child.process.poll()}):\n{child.tail()}")
+            self.note(f"Logs: {self.workdir}")
+            keep_logs = True
+            return 1
+        except ApiError as exc:
+            self.note(f"\nFAILED: the emulated API server refused a write: {exc}")
             keep_logs = True
             return 1
         except KeyboardInterrupt:

@@ -182,6 +182,24 @@ def test_a_step_that_cannot_converge_fails_with_what_is_stuck() -> None:
         requests.get(demo.sim_url + "/_sim/state", timeout=2)
 
 
+@pytest.mark.timeout(60)
+def test_a_simulator_that_dies_fails_the_demo_and_stops_the_hook_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    apply = Demo.apply_examples
+
+    def apply_then_lose_the_simulator(demo: Demo) -> None:
+        apply(demo)
+        demo.children[0].process.kill()
+        demo.children[0].process.wait()
+
+    monkeypatch.setattr(Demo, "apply_examples", apply_then_lose_the_simulator)
+    code, output, demo = _run(Timing.fast())
+    assert code == 1
+    assert "FAILED: the simulator stopped answering" in output
+    assert "simulator (exit code -9)" in output
+    assert demo.children[1].process.returncode is not None
+    shutil.rmtree(demo.workdir)
+
+
 def _read_until(process: subprocess.Popen[str], marker: str, timeout: float) -> str:
     """Output of the process up to the line holding `marker` (a reader thread keeps the pipe drained)."""
     lines: list[str] = []
