@@ -237,13 +237,38 @@ class MetalClient:
     # -- machinery -------------------------------------------------------------------------------------------
 
     def _list(self, operation: str, path: str, key: str, params: dict[str, str], per_page: int) -> list[dict]:
-        """Follow meta.next (or meta.last_page) to the end, refusing to return a listing we know is incomplete."""
+        """Follow meta.next (or meta.last_page) to the end, refusing to return a listing we know is incomplete.
+
+        Paging is by offset, so a device created or deleted while we read can shift another one across a page
+        boundary and out of sight. When the pages report different `meta.total`s, or the count we collected disagrees
+        with it, the listing is read once more; if it is still inconsistent the call fails, because a caller that
+        decides "no device, create one" on a short list makes a duplicate.
+        """
         if not 1 <= per_page <= 1000:
             raise ValueError("per_page must be between 1 and 1000")
         started = self._monotonic()
+        for attempt in (1, 2):
+            items, totals = self._list_once(operation, path, key, params, per_page, started)
+            if not totals or totals == {len(items)}:
+                return items
+            if attempt == 2:
+                counted = "/".join(str(t) for t in sorted(totals))
+                raise UnexpectedResponse(
+                    f"{operation} failed: the listing changed while it was read ({len(items)} items, the API counts "
+                    f"{counted}); refusing to return an incomplete listing",
+                    operation=operation,
+                    status=200,
+                )
+        raise AssertionError("unreachable")
+
+    def _list_once(
+        self, operation: str, path: str, key: str, params: dict[str, str], per_page: int, started: float
+    ) -> tuple[list[dict], set[int]]:
+        """One pass over every page, with the `meta.total` each page reported (they differ if the list changed)."""
         items: list[dict] = []
         seen_ids: set[str] = set()
         fetched: set[int] = set()
+        totals: set[int] = set()
         page: int | None = 1
         while page is not None:
             if page in fetched or len(fetched) >= MAX_PAGES:
@@ -285,8 +310,12 @@ class MetalClient:
                     f"{operation} failed: page {page} repeated earlier items only; the API seems to ignore paging",
                     operation=operation,
                 )
-            page = _next_page(body.get("meta"), page) if page_items else None
-        return items
+            meta = body.get("meta")
+            if isinstance(meta, dict) and isinstance(meta.get("total"), int):
+                totals.add(meta["total"])
+            # An empty page ends the listing only when the API says it is the last one.
+            page = _next_page(meta, page)
+        return items, totals
 
     def _call(
         self,

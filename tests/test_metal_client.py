@@ -136,6 +136,52 @@ def test_list_refuses_a_server_that_ignores_page(client, requests_mock):
     assert requests_mock.call_count == 2
 
 
+def test_list_reads_past_an_empty_page_when_meta_says_more_follow(client, requests_mock):
+    pages = {1: [device(1)], 2: [], 3: [device(3)]}
+
+    def respond(request, context) -> dict:
+        page = int(request.qs["page"][0])
+        meta = {"current_page": page, "last_page": 3, "total": 2}
+        if page < 3:
+            meta["next"] = {"href": f"/metal/v1/x?page={page + 1}"}
+        return {"devices": pages[page], "meta": meta}
+
+    requests_mock.get(f"{BASE}/projects/{PROJECT}/devices", json=respond, headers=API)
+
+    assert [d["id"] for d in client.list_devices(PROJECT)] == [device(1)["id"], device(3)["id"]]
+
+
+def test_list_reads_again_when_a_device_slipped_between_pages(client, requests_mock):
+    """A device deleted while we read shifts another one onto a page we already read; the total tells."""
+    items = [device(n) for n in range(12)]
+    reads: list[int] = []
+
+    def respond(request, context) -> dict:
+        page = int(request.qs["page"][0])
+        reads.append(page)
+        current = items[1:] if len(reads) >= 2 else items  # device 0 is deleted after the first page was read
+        meta = {"current_page": page, "last_page": 2, "total": len(current)}
+        if page == 1:
+            meta["next"] = {"href": "/metal/v1/x?page=2"}
+        return {"devices": current[(page - 1) * 10 : page * 10], "meta": meta}
+
+    requests_mock.get(f"{BASE}/projects/{PROJECT}/devices", json=respond, headers=API)
+
+    found = client.list_devices(PROJECT, per_page=10)
+
+    assert [d["id"] for d in found] == [d["id"] for d in items[1:]]
+    assert reads == [1, 2, 1, 2]
+
+
+def test_list_refuses_a_listing_that_never_matches_its_total(client, requests_mock):
+    body = {"devices": [device(1)], "meta": {"current_page": 1, "last_page": 1, "total": 2}}
+    requests_mock.get(f"{BASE}/projects/{PROJECT}/devices", json=body, headers=API)
+
+    with pytest.raises(UnexpectedResponse, match="changed while it was read"):
+        client.list_devices(PROJECT)
+    assert requests_mock.call_count == 2
+
+
 def test_list_refuses_a_next_link_that_loops_back(client, requests_mock):
     def respond(request, context) -> dict:
         page = int(request.qs["page"][0])
