@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from hooks import decorator_request, mcm, providerspec, tags
+from hooks import decorator_request, mcm, metrics, providerspec, tags
 from hooks.config import CREDENTIALS_LABEL, CREDENTIALS_LABEL_VALUE
 from hooks.context import BadRequest, HookContext
 from hooks.exceptions import MetalError, NotFound
@@ -186,6 +186,7 @@ def collect(client: Any, project: str, cluster: str, machines: list[Any], now: d
         log.info("deleted orphaned device %s (hostname %s, owner uid %s)", device.get("id"), device.get("hostname"),
                  tags.owner_uid(device.get("tags") or []))
         deleted.append(device)
+    metrics.orphans_collected(len(deleted))
     return deleted, problem
 
 

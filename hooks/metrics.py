@@ -109,6 +109,11 @@ def observe_api_call(call: ApiCall) -> None:
     API_CALL_DURATION.labels(operation=call.operation).observe(max(0.0, call.seconds))
     if call.attempt > 1:
         API_RETRIES.labels(operation=call.operation).inc()
+    # Counted from the API's own answers, so every hook that creates or deletes is covered the same way.
+    if call.operation == "create_device" and call.status == "201":
+        DEVICES_CREATED.inc()
+    elif call.operation == "delete_device" and call.status == "204":
+        DEVICES_DELETED.inc()
 
 
 @_never_raises
@@ -120,16 +125,6 @@ def observe_rate_limit(rate_limit: RateLimit | None) -> None:
         RATE_LIMIT_REMAINING.set(rate_limit.remaining)
     if rate_limit.limit is not None:
         RATE_LIMIT_LIMIT.set(rate_limit.limit)
-
-
-@_never_raises
-def device_created() -> None:
-    DEVICES_CREATED.inc()
-
-
-@_never_raises
-def device_deleted() -> None:
-    DEVICES_DELETED.inc()
 
 
 @_never_raises

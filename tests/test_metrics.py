@@ -12,8 +12,8 @@ from hooks import metrics
 from hooks.app import create_app
 from hooks.config import Settings
 from hooks.context import BadRequest, HookContext
-from hooks.exceptions import NotFound
-from hooks.metal import ApiCall
+from hooks.exceptions import NotFound, Unprocessable
+from hooks.metal import ApiCall, DeviceCreate, MetalClient
 
 HOOK_COUNT = "metal_machine_hooks_hook_duration_seconds_count"
 API_URL = "https://metal.invalid/metal/v1"
@@ -116,17 +116,23 @@ def test_retries_are_counted_by_operation() -> None:
     assert sample("metal_machine_hooks_api_calls_total", operation="list_devices", status="503") == calls_before + 2
 
 
-def test_device_counters() -> None:
+def test_device_counters_follow_the_api_answers(metal_sim: Any) -> None:
     created = sample("metal_machine_hooks_devices_created_total")
     deleted = sample("metal_machine_hooks_devices_deleted_total")
     orphans = sample("metal_machine_hooks_orphan_devices_collected_total")
-    metrics.device_created()
-    metrics.device_deleted()
-    metrics.device_deleted()
+    client = MetalClient(metal_sim.token, base_url=metal_sim.url, observer=metrics.observe_api_call)
+    device = client.create_device(metal_sim.project, DeviceCreate(metro="ny", plan="t1.small.x86",
+                                                                  operating_system="alpine_3", hostname="m-1"))
+    with pytest.raises(Unprocessable):
+        client.create_device(metal_sim.project, DeviceCreate(metro="ny", plan="no.such.plan",
+                                                             operating_system="alpine_3"))
+    client.delete_device(device["id"])
+    with pytest.raises(NotFound):
+        client.delete_device("00000000-0000-4000-8000-000000000000")
     metrics.orphans_collected(3)
     metrics.orphans_collected(0)
     assert sample("metal_machine_hooks_devices_created_total") == created + 1
-    assert sample("metal_machine_hooks_devices_deleted_total") == deleted + 2
+    assert sample("metal_machine_hooks_devices_deleted_total") == deleted + 1
     assert sample("metal_machine_hooks_orphan_devices_collected_total") == orphans + 3
 
 
@@ -161,10 +167,10 @@ def test_a_failing_metric_never_fails_the_hook(
     client: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(metrics, "HOOK_DURATION", BrokenMetric())
-    monkeypatch.setattr(metrics, "DEVICES_CREATED", BrokenMetric())
+    monkeypatch.setattr(metrics, "ORPHANS_COLLECTED", BrokenMetric())
     response = client.post("/test/sync", json={}, headers={"Authorization": "Bearer hook-token"})
     assert response.status_code == 200
-    metrics.device_created()
+    metrics.orphans_collected(2)
     warnings = [r.getMessage() for r in caplog.records if r.name == "hooks.metrics"]
     assert any("observe_hook" in w and "No space left" in w for w in warnings)
-    assert any("device_created" in w for w in warnings)
+    assert any("orphans_collected" in w for w in warnings)
