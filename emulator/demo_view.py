@@ -71,7 +71,7 @@ def node_text(machine: Obj, nodes: Iterable[Obj]) -> str:
         return "-"
     node = next((n for n in nodes if meta(n).get("name") == name), None)
     if node is None:
-        ready = "absent"
+        ready = "not joined"
     else:
         condition = next((c for c in status(node).get("conditions") or [] if c.get("type") == "Ready"), {})
         ready = {"True": "Ready", "False": "NotReady"}.get(condition.get("status"), "Unknown")

@@ -86,7 +86,7 @@ def test_table_shows_device_state_progress_and_status_of_each_kind() -> None:
 
 def test_node_column_names_a_node_only_when_it_differs_from_the_machine() -> None:
     machine = _machine("m1", UID_A, phase="Running", device_id="d1")
-    assert view.node_text(machine, []) == "absent"
+    assert view.node_text(machine, []) == "not joined"
     machine["metadata"]["labels"]["node"] = "worker-7"
     ready = {"metadata": {"name": "worker-7"}, "status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}}
     assert view.node_text(machine, [ready]) == "worker-7 Unknown"
