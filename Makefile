@@ -32,7 +32,7 @@ demo: venv
 	$(BIN)/python -m emulator.demo $(DEMO_ARGS)
 
 chaos: venv
-	$(BIN)/python -m bench.chaos --machines 200
+	$(BIN)/python -m bench.chaos --machines 200 --doc docs/reliability.md
 
 bench: venv
 	$(BIN)/python -m bench.run

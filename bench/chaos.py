@@ -34,6 +34,8 @@ event log, not only at the end:
   duplicate ever showed).
 - foreign deletions: every device seen deprovisioning or deleted must be ours: in our project, with the managed
   tag, a uid tag and the demo cluster tag. Any other counts in `foreign_deleted`.
+- wrong deletions: a device of ours may be deleted only when its Machine is being deleted or gone, or when the
+  Machine has another live device (a duplicate); deleting the only device of a wanted Machine is a violation.
 At the end: no MachineDeployment, MachineSet or Machine; `leaked` = devices of ours that are still live (not
 deprovisioning, not deleted); the three seeded devices alive.
 
@@ -50,9 +52,11 @@ Sizing knobs (environment): GUNICORN_WORKERS / GUNICORN_THREADS for the hook ser
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -64,6 +68,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +78,9 @@ import yaml
 from emulator.jobs import JobRunner
 from emulator.metacontroller import Metacontroller, load_controllers
 from emulator.metal import CREATE_ROUTE, MetalSimulator
+from emulator.metal_faults import Faults, decide
 from emulator.nodes import NodeJoiner
-from emulator.store import Conflict, Store
+from emulator.store import Conflict, Store, WatchEvent
 from hooks import tags
 
 REPO = Path(__file__).resolve().parent.parent
@@ -93,6 +99,7 @@ NOT_LIVE = ("deprovisioning", "deleted")
 DUPLICATE_LIMIT = 30.0  # seconds a duplicate may live whatever the syncs say
 SYNCS_TO_CLEAR_DUPLICATE = 2
 FAULT_STATUSES = ("429", "500", "502", "503", "dropped")
+DOC_BEGIN, DOC_END = "<!-- chaos:begin -->", "<!-- chaos:end -->"
 Obj = dict[str, Any]
 
 
@@ -263,11 +270,14 @@ class HookServer:
         self.stop(crash=crash)
         self.start()
 
-    def log_tail(self, lines: int = 30) -> str:
+    def log_text(self) -> str:
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
 
 
 # ------------------------------------------------------------------------------------------- the monitor
@@ -303,9 +313,10 @@ class Monitor:
     """Checks the invariants every `poll` seconds in a background thread (see the module docstring for the rules)."""
 
     def __init__(self, sim: ChaosSimulator, mc: Metacontroller, project_id: str, poll: float,
-                 clock: Callable[[], float] = time.time) -> None:
+                 store: Store | None = None, clock: Callable[[], float] = time.time) -> None:
         self.sim = sim
         self.mc = mc
+        self.store = store
         self.project_id = project_id
         self.poll = poll
         self.clock = clock
@@ -313,6 +324,7 @@ class Monitor:
         self._open: dict[str, DuplicateEpisode] = {}
         self._syncs: dict[str, list[float]] = {}  # "Machine ns/name" -> completion times of ok sync/finalize calls
         self._event_index = 0
+        self._seen_deleted: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -341,6 +353,20 @@ class Monitor:
                 self._syncs.setdefault(str(event.get("key")), []).append(float(event["time"]))
         self._event_index = end
 
+    def _check_deletion(self, device: DeviceView, per_owner: dict[str, list[DeviceView]]) -> None:
+        """A device seen deprovisioning or deleted for the first time: it must be ours, and it must not be the only
+        device of a Machine that is still wanted (the hooks delete a device only in finalize or as a duplicate)."""
+        if not is_ours(device, self.project_id):
+            self.report.foreign_deleted[device.id] = (
+                f"{device.hostname} project={device.project_id} tags={list(device.tags)}")
+            return
+        machine = self.store.get_by_uid(device.owner or "") if self.store is not None else None
+        if machine is not None and not machine["metadata"].get("deletionTimestamp") and not per_owner.get(
+                device.owner or ""):
+            self.report.violations.append(
+                f"device {device.id} of machine {machine['metadata']['name']} was deleted while the Machine is "
+                "not being deleted and has no other device")
+
     def check(self) -> None:
         """One sample of every invariant."""
         with self._lock:
@@ -349,15 +375,14 @@ class Monitor:
             self._read_events()
             report = self.report
             report.samples += 1
-            for device in [*live, *gone]:
-                if (device.state in NOT_LIVE and not is_ours(device, self.project_id)
-                        and device.id not in report.foreign_deleted):
-                    report.foreign_deleted[device.id] = (
-                        f"{device.hostname} project={device.project_id} tags={list(device.tags)}")
             per_owner: dict[str, list[DeviceView]] = {}
             for device in live:
                 if device.state not in NOT_LIVE and device.owner and device.project_id == self.project_id:
                     per_owner.setdefault(device.owner, []).append(device)
+            for device in [*live, *gone]:
+                if device.state in NOT_LIVE and device.id not in self._seen_deleted:
+                    self._seen_deleted.add(device.id)
+                    self._check_deletion(device, per_owner)
             for uid, devices in per_owner.items():
                 report.duplicates_max = max(report.duplicates_max, len(devices))
                 if len(devices) < 2:
@@ -403,8 +428,12 @@ class Run:
         self.out = out
         self.started = time.monotonic()
         self.workdir = Path(tempfile.mkdtemp(prefix="chaos-"))
-        secret = yaml.safe_load((EXAMPLES / "secret.yaml").read_text())
-        self.token = secret["stringData"]["apiToken"]
+        # Canary credentials: any trace of them outside the Secret (logs, statuses, metrics, errors) is a leak.
+        self.secret = yaml.safe_load((EXAMPLES / "secret.yaml").read_text())
+        self.token = f"chaos-canary-token-{secrets.token_hex(8)}"
+        self.user_data_canary = f"chaos-canary-userdata-{secrets.token_hex(8)}"
+        self.secret["stringData"] = {"apiToken": self.token,
+                                     "userData": f"#!/bin/sh\necho {self.user_data_canary} <<MACHINE_NAME>>\n"}
         classes = [d for d in _docs(EXAMPLES / "machine-class.yaml") if d.get("kind") == "MachineClass"]
         self.project = classes[0]["providerSpec"]["projectID"]
         self.sim = ChaosSimulator(
@@ -423,11 +452,18 @@ class Run:
         )
         self.joiner = ChaosNodeJoiner(self.store, self.sim, poll_interval=config.node_poll)
         self.jobs = JobRunner(self.store, poll_interval=0.1)
-        self.monitor = Monitor(self.sim, self.mc, self.project, config.poll)
+        self.monitor = Monitor(self.sim, self.mc, self.project, config.poll, store=self.store)
         self.seeded: dict[str, str] = {}
         self.restarts: Counter[str] = Counter()
         self.phase_times: list[tuple[str, float]] = []
         self.failure = ""
+        self.machine_events: Counter[str] = Counter()  # ADDED / DELETED Machines
+        self.metrics_text = ""
+        self.store.watch(self._count_machines)
+
+    def _count_machines(self, event: WatchEvent) -> None:
+        if event.object.get("kind") == "Machine" and event.type in ("ADDED", "DELETED"):
+            self.machine_events[event.type] += 1
 
     # ------------------------------------------------------------------ helpers
 
@@ -521,16 +557,18 @@ class Run:
 
     def start(self) -> None:
         self.seed_devices()
+        cfg = self.config
+        # Before any API request, so that request numbers (hence every fault) follow from the seed alone.
+        self.sim.set_faults(seed=cfg.seed, rate_429=cfg.rate_429, retry_after=cfg.retry_after, rate_5xx=cfg.rate_5xx,
+                            html_fraction=cfg.html_fraction, rate_drop=cfg.rate_drop,
+                            rate_lost_create=cfg.rate_lost_create)
         self.hooks.start()
-        self.store.load_yaml([EXAMPLES / "secret.yaml", EXAMPLES / "machine-class.yaml"])
+        self.store.create(self.secret)
+        self.store.load_yaml([EXAMPLES / "machine-class.yaml"])
         self.mc.start()
         self.joiner.start()
         self.jobs.start()
         self.monitor.start()
-        cfg = self.config
-        self.sim.set_faults(seed=cfg.seed, rate_429=cfg.rate_429, retry_after=cfg.retry_after, rate_5xx=cfg.rate_5xx,
-                            html_fraction=cfg.html_fraction, rate_drop=cfg.rate_drop,
-                            rate_lost_create=cfg.rate_lost_create)
         self.say(f"started: simulator {self.sim_server.url}, hook server {self.hooks.url} "
                  f"(gunicorn {self.hooks.env['GUNICORN_WORKERS']}x{self.hooks.env['GUNICORN_THREADS']}), "
                  f"faults {self.sim.faults}, conflict_rate={cfg.conflict_rate}, backoff_cap={cfg.backoff_cap}s")
@@ -622,7 +660,48 @@ class Run:
         counts["emulator_restarts"] = self.restarts["emulator"]
         return dict(counts)
 
+    def injected(self) -> Counter[str]:
+        """Every request's fault decision again, from the seed (faults were set once, before the first request)."""
+        faults = Faults().updated(**self.sim.faults)
+        with self.sim._lock:
+            requests_made = sum(self.sim.calls.values())
+        kinds: Counter[str] = Counter()
+        for number in range(requests_made):
+            decision = decide(faults, self.sim.seed, number, "GET", "", "")
+            if decision.before:
+                kinds[decision.before] += 1
+                kinds["html"] += decision.before == "5xx" and decision.html
+        kinds["requests"] = requests_made
+        return kinds
+
+    def hook_outcomes(self) -> Counter[str]:
+        """Hook calls by hook, failed calls (server down or killed), and answers other than 200 by status class."""
+        outcomes: Counter[str] = Counter()
+        for event in list(self.mc.events):
+            hook, outcome, error = event.get("hook"), event.get("outcome"), str(event.get("error") or "")
+            if hook is None:
+                continue
+            outcomes[hook] += 1
+            found = re.search(r"unsupported status code: (\d)\d\d", error)
+            if found:
+                outcomes[f"http_{found[1]}xx"] += 1
+            elif outcome == "error":
+                outcomes["failed"] += 1
+        return outcomes
+
+    def canary_hits(self) -> dict[str, int]:
+        """Where the token or the userData canary shows up outside the Secret."""
+        objects = [o for o in self.store.snapshot() if o.get("kind") != "Secret"]
+        errors = [str(e.get("error") or "") for e in list(self.mc.events)]
+        places = {"logs": self.hooks.log_text(), "objects": json.dumps(objects), "errors": "\n".join(errors),
+                  "metrics": self.metrics_text}
+        return {place: text.count(self.token) + text.count(self.user_data_canary) for place, text in places.items()}
+
     def stop(self) -> None:
+        try:
+            self.metrics_text = requests.get(self.hooks.url + "/metrics", timeout=5).text if self.hooks.proc else ""
+        except requests.RequestException:
+            self.metrics_text = ""
         for step in (self.monitor.stop, self.jobs.stop, self.joiner.stop, self.mc.stop, self.hooks.stop,
                      self.sim_server.shutdown):
             try:
@@ -631,8 +710,11 @@ class Run:
                 self.out(f"chaos: teardown {step.__qualname__} failed: {exc!r}")
 
 
-def run(config: ChaosConfig, out: Callable[[str], None] = print) -> int:
-    """One chaos run; prints progress and the machine-readable line last, returns the exit status."""
+def run(config: ChaosConfig, out: Callable[[str], None] = print, doc: Path | None = None) -> int:
+    """One chaos run; prints progress and the machine-readable line last, returns the exit status.
+
+    With `doc`, the table between DOC_BEGIN and DOC_END in that file is replaced with this run's figures.
+    """
     chaos = Run(config, out)
     converged: float | None = None
     try:
@@ -650,13 +732,22 @@ def run(config: ChaosConfig, out: Callable[[str], None] = print) -> int:
     lost_seeds = [name for name, device_id in chaos.seeded.items() if device_id not in alive]
     counts = chaos.fault_counts()
     faults = sum(counts.values())
+    injected = chaos.injected()
+    hooks = chaos.hook_outcomes()
+    canaries = chaos.canary_hits()
+    bad_answers = hooks["http_5xx"] + hooks["http_4xx"]
     if chaos.hooks.starts and chaos.failure:
         out("chaos: hook server log tail:\n" + chaos.hooks.log_tail())
     out("chaos: phases " + " ".join(f"{name}={seconds:.1f}s" for name, seconds in chaos.phase_times))
+    out(f"chaos: machines created={chaos.machine_events['ADDED']} deleted={chaos.machine_events['DELETED']} "
+        f"hook calls: sync={hooks['sync']} finalize={hooks['finalize']} customize={hooks['customize']} "
+        f"failed={hooks['failed']} http_5xx={hooks['http_5xx']} http_4xx={hooks['http_4xx']}")
+    out(f"chaos: api requests={injected['requests']} html_5xx={injected['html']}")
     out("chaos: faults " + " ".join(f"{k}={v}" for k, v in sorted(counts.items())) + f" total={faults}")
     longest = max((e.last_seen - e.first_seen for e in report.episodes), default=0.0)
     out(f"chaos: duplicates episodes={len(report.episodes)} longest_s={longest:.1f} "
         f"violations={len(report.violations)} samples={report.samples}")
+    out("chaos: secret canary hits " + " ".join(f"{k}={v}" for k, v in canaries.items()))
     for violation in report.violations:
         out(f"chaos: VIOLATION {violation}")
     for device_id, what in report.foreign_deleted.items():
@@ -666,12 +757,48 @@ def run(config: ChaosConfig, out: Callable[[str], None] = print) -> int:
     out(f"chaos: seeded devices alive={len(chaos.seeded) - len(lost_seeds)}/{len(chaos.seeded)}"
         + (f" lost={','.join(lost_seeds)}" if lost_seeds else ""))
     ok = (converged is not None and not chaos.failure and not leaked and not report.foreign_deleted
-          and not report.violations and not lost_seeds)
+          and not report.violations and not lost_seeds and not bad_answers and not any(canaries.values()))
     out(f"chaos: result {'PASS' if ok else 'FAIL'}" + (f" ({chaos.failure})" if chaos.failure else ""))
     seconds = converged if converged is not None else time.monotonic() - chaos.started
+    if doc is not None:
+        rows = [
+            ("date (UTC)", datetime.now(UTC).strftime("%Y-%m-%d %H:%M")),
+            ("duration", f"{seconds:.0f} s to converge ({', '.join(f'{n} {t:.0f} s' for n, t in chaos.phase_times)}); "
+                         f"`python -m bench.chaos --machines {config.machines} --seed {config.seed}`"),
+            ("Machines created / deleted", f"{chaos.machine_events['ADDED']} / {chaos.machine_events['DELETED']}"),
+            ("hook calls (sync / finalize)", f"{hooks['sync']} / {hooks['finalize']}"),
+            ("API requests / faults injected (429, 5xx, HTML 5xx, 403 rate limit, dropped, lost creates)",
+             f"{injected['requests']} / {counts.get('429', 0)}, {counts.get('5xx', 0)}, {injected['html']}, "
+             f"{injected['403']}, {counts.get('dropped', 0)}, {counts.get('lost_create', 0)}; plus "
+             f"{counts['conflicts']} status conflicts"),
+            ("hook server restarts / dropped hook answers",
+             f"{counts['hook_restarts']} (SIGTERM, SIGKILL) + {counts['emulator_restarts']} emulator restart / "
+             f"{hooks['failed']} hook calls failed"),
+            ("max live devices for one Machine (must be 1)", str(report.duplicates_max)),
+            ("devices left after deletion (must be 0)", str(len(leaked))),
+            ("foreign devices deleted (must be 0)",
+             f"{len(report.foreign_deleted)} (seeded devices alive: {len(chaos.seeded) - len(lost_seeds)}/3)"),
+            ("secret canary hits in logs, answers, statuses, metrics (must be 0)", str(sum(canaries.values()))),
+            ("hook answers with HTTP 500 (must be 0)", str(hooks["http_5xx"])),
+            ("result", f"{'PASS' if ok else 'FAIL'}: machines={config.machines} faults={faults} "
+                       f"duplicates_max={report.duplicates_max} leaked={len(leaked)} "
+                       f"foreign_deleted={len(report.foreign_deleted)} converged_s={math.ceil(seconds)}"),
+        ]
+        write_doc_table(doc, rows)
+        out(f"chaos: figures written to {doc}")
     out(f"chaos: machines={config.machines} faults={faults} duplicates_max={report.duplicates_max} "
         f"leaked={len(leaked)} foreign_deleted={len(report.foreign_deleted)} converged_s={math.ceil(seconds)}")
     return 0 if ok else 1
+
+
+def write_doc_table(path: Path, rows: list[tuple[str, str]]) -> None:
+    """Replace the table between the chaos markers of `path`; a file without both markers is left alone."""
+    text = path.read_text()
+    begin, end = text.find(DOC_BEGIN), text.find(DOC_END)
+    if begin < 0 or end < begin:
+        raise ValueError(f"{path} has no {DOC_BEGIN} ... {DOC_END} section")
+    table = "\n".join(["| figure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
+    path.write_text(text[:begin + len(DOC_BEGIN)] + "\n" + table + "\n" + text[end:])
 
 
 LAST_LINE = re.compile(r"^chaos: machines=(\d+) faults=(\d+) duplicates_max=(\d+) leaked=(\d+) "
@@ -693,6 +820,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="simulated provisioning and deprovisioning time (default 0.1 up to 20 machines, "
                              "else 0.5)")
     parser.add_argument("--poll", type=float, default=None, help="invariant monitor interval (default 0.15-0.25)")
+    parser.add_argument("--doc", type=Path, default=None,
+                        help=f"write this run's figures into the table between {DOC_BEGIN} and {DOC_END} of this "
+                             "file (make chaos: docs/reliability.md)")
     args = parser.parse_args(argv)
     if args.machines < 2:
         parser.error("--machines must be at least 2")
@@ -706,7 +836,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return run(config, lambda line: print(line, flush=True))
+        return run(config, lambda line: print(line, flush=True), doc=args.doc)
     except KeyboardInterrupt:
         return 130
 

@@ -52,6 +52,12 @@ def test_small_chaos_run_converges_without_leaks_or_foreign_deletions() -> None:
         assert int(counts.get(kind, "0")) > 0, f"no {kind} fault injected:\n{output}"
     assert (counts["hook_restarts"], counts["emulator_restarts"]) == ("2", "1"), output
     assert faults == int(counts["total"]) and faults >= 50, output
+    activity = _fields(next(line for line in lines if line.startswith("chaos: machines created=")))
+    # 20 Machines, 20 more for the rollout, plus replacements of failed ones; every one deleted in the end.
+    assert int(activity["created"]) >= 40 and activity["created"] == activity["deleted"], output
+    assert (activity["http_5xx"], activity["http_4xx"]) == ("0", "0"), output  # hooks never answer an error
+    canaries = _fields(next(line for line in lines if line.startswith("chaos: secret canary hits ")))
+    assert set(canaries.values()) == {"0"} and len(canaries) == 4, output
     duplicates = _fields(next(line for line in lines if line.startswith("chaos: duplicates ")))
     assert duplicates["violations"] == "0", output
     assert "chaos: seeded devices alive=3/3" in lines, output
@@ -127,3 +133,28 @@ def test_deleting_a_device_that_is_not_ours_is_counted(seed: str) -> None:
     sim.set_device_state(victim, "deprovisioning")
     monitor.check()
     assert list(monitor.report.foreign_deleted) == [victim]
+
+
+def test_deleting_the_only_device_of_a_wanted_machine_is_a_violation() -> None:
+    from emulator.store import Store
+
+    sim, emulator, _ = _monitor()
+    store = Store()
+    store.load_yaml(sorted(p for p in (REPO / "kubernetes" / "crds").glob("*.yaml") if p.name != "kustomization.yaml"))
+    machine = store.create({"apiVersion": "machine.sapcloud.io/v1alpha1", "kind": "Machine",
+                            "metadata": {"name": "m1", "namespace": NAMESPACE, "finalizers": ["test/keep"]},
+                            "spec": {"class": {"kind": "MachineClass", "name": "eqx-mc"}}})
+    monitor = Monitor(sim, emulator, PROJECT, poll=1.0, store=store)  # type: ignore[arg-type]
+    uid = machine["metadata"]["uid"]
+    first, second = _ours(sim, uid), _ours(sim, uid)
+    sim.set_device_state(second, "deprovisioning")  # a duplicate: the Machine keeps another device
+    monitor.check()
+    assert monitor.report.violations == []
+    sim.set_device_state(first, "deprovisioning")  # its last device, while the Machine is wanted
+    monitor.check()
+    assert len(monitor.report.violations) == 1 and f"device {first} of machine m1" in monitor.report.violations[0]
+    store.delete("machine.sapcloud.io/v1alpha1", "Machine", "m1", NAMESPACE)  # deletionTimestamp, finalizer kept
+    third = _ours(sim, uid)
+    sim.set_device_state(third, "deprovisioning")  # finalize deleting it: fine
+    monitor.check()
+    assert len(monitor.report.violations) == 1 and monitor.report.foreign_deleted == {}
