@@ -57,6 +57,7 @@ import math
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -759,6 +760,10 @@ def run(config: ChaosConfig, out: Callable[[str], None] = print, doc: Path | Non
     ok = (converged is not None and not chaos.failure and not leaked and not report.foreign_deleted
           and not report.violations and not lost_seeds and not bad_answers and not any(canaries.values()))
     out(f"chaos: result {'PASS' if ok else 'FAIL'}" + (f" ({chaos.failure})" if chaos.failure else ""))
+    if ok:
+        shutil.rmtree(chaos.workdir, ignore_errors=True)
+    else:
+        out(f"chaos: hook server log kept in {chaos.hooks.log_path}")
     seconds = converged if converged is not None else time.monotonic() - chaos.started
     if doc is not None:
         rows = [
