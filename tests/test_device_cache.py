@@ -7,6 +7,7 @@ the Metal simulator and count the API calls a user would pay for.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,13 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.001)
 
 
 def listing_of(*ids: str) -> Callable[[], list[dict[str, Any]]]:
@@ -95,8 +103,7 @@ def test_many_threads_missing_at_once_cause_one_listing() -> None:
     threads = [threading.Thread(target=lambda: results.append(cache.listing(KEY, fetch))) for _ in range(16)]
     for t in threads:
         t.start()
-    while cache.stats.waits < 15:  # every other thread is now waiting for the first one's listing
-        threading.Event().wait(0.001)
+    wait_for(lambda: cache.stats.waits == 15)  # every other thread is now waiting for the first one's listing
     release.set()
     for t in threads:
         t.join(5)
@@ -123,8 +130,7 @@ def test_waiters_get_the_leaders_error_and_errors_are_not_cached() -> None:
     threads = [threading.Thread(target=look) for _ in range(4)]
     for t in threads:
         t.start()
-    while cache.stats.waits < 3:
-        threading.Event().wait(0.001)
+    wait_for(lambda: cache.stats.waits == 3)
     release.set()
     for t in threads:
         t.join(5)
