@@ -7,6 +7,7 @@ restart, three devices that are not ours. The monitor tests show that the checks
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 import sys
@@ -16,13 +17,14 @@ from typing import Any
 
 import pytest
 
-from bench.chaos import CLUSTER_TAG, LAST_LINE, NAMESPACE, ChaosSimulator, Monitor
+from bench.chaos import CLUSTER_TAG, LAST_LINE, NAMESPACE, ChaosSimulator, DeviceView, Monitor, overlaps
 from hooks import tags
 
 REPO = Path(__file__).resolve().parent.parent
 PROJECT = "7f3c1a52-5d7e-4b8a-9c1d-2e3f4a5b6c7d"
 OTHER_PROJECT = "0c4f7a3e-9b1d-4e2a-8f6c-5d3b2a1e9f70"
 UID = "4b6c7a7e-2f0e-4a61-9d57-0f3f3b1f6a11"
+OTHER_UID = "9e1d2c3b-4a5f-4e6d-8c7b-6a5f4e3d2c1b"
 
 
 def _fields(line: str) -> dict[str, str]:
@@ -158,3 +160,16 @@ def test_deleting_the_only_device_of_a_wanted_machine_is_a_violation() -> None:
     sim.set_device_state(third, "deprovisioning")  # finalize deleting it: fine
     monitor.check()
     assert len(monitor.report.violations) == 1 and monitor.report.foreign_deleted == {}
+
+
+def _view(device_id: str, created: float, deleted_at: float | None, uid: str = UID) -> DeviceView:
+    return DeviceView(device_id, PROJECT, "m1", (*tags.ownership_tags(uid), CLUSTER_TAG), "active", "ny",
+                      "c3.small.x86", created, deleted_at)
+
+
+def test_exact_overlap_counts_a_duplicate_that_sampling_would_miss() -> None:
+    assert overlaps([_view("a", 0.0, 10.0), _view("b", 10.0, None)], PROJECT) == (1, 0.0)  # a replacement
+    most, longest = overlaps([_view("a", 0.0, None), _view("b", 5.0, 5.004), _view("c", 0.0, 1.0, uid=OTHER_UID)],
+                             PROJECT)
+    assert most == 2 and longest == pytest.approx(0.004)
+    assert overlaps([_view("a", 0.0, None), _view("b", 1.0, None)], PROJECT) == (2, math.inf)  # never cleaned up
