@@ -38,14 +38,21 @@ event log, not only at the end:
 - wrong deletions: a device of ours may be deleted only when its Machine is being deleted or gone, or when the
   Machine has another live device (a duplicate); deleting the only device of a wanted Machine is a violation.
 At the end: no MachineDeployment, MachineSet or Machine; `leaked` = devices of ours that are still live (not
-deprovisioning, not deleted); the three seeded devices alive.
+deprovisioning, not deleted); the three seeded devices alive; no hook answer other than 200 (a 4xx or 5xx from our
+hooks to a well-formed Metacontroller request is a bug; calls that failed because the server was down are counted
+apart); and neither the API token nor the userData (canary values made for the run) anywhere in the hook server's
+log, the stored objects (statuses, annotations, labels: every applied hook answer), the emulator's errors or
+/metrics.
 
 Output: progress lines, then a fault breakdown, then as the LAST line:
     chaos: machines=N faults=K duplicates_max=D leaked=L foreign_deleted=F converged_s=S
 K = injected faults: simulator answers that were faults (429, 5xx, dropped, lost create answers), injected status
 conflicts and the three restarts. S = seconds from the MachineDeployment's creation until the final state (every
 phase included). Exit status 0 only when the run converged within `--timeout`, leaked=0, foreign_deleted=0, no
-invariant was violated and the seeded devices survived.
+invariant was violated, the seeded devices survived, no hook answered an error and no canary leaked.
+
+With `--doc docs/reliability.md` (what `make chaos` passes) the figures replace the table between the
+`<!-- chaos:begin -->` and `<!-- chaos:end -->` markers of that file.
 
 Sizing knobs (environment): GUNICORN_WORKERS / GUNICORN_THREADS for the hook server (default 2 x 8, as deployed).
 """
