@@ -24,7 +24,7 @@ from typing import Any
 
 from hooks import mcm
 from hooks.config import ConfigError, Settings
-from hooks.machine_status import go_duration, parse_duration, parse_time
+from hooks.timefmt import go_duration, parse_duration, parse_time
 
 # Key of Jobs in a decorator request's `children` map (v1: `attachments`); machines.yaml's rule: `batch/v1` `jobs`.
 JOB_KEY = "Job.batch/v1"

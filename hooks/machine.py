@@ -73,17 +73,14 @@ from hooks.machine_status import (
     build_status,
     describe_conditions,
     device_addresses,
-    format_time,
-    go_duration,
     node_conditions,
     node_has_critical_taint,
     node_is_healthy,
     observed_operation,
     observed_phase,
-    parse_duration,
-    parse_time,
 )
 from hooks.providerspec import Resolution, resolve
+from hooks.timefmt import format_time, go_duration, parse_duration, parse_time
 
 log = logging.getLogger("hooks.machine")
 

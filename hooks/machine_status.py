@@ -8,16 +8,14 @@ status. Only fields MCM's Machine CRD defines are produced: anything else would 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from hooks import mcm
+from hooks.timefmt import format_time, parse_time
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _CONDITION_FIELDS = ("type", "status", "lastHeartbeatTime", "lastTransitionTime", "reason", "message")
 
 
@@ -32,49 +30,6 @@ class Operation:
 
     def as_key(self) -> tuple[str, str, str, str]:
         return (self.description, self.state, self.type, self.error_code)
-
-
-def format_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: Any) -> datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def parse_duration(text: Any) -> float | None:
-    """Seconds in a Go duration string such as "20m", "1h30m" or "90s"; None when it is not one."""
-    if not isinstance(text, str):
-        return None
-    text = text.strip()
-    if text in ("0", ""):
-        return 0.0 if text == "0" else None
-    sign = -1.0 if text.startswith("-") else 1.0
-    body = text.lstrip("+-")
-    position, total = 0, 0.0
-    for match in _DURATION_PART.finditer(body):
-        if match.start() != position:
-            return None
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        position = match.end()
-    if position != len(body) or position == 0:
-        return None
-    return sign * total
-
-
-def go_duration(seconds: float) -> str:
-    """A duration the way Go prints it (1h2m3s), to whole seconds."""
-    remaining = max(0, round(seconds))
-    hours, remaining = divmod(remaining, 3600)
-    minutes, secs = divmod(remaining, 60)
-    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if hours or minutes else "") + f"{secs}s"
-    return text
 
 
 def observed_phase(status: Any) -> str:

@@ -23,7 +23,8 @@ from hooks import decorator_request, mcm, metrics, providerspec, tags
 from hooks.config import CREDENTIALS_LABEL, CREDENTIALS_LABEL_VALUE
 from hooks.context import BadRequest, HookContext
 from hooks.exceptions import MetalError, NotFound
-from hooks.machineset import format_time, names_list, parse_time, plural
+from hooks.machineset import names_list, plural
+from hooks.timefmt import format_time, parse_time
 
 log = logging.getLogger("hooks.machineclass")
 

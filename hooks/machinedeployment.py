@@ -36,10 +36,10 @@ from hooks.machineset import (
     clean_operation,
     condition,
     int_field,
-    parse_time,
     short_hash,
     template_problems,
 )
+from hooks.timefmt import parse_time
 
 SET_KEY = f"MachineSet.{mcm.API_VERSION}"
 HASH_LABEL = "machine-template-hash"

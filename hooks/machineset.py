@@ -30,11 +30,12 @@ import hashlib
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from hooks import labels, mcm
 from hooks.context import BadRequest, HookContext
+from hooks.timefmt import format_time, parse_time
 
 MACHINE_KEY = f"Machine.{mcm.API_VERSION}"
 LAST_APPLIED = "metacontroller.k8s.io/last-applied-configuration"
@@ -58,20 +59,6 @@ NAMES_SHOWN = 5
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
-
-
-def format_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: Any) -> datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def short_hash(text: str, length: int) -> str:

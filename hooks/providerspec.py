@@ -27,7 +27,7 @@ import jsonschema
 
 from hooks import mcm, tags
 from hooks.config import CREDENTIALS_LABEL, CREDENTIALS_LABEL_VALUE
-from hooks.machine_status import parse_duration
+from hooks.timefmt import parse_duration
 
 BILLING_CYCLES = ("hourly", "daily", "monthly", "yearly")
 CUSTOM_IPXE = "custom_ipxe"
