@@ -36,6 +36,7 @@ from hooks.machineset import (
     clean_operation,
     condition,
     int_field,
+    parent_and_children,
     short_hash,
     template_problems,
 )
@@ -292,15 +293,7 @@ def _counts(sets: list[MachineSet], new: MachineSet | None, desired_total: int) 
 
 
 def _parse(body: Any) -> tuple[dict[str, Any], list[MachineSet]]:
-    if not isinstance(body, dict) or not isinstance(body.get("parent"), dict):
-        raise BadRequest("request has no parent object")
-    parent = body["parent"]
-    meta = parent.get("metadata")
-    if not isinstance(meta, dict) or not meta.get("name") or not meta.get("namespace"):
-        raise BadRequest("parent.metadata must have a name and a namespace")
-    children = {} if body.get("children") is None else body["children"]
-    if not isinstance(children, dict):
-        raise BadRequest("children must be a map")
+    parent, children = parent_and_children(body)
     group = children.get(SET_KEY)
     if group is not None and not isinstance(group, dict):
         raise BadRequest(f"children[{SET_KEY!r}] must be a map")

@@ -401,6 +401,19 @@ def _operation(plan_: Plan, problems: list[str], machines: list[Machine], replic
 
 
 def _parse(body: Any) -> tuple[dict[str, Any], list[Machine]]:
+    parent, children = parent_and_children(body)
+    group = children.get(MACHINE_KEY) or {}
+    if not isinstance(group, dict):
+        raise BadRequest(f"children[{MACHINE_KEY!r}] must be a map")
+    machines = [Machine.parse(child_object(obj, key)) for key, obj in group.items()]
+    return parent, sorted(machines, key=lambda m: m.name)
+
+
+def parent_and_children(body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The parent and children map of a CompositeController sync (shared with the MachineDeployment hook).
+
+    A parent without a name or namespace, or a children value that is not a map, is a malformed request: HTTP 400.
+    """
     if not isinstance(body, dict) or not isinstance(body.get("parent"), dict):
         raise BadRequest("request has no parent object")
     parent = body["parent"]
@@ -410,11 +423,7 @@ def _parse(body: Any) -> tuple[dict[str, Any], list[Machine]]:
     children = {} if body.get("children") is None else body["children"]
     if not isinstance(children, dict):
         raise BadRequest("children must be a map")
-    group = children.get(MACHINE_KEY) or {}
-    if not isinstance(group, dict):
-        raise BadRequest(f"children[{MACHINE_KEY!r}] must be a map")
-    machines = [Machine.parse(child_object(obj, key)) for key, obj in group.items()]
-    return parent, sorted(machines, key=lambda m: m.name)
+    return parent, children
 
 
 def child_object(obj: Any, key: str) -> dict[str, Any]:
