@@ -239,6 +239,17 @@ class FakeMetal:
         return [op for op, _ in self.calls]
 
 
+@pytest.fixture(name="fake")
+def fake_fixture() -> FakeMetal:
+    """A fresh in-memory Metal API per test, so no test sees another's devices or calls."""
+    return FakeMetal()
+
+
+@pytest.fixture(name="clock")
+def clock_fixture() -> Clock:
+    return Clock()
+
+
 def context(fake: FakeMetal, clock: Callable[[], datetime], **settings: Any) -> HookContext:
     return HookContext(settings=Settings(**settings), metal=fake.factory, clock=clock)
 

@@ -11,11 +11,11 @@ from tests.machine_support import (
     DECORATOR_KEYS,
     NAME,
     UID_TAG,
-    Clock,
-    FakeMetal,
     apply,
     cached_crd_schemas,
+    clock_fixture,
     context,
+    fake_fixture,
     finalize_request,
     machine_class,
     node,
@@ -26,17 +26,7 @@ from tests.machine_support import (
     with_node,
 )
 
-__all__ = ["cached_crd_schemas"]
-
-
-@pytest.fixture
-def fake() -> FakeMetal:
-    return FakeMetal()
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
+__all__ = ["cached_crd_schemas", "clock_fixture", "fake_fixture"]
 
 
 def run(body, fake, clock, **settings):

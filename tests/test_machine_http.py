@@ -24,6 +24,7 @@ from tests.machine_support import (
     Clock,
     FakeMetal,
     cached_crd_schemas,
+    fake_fixture,
     finalize_request,
     load,
     machine_class,
@@ -34,15 +35,10 @@ from tests.machine_support import (
     v1_shape,
 )
 
-__all__ = ["cached_crd_schemas"]
+__all__ = ["cached_crd_schemas", "fake_fixture"]
 
 REPO = Path(__file__).resolve().parent.parent
 METACONTROLLER_CRDS = REPO.parent / "shared" / "reference" / "metacontroller" / "metacontroller-crds-v1.yaml"
-
-
-@pytest.fixture
-def fake() -> FakeMetal:
-    return FakeMetal()
 
 
 @pytest.fixture

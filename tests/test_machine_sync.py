@@ -33,7 +33,9 @@ from tests.machine_support import (
     FakeMetal,
     apply,
     cached_crd_schemas,
+    clock_fixture,
     context,
+    fake_fixture,
     node,
     provider_spec,
     set_secret_value,
@@ -42,17 +44,7 @@ from tests.machine_support import (
     with_node,
 )
 
-__all__ = ["cached_crd_schemas"]
-
-
-@pytest.fixture
-def fake() -> FakeMetal:
-    return FakeMetal()
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
+__all__ = ["cached_crd_schemas", "clock_fixture", "fake_fixture"]
 
 
 def run(body, fake, clock, **settings):
