@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from hooks import machine
 from hooks.context import BadRequest
+from tests.json_paths import json_paths
 from tests.machine_support import DECORATOR_KEYS, Clock, FakeMetal, context, finalize_request, load, node, sync_request
 
 JSON = st.recursive(
@@ -17,17 +18,6 @@ JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
     max_leaves=6,
 )
-
-
-def _paths(value: Any, prefix: tuple = ()) -> list[tuple]:
-    found = [prefix] if prefix else []
-    if isinstance(value, dict):
-        for key, sub in value.items():
-            found += _paths(sub, (*prefix, key))
-    elif isinstance(value, list):
-        for index, sub in enumerate(value):
-            found += _paths(sub, (*prefix, index))
-    return found
 
 
 def _base(kind: str) -> dict[str, Any]:
@@ -44,7 +34,7 @@ def _base(kind: str) -> dict[str, Any]:
 
 
 BASES = {"sync": _base("sync"), "finalize": _base("finalize"), "customize": load("customize-request.json")}
-PATHS = {kind: [p for p in _paths(body) if p[0] != "controller"] for kind, body in BASES.items()}
+PATHS = {kind: [p for p in json_paths(body) if p[0] != "controller"] for kind, body in BASES.items()}
 
 
 @st.composite

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from hooks import machineclass, machinedeployment, machineset
 from hooks.config import Settings
 from hooks.context import BadRequest, HookContext
+from tests.json_paths import json_paths
 
 FIXTURES = Path(__file__).parent / "fixtures"
 COMPOSITE = {"status", "children", "resyncAfterSeconds", "finalized"}
@@ -30,20 +31,9 @@ json_values = st.recursive(
 )
 
 
-def paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    found = [prefix]
-    if isinstance(value, dict):
-        for key, sub in value.items():
-            found += paths(sub, (*prefix, key))
-    elif isinstance(value, list):
-        for index, sub in enumerate(value):
-            found += paths(sub, (*prefix, index))
-    return found
-
-
 def mutated(base: dict[str, Any], index: int, value: Any) -> dict[str, Any]:
     body = copy.deepcopy(base)
-    where = [p for p in paths(body) if p and p[0] != "controller"]
+    where = [p for p in json_paths(body) if p[0] != "controller"]
     path = where[index % len(where)]
     target = body
     for part in path[:-1]:

@@ -39,6 +39,7 @@ from hooks.config import Settings
 from hooks.context import HookContext
 from hooks.metal import MetalClient
 from tests.conftest import MetalSim
+from tests.json_paths import json_paths
 from tests.machine_support import (
     DECORATOR_KEYS,
     Clock,
@@ -76,17 +77,6 @@ def _fixture_for(route: str) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def _paths(value: Any, prefix: tuple = ()) -> list[tuple]:
-    found = [prefix] if prefix else []
-    if isinstance(value, dict):
-        for key, sub in value.items():
-            found += _paths(sub, (*prefix, key))
-    elif isinstance(value, list):
-        for index, sub in enumerate(value):
-            found += _paths(sub, (*prefix, index))
-    return found
-
-
 def _swap_type(value: Any) -> Any:
     """A value of another JSON type than `value`, as a careless edit or a broken client would send."""
     if isinstance(value, dict):
@@ -107,7 +97,7 @@ def mutated_fixture(draw: st.DrawFn) -> tuple[str, Any]:
     """A real fixture request with keys dropped, types swapped, nulls and random JSON inserted."""
     route = draw(st.sampled_from(ROUTES))
     body = copy.deepcopy(_fixture_for(route))
-    paths = [p for p in _paths(body) if p[0] != "controller"] or [("object",)]
+    paths = [p for p in json_paths(body) if p[0] != "controller"] or [("object",)]
     for _ in range(draw(st.integers(1, 4))):
         path = draw(st.sampled_from(paths))
         parent: Any = body
