@@ -20,16 +20,9 @@ from hooks.context import HookContext
 from hooks.device_cache import CachedClient, CacheKey, DeviceCache, client_for, token_hash
 from hooks.exceptions import RateLimited
 from hooks.metal import MetalClient
+from tests.clocks import ManualClock
 
 KEY = CacheKey("http://api", token_hash("t"), "p1")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -47,7 +40,7 @@ def listing_of(*ids: str) -> Callable[[], list[dict[str, Any]]]:
 
 
 def test_listing_is_served_for_at_most_max_age_seconds() -> None:
-    clock = Clock()
+    clock = ManualClock()
     cache = DeviceCache(30.0, monotonic=clock)
     fetches: list[float] = []
 
@@ -65,7 +58,7 @@ def test_listing_is_served_for_at_most_max_age_seconds() -> None:
 
 
 def test_age_counts_from_the_start_of_a_slow_fetch() -> None:
-    clock = Clock()
+    clock = ManualClock()
     cache = DeviceCache(10.0, monotonic=clock)
 
     def slow() -> list[dict[str, Any]]:
@@ -222,7 +215,7 @@ def test_a_steady_fleet_costs_one_listing_instead_of_a_get_per_machine(metal_sim
 
 
 def test_a_state_change_shows_within_max_age(metal_sim) -> None:
-    clock = Clock()
+    clock = ManualClock()
     cache = DeviceCache(30.0, monotonic=clock)
     ctx = context(metal_sim, cache)
     fleet = running_fleet(metal_sim, ctx, 2)
@@ -269,7 +262,7 @@ def test_a_stale_listing_never_leads_to_a_create(metal_sim, cache) -> None:
 
 
 def test_a_device_deleted_behind_our_back_is_reported_gone_not_recreated(metal_sim) -> None:
-    clock = Clock()
+    clock = ManualClock()
     cache = DeviceCache(30.0, monotonic=clock)
     fleet = running_fleet(metal_sim, context(metal_sim, cache), 1)
     fleet.round(only_unready=False)

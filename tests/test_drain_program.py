@@ -19,6 +19,7 @@ import yaml
 
 from drain.__main__ import main
 from drain.kube import KubeApi, KubeError
+from tests.clocks import SleepClock
 
 API = "https://10.0.0.1:443"
 NODE = "worker-1"
@@ -151,21 +152,6 @@ def _verb_resource(method: str, path: str, query: dict[str, list[str]]) -> tuple
     return method.lower(), path
 
 
-class Clock:
-    """Monotonic time that only moves when the program sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 @pytest.fixture
 def cluster() -> Iterator[tuple[FakeCluster, KubeApi]]:
     fake = FakeCluster()
@@ -177,7 +163,7 @@ def cluster() -> Iterator[tuple[FakeCluster, KubeApi]]:
     yield fake, KubeApi(API, lambda: next(tokens), session=session)
 
 
-def run(api: KubeApi, clock: Clock, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> int:
+def run(api: KubeApi, clock: SleepClock, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> int:
     return main(
         [NODE, *args],
         env=env or {},
@@ -198,7 +184,7 @@ def test_cordons_evicts_and_succeeds(cluster: tuple[FakeCluster, KubeApi], tmp_p
         pod("kube-proxy-worker-1", "kube-system", owner="Node", annotations={"kubernetes.io/config.mirror": "abc"}),
         pod("done", "batch", owner="Job", phase="Succeeded"),
     ]
-    clock = Clock()
+    clock = SleepClock()
     assert run(api, clock, tmp_path) == 0
     assert fake.patches == [("application/merge-patch+json", {"spec": {"unschedulable": True}})]
     assert sorted(fake.evictions) == ["apps/web-1", "data/db-0", "default/bare"]
@@ -211,7 +197,7 @@ def test_pdb_refusals_are_retried_until_allowed(cluster: tuple[FakeCluster, Kube
     fake, api = cluster
     fake.pods = [pod("web-1"), pod("web-2")]
     fake.refusals = {"apps/web-2": 3}
-    clock = Clock()
+    clock = SleepClock()
     assert run(api, clock, tmp_path, "--retry-interval", "5") == 0
     assert fake.evictions == ["apps/web-1", "apps/web-2"]
     assert fake.calls.count(("create", "pods/eviction")) == 5  # web-1 once, web-2 refused three times then allowed
@@ -225,7 +211,7 @@ def test_pdb_that_never_allows_fails_at_the_deadline(
     fake, api = cluster
     fake.pods = [pod("web-1")]
     fake.refusals = {"apps/web-1": 10_000}
-    clock = Clock()
+    clock = SleepClock()
     assert run(api, clock, tmp_path, "--timeout", "60", "--retry-interval", "5") == 1
     assert 59 <= sum(clock.sleeps) <= 60
     message = (tmp_path / "termination-log").read_text()
@@ -238,7 +224,7 @@ def test_waits_for_evicted_pods_to_be_gone(cluster: tuple[FakeCluster, KubeApi],
     fake, api = cluster
     fake.pods = [pod("web-1")]
     fake.linger = 3
-    clock = Clock()
+    clock = SleepClock()
     assert run(api, clock, tmp_path) == 0
     assert fake.evictions == ["apps/web-1"]  # asked once; the terminating pod is waited for, not evicted again
     assert fake.pods == []
@@ -249,7 +235,7 @@ def test_terminating_pod_that_never_goes_fails_the_drain(cluster: tuple[FakeClus
     fake, api = cluster
     fake.pods = [pod("web-1")]
     fake.linger = 10_000
-    assert run(api, Clock(), tmp_path, "--timeout", "30") == 1
+    assert run(api, SleepClock(), tmp_path, "--timeout", "30") == 1
     assert "apps/web-1 (terminating)" in (tmp_path / "termination-log").read_text()
 
 
@@ -257,7 +243,7 @@ def test_deadline_in_the_past_tries_once_then_fails(cluster: tuple[FakeCluster, 
     fake, api = cluster
     fake.pods = [pod("web-1")]
     fake.refusals = {"apps/web-1": 1}
-    clock = Clock()
+    clock = SleepClock()
     assert run(api, clock, tmp_path, "--deadline", "2000-01-01T00:00:00Z") == 1
     assert fake.patches and fake.calls.count(("create", "pods/eviction")) == 1
     assert clock.sleeps == []
@@ -267,7 +253,7 @@ def test_forbidden_eviction_fails_at_once(cluster: tuple[FakeCluster, KubeApi], 
     fake, api = cluster
     fake.pods = [pod("web-1")]
     fake.evict_status = 403
-    clock = Clock()
+    clock = SleepClock()
     assert run(api, clock, tmp_path) == 1
     assert clock.sleeps == []
     assert "HTTP 403" in (tmp_path / "termination-log").read_text()
@@ -277,7 +263,7 @@ def test_server_errors_are_retried(cluster: tuple[FakeCluster, KubeApi], tmp_pat
     fake, api = cluster
     fake.pods = [pod("web-1")]
     fake.list_failures = 2
-    clock = Clock()
+    clock = SleepClock()
     assert run(api, clock, tmp_path) == 0
     assert fake.evictions == ["apps/web-1"]
     assert len(clock.sleeps) == 3  # two failed lists, then one wait for the evicted pod to go
@@ -286,7 +272,7 @@ def test_server_errors_are_retried(cluster: tuple[FakeCluster, KubeApi], tmp_pat
 def test_missing_node_is_already_drained(cluster: tuple[FakeCluster, KubeApi], tmp_path: Path) -> None:
     fake, api = cluster
     fake.node = None
-    assert run(api, Clock(), tmp_path) == 0
+    assert run(api, SleepClock(), tmp_path) == 0
     assert fake.calls == [("get", "nodes")]
 
 
@@ -297,7 +283,7 @@ def test_cordoned_node_is_not_patched_again_and_pages_are_followed(
     assert fake.node is not None
     fake.node["spec"]["unschedulable"] = True
     fake.pods = [pod(f"web-{i}") for i in range(1203)]
-    assert run(api, Clock(), tmp_path) == 0
+    assert run(api, SleepClock(), tmp_path) == 0
     assert fake.patches == []
     assert len(fake.evictions) == 1203
 
@@ -306,7 +292,7 @@ def test_the_drain_pod_does_not_evict_itself(cluster: tuple[FakeCluster, KubeApi
     fake, api = cluster
     fake.pods = [pod("m-1-drain-abcde", "shoot", owner="Job"), pod("web-1")]
     env = {"POD_NAME": "m-1-drain-abcde", "POD_NAMESPACE": "shoot"}
-    assert run(api, Clock(), tmp_path, env=env) == 0
+    assert run(api, SleepClock(), tmp_path, env=env) == 0
     assert fake.evictions == ["apps/web-1"]
 
 
@@ -314,7 +300,7 @@ def test_token_is_read_for_every_request(cluster: tuple[FakeCluster, KubeApi], t
     # Projected ServiceAccount tokens are rotated during a drain that can last hours.
     fake, api = cluster
     fake.pods = [pod("web-1")]
-    assert run(api, Clock(), tmp_path) == 0
+    assert run(api, SleepClock(), tmp_path) == 0
     assert len(set(fake.tokens)) == len(fake.tokens) > 1
     assert all(t.startswith("Bearer token-") for t in fake.tokens)
 
@@ -379,7 +365,7 @@ def test_cluster_role_grants_exactly_what_the_program_uses(
     fake, api = cluster
     fake.pods = [pod("web-1"), pod("fluentd", "kube-system", owner="DaemonSet")]
     fake.refusals = {"apps/web-1": 1}
-    assert run(api, Clock(), tmp_path) == 0
+    assert run(api, SleepClock(), tmp_path) == 0
     used = set(fake.calls)
     role = next(d for d in _manifests() if d["kind"] == "ClusterRole")
     granted = set()

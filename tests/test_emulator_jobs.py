@@ -4,18 +4,12 @@ from __future__ import annotations
 
 from emulator.jobs import JobRunner
 from emulator.store import Store
+from tests.clocks import ManualClock
 
 
 def job(name: str) -> dict:
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "namespace": "default"},
             "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "x"}]}}}}
-
-
-class Clock:
-    now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def conditions(store: Store, name: str) -> dict[str, str]:
@@ -24,7 +18,7 @@ def conditions(store: Store, name: str) -> dict[str, str]:
 
 
 def test_jobs_succeed_after_the_delay_or_fail_when_told() -> None:
-    store, clock = Store(), Clock()
+    store, clock = Store(), ManualClock(start=0.0)
     runner = JobRunner(store, delay=2.0, monotonic=clock)
     runner.set_outcome("bad", "failed")
     store.create(job("good"))

@@ -11,14 +11,7 @@ import pytest
 
 from emulator.nodes import NodeJoiner
 from emulator.store import Store
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clocks import ManualClock
 
 
 def ready(store: Store, name: str) -> str | None:
@@ -34,7 +27,7 @@ def sim(metal_sim: Any) -> Any:
 
 
 def test_active_device_joins_not_ready_then_ready(sim: Any) -> None:
-    store, clock = Store(), Clock()
+    store, clock = Store(), ManualClock(start=100.0)
     device = sim.sim.add_device(sim.project, hostname="worker-1", metro="ny", plan="c3.small.x86", state="active")
     joiner = NodeJoiner(store, sim.base_url, ready_delay=5.0, monotonic=clock)
     joiner.tick()

@@ -19,6 +19,7 @@ from hooks import machineclass, tags
 from hooks.config import Settings
 from hooks.context import BadRequest, HookContext
 from hooks.metal import MetalClient
+from tests.clocks import ManualClock
 from tests.conftest import MetalSim
 
 FIXTURES = Path(__file__).parent / "fixtures" / "machineclass"
@@ -111,19 +112,11 @@ def test_malformed_requests_are_bad_requests(body: dict[str, Any], message: str)
 # ------------------------------------------------------------------------------------------- orphan collection
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.value = 1000.0
-
-    def __call__(self) -> float:
-        return self.value
-
-
 @pytest.fixture
 def world(metal_sim_factory: Callable[..., MetalSim]) -> dict[str, Any]:
     """A project with: an old orphan of ours, a fresh orphan, a foreign device, another cluster's orphan, and
     devices that belong to existing Machines (by UID tag, and by recorded device id)."""
-    clock = Clock()
+    clock = ManualClock()
     sim = metal_sim_factory(clock=clock)
     project = sim.project
 
@@ -138,7 +131,7 @@ def world(metal_sim_factory: Callable[..., MetalSim]) -> dict[str, Any]:
         "other_class_machine": ours(POOL_B_UID),  # its Machine uses another class: still not an orphan
         "recorded": ours("dead0000-0000-4000-8000-000000000003"),
     }
-    clock.value += 30 * 60  # the devices above are now 30 minutes old
+    clock.advance(30 * 60)  # the devices above are now 30 minutes old
     devices["fresh_orphan"] = ours("dead0000-0000-4000-8000-000000000004")
     created = datetime.fromisoformat(devices["fresh_orphan"]["created_at"].replace("Z", "+00:00"))
     body = request()

@@ -26,6 +26,7 @@ from hooks.exceptions import (
 )
 from hooks.metal import ApiCall, DeviceCreate, MetalClient, RateLimit
 from hooks.redact import redact
+from tests.clocks import SleepClock
 
 BASE = "http://metal.test/metal/v1"
 PROJECT = "4f2b3c1e-0d4a-4b8e-9a51-2f6c0e7d9a10"
@@ -35,24 +36,9 @@ USERDATA = "#cloud-config\nwrite_files:\n- content: bootstrap-token-abcdef012345
 API = {"Content-Type": "application/json", "X-Request-Id": "req-123"}
 
 
-class FakeClock:
-    """monotonic() and sleep() that only move when the client sleeps, so retries take no real time."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> SleepClock:
+    return SleepClock(start=100.0)
 
 
 @pytest.fixture
@@ -61,7 +47,7 @@ def calls() -> list[ApiCall]:
 
 
 @pytest.fixture
-def client(clock: FakeClock, calls: list[ApiCall]) -> MetalClient:
+def client(clock: SleepClock, calls: list[ApiCall]) -> MetalClient:
     return MetalClient(
         TOKEN,
         base_url=BASE + "/",

@@ -38,6 +38,7 @@ from hooks.app import create_app
 from hooks.config import Settings
 from hooks.context import HookContext
 from hooks.metal import MetalClient
+from tests.clocks import ManualClock
 from tests.conftest import MetalSim
 from tests.json_paths import json_paths
 from tests.machine_support import (
@@ -174,16 +175,6 @@ FAULT_MIXES: list[dict[str, float]] = [
 ]
 
 
-class SimClock:
-    """The simulator's monotonic clock, moved only by the test."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @dataclass
 class Model:
     """Metacontroller's side: each Machine's stored object, whether its deletion was requested, what was deleted."""
@@ -243,7 +234,7 @@ STEP = st.one_of(
 class Run:
     """One interleaving: the simulator, the hooks' context and the invariants checked after every call."""
 
-    def __init__(self, metal_sim: MetalSim, sim_clock: SimClock) -> None:
+    def __init__(self, metal_sim: MetalSim, sim_clock: ManualClock) -> None:
         self.metal_sim = metal_sim
         self.sim = metal_sim.sim
         self.sim_clock = sim_clock
@@ -389,7 +380,7 @@ class Run:
 def test_interleavings_never_duplicate_leak_or_touch_foreign_devices(
     metal_sim_factory: Callable[..., MetalSim], faults: tuple[int, int] | None, steps: list[tuple]
 ) -> None:
-    sim_clock = SimClock()
+    sim_clock = ManualClock()
     metal_sim = metal_sim_factory(clock=sim_clock, provision_seconds=20.0, deprovision_seconds=10.0)
     try:
         run = Run(metal_sim, sim_clock)
@@ -408,7 +399,7 @@ def test_a_lost_create_then_a_dropped_status_still_yields_one_device(
     metal_sim_factory: Callable[..., MetalSim],
 ) -> None:
     """The worst ordinary case spelled out: the create answer is lost and the status write conflicts, twice."""
-    sim_clock = SimClock()
+    sim_clock = ManualClock()
     metal_sim = metal_sim_factory(clock=sim_clock, provision_seconds=20.0, deprovision_seconds=10.0)
     run = Run(metal_sim, sim_clock)
     run.set_faults(2, 0)  # every create's answer is lost

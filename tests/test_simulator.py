@@ -18,21 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from emulator.metal import MetalSimulator
+from tests.clocks import ManualClock
 
 ROOT = Path(__file__).resolve().parents[1]
 OTHER_PROJECT = "9d0e1f2a-3b4c-4d5e-8f6a-7b8c9d0e1f2a"
 MINIMAL = {"metro": "da", "plan": "c3.small.x86", "operating_system": "ubuntu_22_04"}
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Api:
@@ -346,7 +336,7 @@ def test_concurrent_creates_never_exceed_capacity(metal_sim_factory) -> None:
 
 
 def test_lifecycle_follows_the_clock(metal_sim_factory) -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     env = metal_sim_factory(clock=clock, provision_seconds=100, deprovision_seconds=30)
     api = Api(env)
     device = api.create().json()
@@ -489,7 +479,7 @@ def test_reservation_errors(metal_sim, api: Api) -> None:
 
 
 def test_reservation_cooldown_after_its_device_is_gone(metal_sim_factory) -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     env = metal_sim_factory(clock=clock, deprovision_seconds=10, reservation_cooldown_seconds=60)
     api = Api(env)
     reservation = env.sim.add_reservation(env.project, plan="c3.small.x86", metro="da")

@@ -21,6 +21,8 @@ from jsonschema import Draft4Validator, FormatChecker
 from referencing import Registry
 from referencing.jsonschema import DRAFT4
 
+from tests.clocks import ManualClock
+
 SCHEMAS = Path(__file__).parent / "schemas"
 SHARED_SCHEMAS = (Path(__file__).resolve().parents[2] / "shared" / "reference" / "equinix-metal" / "oas3.fetched"
                   / "components" / "schemas")
@@ -123,14 +125,6 @@ def strict_problems(instance: Any, name: str) -> list[str]:
     ]
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 5000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def api(metal_sim):
     session = requests.Session()
@@ -177,7 +171,7 @@ def test_schema_check_rejects_wrong_types_and_formats(metal_sim, api) -> None:
 
 
 def test_device_answers_through_the_whole_lifecycle_match_device_schema(metal_sim_factory) -> None:
-    clock = FakeClock()
+    clock = ManualClock(start=5000.0)
     env = metal_sim_factory(clock=clock, provision_seconds=100, deprovision_seconds=50)
     reservation = env.sim.add_reservation(env.project, plan="m3.large.x86", metro="sv")
     session = requests.Session()
