@@ -29,7 +29,8 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
     return value
 
 
-def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+def env_bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    """One spelling of on/off for every setting (also hooks/drain.py), and a typo is an error, not "off"."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -74,7 +75,7 @@ class Settings:
             creation_timeout=_float(env, "MACHINE_CREATION_TIMEOUT", 20 * 60.0, 1.0),
             health_timeout=_float(env, "MACHINE_HEALTH_TIMEOUT", 10 * 60.0, 1.0),
             drain_timeout=_float(env, "MACHINE_DRAIN_TIMEOUT", 2 * 60 * 60.0, 1.0),
-            no_target_cluster=_bool(env, "NO_TARGET_CLUSTER"),
+            no_target_cluster=env_bool(env, "NO_TARGET_CLUSTER"),
             device_cache_seconds=_float(env, "METAL_DEVICE_CACHE_SECONDS", 0.0, 0.0),
             hook_auth_token=env.get("HOOK_AUTH_TOKEN", "").strip(),
             extra={k: v for k, v in env.items() if k.startswith("MMH_")},

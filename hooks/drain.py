@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from hooks import mcm
-from hooks.config import ConfigError, Settings
+from hooks.config import ConfigError, Settings, env_bool
 from hooks.timefmt import go_duration, parse_duration, parse_time
 
 # Key of Jobs in a decorator request's `children` map (v1: `attachments`); machines.yaml's rule: `batch/v1` `jobs`.
@@ -66,14 +66,10 @@ _SA_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z
 
 
 def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = (env.get(name) or "").strip().lower()
-    if not raw:
+    """config.env_bool, except that a blank value (spaces only) counts as unset here rather than as a typo."""
+    if not (env.get(name) or "").strip():
         return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name}={env.get(name)!r} is not a boolean (use true or false)")
+    return env_bool(env, name, default)
 
 
 @dataclass(frozen=True)
