@@ -805,7 +805,8 @@ def run(config: ChaosConfig, out: Callable[[str], None] = print, doc: Path | Non
     if doc is not None:
         rows = [
             ("date (UTC)", datetime.now(UTC).strftime("%Y-%m-%d %H:%M")),
-            ("duration", f"{seconds:.0f} s to converge ({', '.join(f'{n} {t:.0f} s' for n, t in chaos.phase_times)}); "
+            ("duration", f"{math.ceil(seconds)} s to converge "
+                         f"({', '.join(f'{n} {t:.0f} s' for n, t in chaos.phase_times)}); "
                          f"`python -m bench.chaos --machines {config.machines} --seed {config.seed}`"),
             ("Machines created / deleted", f"{chaos.machine_events['ADDED']} / {chaos.machine_events['DELETED']}"),
             ("hook calls (sync / finalize)", f"{hooks['sync']} / {hooks['finalize']}"),
