@@ -327,10 +327,11 @@ class MetalSimulator:
     def state(self) -> dict[str, Any]:
         """What GET /_sim/state answers: live and deleted devices, reservations, project ids (never tokens)."""
         with self._lock:
+            every = self.devices(include_deleted=True)  # rendered once: it is the costly part at fleet sizes
             return {
                 "projects": self.projects,
-                "devices": self.devices(),
-                "deleted": [d for d in self.devices(include_deleted=True) if d["deleted"]],
+                "devices": [d for d in every if not d["deleted"]],
+                "deleted": [d for d in every if d["deleted"]],
                 "reservations": self.reservations(),
                 "faults": self._faults.as_dict(),
             }
