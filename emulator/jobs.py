@@ -4,7 +4,8 @@ Why: the Machine finalize hook declares a drain Job and waits for it to succeed 
 no kubelet to run the drain program, so this runner plays its part: each Job gets the status the Job
 controller writes once its pod has run (`succeeded: 1` plus Complete=True, or `failed` plus Failed=True), after a
 configurable delay. The outcome defaults to success (a drain of a Node with nothing left to evict); tests pick
-failures per Job name.
+failures per Job name. As the drain program's first step, the Node named by the Job's `metal-machine-hooks/node`
+annotation is cordoned (`spec.unschedulable: true`) when the pod starts, so tests can observe the order.
 
 API:
 
@@ -26,6 +27,7 @@ from emulator.store import Conflict, NotFound, Store, format_time, utc_now
 
 Obj = dict[str, Any]
 OUTCOMES = ("succeeded", "failed", "running")
+NODE_ANNOTATION = "metal-machine-hooks/node"  # hooks/drain.py names the drained Node here
 
 
 class JobRunner:
@@ -83,8 +85,11 @@ class JobRunner:
             if status.get("succeeded") or status.get("failed") or meta.get("deletionTimestamp"):
                 continue
             with self._lock:
+                started = meta["uid"] in self._seen
                 first = self._seen.setdefault(meta["uid"], now)
                 outcome = self._outcomes.get(meta["name"], self.default_outcome)
+            if not started:
+                self._cordon(str((meta.get("annotations") or {}).get(NODE_ANNOTATION) or ""))
             if outcome == "running" or now - first < self.delay:
                 if "startTime" not in status:
                     self._write(job, {"startTime": format_time(utc_now()), "active": 1})
@@ -104,6 +109,20 @@ class JobRunner:
                 ]}
             if self._write(job, {"startTime": status.get("startTime", stamp), **result}):
                 self.finished.append(meta["name"])
+
+    def _cordon(self, node_name: str) -> None:
+        for _ in range(5):  # the NodeJoiner writes Node status concurrently: retry conflicts, as kubectl would
+            node = self.store.try_get("v1", "Node", node_name) if node_name else None
+            if node is None or (node.get("spec") or {}).get("unschedulable"):
+                return
+            node.setdefault("spec", {})["unschedulable"] = True
+            try:
+                self.store.update(node)
+                return
+            except NotFound:
+                return
+            except Conflict:
+                continue
 
     def _write(self, job: Obj, status: Obj) -> bool:
         job["status"] = status
