@@ -1,7 +1,8 @@
 """Helpers for the emulator tests: a tiny hook server on an ephemeral port, test CRDs and controller builders.
 
 The hook server is deliberately not our real hook app: these tests pin down the emulator's behaviour, so the
-hooks here are canned or trivially computed answers whose effect is easy to assert.
+hooks here are canned or trivially computed answers whose effect is easy to assert. `real_cluster` is the
+exception, for end-to-end tests: our real hook app in-process, the repo's CRDs and controllers, Nodes and Jobs.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from emulator.metacontroller import Metacontroller
@@ -178,3 +181,59 @@ def running(store: Store, controllers: list[Obj], **kwargs: Any) -> Iterator[Met
 def get(store: Store, kind: str, name: str, namespace: str = "default") -> Obj | None:
     api = "v1" if kind in ("ConfigMap", "Secret", "Namespace", "Node") else API
     return store.try_get(api, kind, name, namespace)
+
+
+REPO = Path(__file__).resolve().parent.parent
+HOOK_SERVICE = "metal-machine-hooks.metal-machine-hooks"
+
+
+@dataclass
+class RealCluster:
+    """A running emulated cluster around our real hook app; `app` is the Flask app (its /metrics, its config)."""
+
+    store: Store
+    mc: Metacontroller
+    joiner: Any  # emulator.nodes.NodeJoiner
+    jobs: Any  # emulator.jobs.JobRunner
+    app: Any
+    hooks_url: str
+
+
+@contextmanager
+def real_cluster(sim_url: str, sim_base_url: str, *, settings: Any = None, controllers: list[Obj] | None = None,
+                 **mc_kwargs: Any) -> Iterator[RealCluster]:
+    """Our hook app (werkzeug, ephemeral port) under the emulator with the repo's CRDs and controllers.
+
+    `settings` defaults to the simulator's URL with a 1 s retry budget; `controllers` to metacontroller/*.yaml
+    (tests may lower a resync period first); other keywords go to Metacontroller. Nodes join as devices turn
+    active and drain Jobs succeed at once (both polled every 20 ms). Everything is stopped afterwards.
+    """
+    from werkzeug.serving import make_server
+
+    from emulator.jobs import JobRunner
+    from emulator.metacontroller import load_controllers
+    from emulator.nodes import NodeJoiner
+    from hooks.app import create_app
+    from hooks.config import Settings
+
+    app = create_app(settings or Settings(metal_api_url=sim_url, retry_budget=1.0))
+    http = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    hooks_url = f"http://127.0.0.1:{http.server_port}"
+    store = Store()
+    store.load_yaml(sorted(p for p in (REPO / "kubernetes" / "crds").glob("*.yaml") if p.name != "kustomization.yaml"))
+    mc_kwargs.setdefault("backoff_cap", 0.5)
+    mc = Metacontroller(store, controllers if controllers is not None else load_controllers(REPO / "metacontroller"),
+                        service_urls={HOOK_SERVICE: hooks_url}, **mc_kwargs)
+    joiner = NodeJoiner(store, sim_base_url, poll_interval=0.02)
+    jobs = JobRunner(store, poll_interval=0.02)
+    mc.start()
+    joiner.start()
+    jobs.start()
+    try:
+        yield RealCluster(store, mc, joiner, jobs, app, hooks_url)
+    finally:
+        jobs.stop()
+        joiner.stop()
+        mc.stop()
+        http.shutdown()
