@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from emulator.poller import Poller
 from emulator.store import Conflict, NotFound, Store, format_time, utc_now
 
 Obj = dict[str, Any]
@@ -30,7 +31,9 @@ OUTCOMES = ("succeeded", "failed", "running")
 NODE_ANNOTATION = "metal-machine-hooks/node"  # hooks/drain.py names the drained Node here
 
 
-class JobRunner:
+class JobRunner(Poller):
+    thread_name = "job-runner"
+
     def __init__(
         self,
         store: Store,
@@ -42,16 +45,14 @@ class JobRunner:
     ) -> None:
         if default_outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {OUTCOMES}")
+        super().__init__(poll_interval)
         self.store = store
         self.delay = delay
-        self.poll_interval = poll_interval
         self.default_outcome = default_outcome
         self._now = monotonic
         self._outcomes: dict[str, str] = {}
         self._seen: dict[str, float] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.finished: list[str] = []
 
     def set_outcome(self, name: str, outcome: str) -> None:
@@ -59,23 +60,6 @@ class JobRunner:
             raise ValueError(f"outcome must be one of {OUTCOMES}")
         with self._lock:
             self._outcomes[name] = outcome
-
-    def start(self) -> JobRunner:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="job-runner", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=10)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.tick()
-            self._stop.wait(self.poll_interval)
 
     def tick(self) -> None:
         now = self._now()

@@ -32,6 +32,7 @@ from typing import Any
 
 import requests
 
+from emulator.poller import Poller
 from emulator.store import Conflict, NotFound, Store, format_time, utc_now
 
 Obj = dict[str, Any]
@@ -45,7 +46,9 @@ def provider_id(device: Obj) -> str:
     return f"{PROVIDER_PREFIX}{code or ''}/{device['id']}"
 
 
-class NodeJoiner:
+class NodeJoiner(Poller):
+    thread_name = "node-joiner"
+
     def __init__(
         self,
         store: Store,
@@ -56,18 +59,16 @@ class NodeJoiner:
         monotonic: Callable[[], float] = time.monotonic,
         session: requests.Session | None = None,
     ) -> None:
+        super().__init__(poll_interval)
         self.store = store
         self.sim_base_url = sim_base_url.rstrip("/")
         self.ready_delay = ready_delay
-        self.poll_interval = poll_interval
         self._now = monotonic
         self._session = session or requests.Session()
         self._joined_at: dict[str, float] = {}
         self._pinned: dict[str, str] = {}
         self._removed: set[str] = set()
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.errors: list[str] = []
 
     # ------------------------------------------------------------ knobs
@@ -95,25 +96,11 @@ class NodeJoiner:
 
     # ------------------------------------------------------------ loop
 
-    def start(self) -> NodeJoiner:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="node-joiner", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=10)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.tick()
-            except (requests.RequestException, ValueError) as exc:
-                self.errors.append(str(exc))
-            self._stop.wait(self.poll_interval)
+    def _poll(self) -> None:
+        try:
+            self.tick()
+        except (requests.RequestException, ValueError) as exc:  # the simulator restarting: try again next round
+            self.errors.append(str(exc))
 
     def devices(self) -> list[Obj]:
         response = self._session.get(f"{self.sim_base_url}/_sim/state", timeout=5)
