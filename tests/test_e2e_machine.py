@@ -11,7 +11,6 @@ Machines and devices with it. The flows also hold with the emulator dropping sta
 from __future__ import annotations
 
 import base64
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
-from emulator.jobs import JobRunner
-from emulator.metacontroller import Metacontroller, load_controllers
-from emulator.nodes import NodeJoiner
+from emulator.metacontroller import Metacontroller
 from emulator.store import Store
+from tests.emulator_support import real_cluster
 
 REPO = Path(__file__).resolve().parent.parent
 CRDS = REPO / "kubernetes" / "crds"
@@ -53,36 +51,9 @@ def _example_token() -> str:
 
 @pytest.fixture
 def cluster(metal_sim_factory: Callable[..., Any]) -> Iterator[Obj]:
-    from werkzeug.serving import make_server
-
-    from hooks.app import create_app
-    from hooks.config import Settings
-
     sim = metal_sim_factory(tokens={_example_token(): [_example_project()]})
-    app = create_app(Settings(metal_api_url=sim.url, retry_budget=1.0))
-    http = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    store = Store()
-    store.load_yaml(sorted(p for p in CRDS.glob("*.yaml") if p.name != "kustomization.yaml"))
-    mc = Metacontroller(
-        store,
-        load_controllers(CONTROLLERS),
-        service_urls={"metal-machine-hooks.metal-machine-hooks": f"http://127.0.0.1:{http.server_port}"},
-        backoff_cap=0.5,
-    )
-    joiner = NodeJoiner(store, sim.base_url, poll_interval=0.02)
-    jobs = JobRunner(store, poll_interval=0.02)
-    mc.start()
-    joiner.start()
-    jobs.start()
-    try:
-        yield {"sim": sim, "store": store, "mc": mc, "joiner": joiner, "jobs": jobs}
-    finally:
-        jobs.stop()
-        joiner.stop()
-        mc.stop()
-        http.shutdown()
+    with real_cluster(sim.url, sim.base_url) as running:
+        yield {"sim": sim, "store": running.store, "mc": running.mc, "joiner": running.joiner, "jobs": running.jobs}
 
 
 def _machine(store: Store, name: str = "eqx-test-machine") -> Obj | None:

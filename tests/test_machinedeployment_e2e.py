@@ -10,7 +10,6 @@ class and every old device gone.
 from __future__ import annotations
 
 import copy
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,38 +37,13 @@ def _docs(path: Path) -> list[Obj]:
 
 @pytest.fixture
 def cluster(metal_sim_factory: Callable[..., Any]) -> Iterator[Obj]:
-    from werkzeug.serving import make_server
-
-    from emulator.jobs import JobRunner
-    from emulator.metacontroller import Metacontroller, load_controllers
-    from emulator.nodes import NodeJoiner
-    from emulator.store import Store
-    from hooks.app import create_app
-    from hooks.config import Settings
+    from tests.emulator_support import real_cluster
 
     machine_class = next(d for d in _docs(EXAMPLES / "machine-class.yaml") if d.get("kind") == "MachineClass")
     token = yaml.safe_load((EXAMPLES / "secret.yaml").read_text())["stringData"]["apiToken"]
     sim = metal_sim_factory(tokens={token: [machine_class["providerSpec"]["projectID"]]})
-    app = create_app(Settings(metal_api_url=sim.url, retry_budget=1.0))
-    http = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    store = Store()
-    store.load_yaml(sorted(p for p in CRDS.glob("*.yaml") if p.name != "kustomization.yaml"))
-    mc = Metacontroller(store, load_controllers(CONTROLLERS),
-                        service_urls={"metal-machine-hooks.metal-machine-hooks": f"http://127.0.0.1:{http.server_port}"},
-                        backoff_cap=0.5)
-    workers = [NodeJoiner(store, sim.base_url, poll_interval=0.02), JobRunner(store, poll_interval=0.02)]
-    mc.start()
-    for worker in workers:
-        worker.start()
-    try:
-        yield {"sim": sim.sim, "store": store, "mc": mc, "class": machine_class}
-    finally:
-        for worker in workers:
-            worker.stop()
-        mc.stop()
-        http.shutdown()
+    with real_cluster(sim.url, sim.base_url) as running:
+        yield {"sim": sim.sim, "store": running.store, "mc": running.mc, "class": machine_class}
 
 
 def test_rolling_update_to_a_new_class(cluster: Obj) -> None:
