@@ -37,6 +37,7 @@ from tests.machine_support import (
     SECRET_ID,
     UID_TAG,
     Clock,
+    decorated,
     finalize_request,
     load,
     machine_class,
@@ -135,7 +136,7 @@ def finalize(change: Callable[[dict], Any] = lambda body: None) -> Build:
     def build(_api: Api) -> Call:
         body = finalize_request()
         # Metacontroller already stored the drain outcome (no Node: nothing to drain), so this call deletes.
-        machine_of(body)["status"] = {"currentStatus": {"phase": "Terminating"}, "lastOperation": {
+        decorated(body)["status"] = {"currentStatus": {"phase": "Terminating"}, "lastOperation": {
             "description": f"Skipping drain as nodeName is not a valid one for machine. {INITIATE_VM_DELETION}",
             "state": "Processing", "type": "Delete"}}
         change(body)
@@ -162,12 +163,8 @@ def api(setup: Callable[[Api], None], then: Build | None = None) -> Build:
     return build
 
 
-def machine_of(body: dict[str, Any]) -> dict[str, Any]:
-    """The Machine in a sync/finalize request: `parent` (v2 wire name) or `object` (v1 name)."""
-    return body["parent"] if "parent" in body else body["object"]
-
 def running(body: dict) -> None:
-    machine_of(body)["status"] = {"currentStatus": {"phase": "Running", "lastUpdateTime": "2026-11-25T10:05:00Z"}}
+    decorated(body)["status"] = {"currentStatus": {"phase": "Running", "lastUpdateTime": "2026-11-25T10:05:00Z"}}
 
 
 def attachments_key(body: dict[str, Any]) -> str:
@@ -175,7 +172,7 @@ def attachments_key(body: dict[str, Any]) -> str:
 
 
 def recorded(body: dict) -> None:
-    machine_of(body)["metadata"]["annotations"] = {"metal-machine-hooks/device-id": DEVICE_ID}
+    decorated(body)["metadata"]["annotations"] = {"metal-machine-hooks/device-id": DEVICE_ID}
 
 
 def spec_set(key: str, value: Any) -> Callable[[dict], None]:
@@ -206,11 +203,11 @@ def secret_raw(key: str, value: str) -> Callable[[dict], None]:
 
 
 def machine_meta(key: str, value: Any) -> Callable[[dict], None]:
-    return lambda body: machine_of(body)["metadata"].__setitem__(key, value)
+    return lambda body: decorated(body)["metadata"].__setitem__(key, value)
 
 
 def machine_spec(key: str, value: Any) -> Callable[[dict], None]:
-    return lambda body: machine_of(body)["spec"].__setitem__(key, value)
+    return lambda body: decorated(body)["spec"].__setitem__(key, value)
 
 
 def v1_keys(kind: str, key: str) -> Callable[[dict], None]:
@@ -230,7 +227,7 @@ def both(*changes: Callable[[dict], Any]) -> Callable[[dict], None]:
 
 
 def huge_annotation(size: int) -> Callable[[dict], None]:
-    return lambda body: machine_of(body)["metadata"].__setitem__("annotations", {"note": "x" * size})
+    return lambda body: decorated(body)["metadata"].__setitem__("annotations", {"note": "x" * size})
 
 
 TOO_LARGE = hook_app.MAX_BODY_BYTES + 1
@@ -304,9 +301,9 @@ ROWS: list[Row] = [
     Row("class-missing", "the class does not exist", sync(lambda b: b["related"][CLASS_KEY].clear()), 200,
         f'spec.class.name: Not found: MachineClass "{CLASS_ID}" does not exist', "description"),
     Row("class-kind-wrong", "spec.class names another kind",
-        sync(lambda b: machine_of(b)["spec"]["class"].__setitem__("kind", "AWSMachineClass")), 200,
+        sync(lambda b: decorated(b)["spec"]["class"].__setitem__("kind", "AWSMachineClass")), 200,
         'spec.class.kind: Unsupported value: "AWSMachineClass"', "description"),
-    Row("class-ref-missing", "spec.class is absent", sync(lambda b: machine_of(b)["spec"].pop("class")), 200,
+    Row("class-ref-missing", "spec.class is absent", sync(lambda b: decorated(b)["spec"].pop("class")), 200,
         "spec.class.name: Required value: Name is required", "description"),
     # -- credentials Secrets ------------------------------------------------------------------------------------------
     Row("secret-not-visible", "the Secret lacks the label, so Metacontroller does not send it",
@@ -400,11 +397,11 @@ ROWS: list[Row] = [
     Row("body-metadata-list", "metadata is a list",
         body_is("/machine/finalize", {"object": {**MINIMAL_MACHINE, "metadata": []}}), 400,
         "'object.metadata' must be an object", "error"),
-    Row("body-uid-missing", "metadata has no uid", sync(lambda b: machine_of(b)["metadata"].pop("uid")), 400,
+    Row("body-uid-missing", "metadata has no uid", sync(lambda b: decorated(b)["metadata"].pop("uid")), 400,
         "metadata.uid' must be a non-empty string", "error"),
     Row("body-labels-list", "labels is a list", sync(machine_meta("labels", ["a"])), 400,
         "metadata.labels' must be an object", "error"),
-    Row("body-status-string", "status is a string", sync(lambda b: machine_of(b).__setitem__("status", "Running")),
+    Row("body-status-string", "status is a string", sync(lambda b: decorated(b).__setitem__("status", "Running")),
         400, ".status' must be an object", "error"),
     Row("body-related-list", "related is a list", sync(lambda b: b.__setitem__("related", [])), 400,
         "'related' must map 'Kind.group/version' to objects keyed by 'namespace/name'", "error"),

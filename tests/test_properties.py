@@ -46,6 +46,7 @@ from tests.machine_support import (
     Clock,
     FakeMetal,
     apply,
+    decorated,
     finalize_request,
     provider_spec,
     set_secret_value,
@@ -184,17 +185,13 @@ class Model:
     finalized: set[str] = field(default_factory=set)
 
 
-def machine_of(body: dict[str, Any]) -> dict[str, Any]:
-    """The Machine in a sync/finalize request: `parent` (v2 wire name) or `object` (v1 name)."""
-    return body["parent"] if "parent" in body else body["object"]
-
 def ownership(uid: str) -> list[str]:
     return tags.ownership_tags(uid)
 
 
 def _request(name: str, uid: str, metal_sim: MetalSim) -> dict[str, Any]:
     body = sync_request()
-    meta = machine_of(body)["metadata"]
+    meta = decorated(body)["metadata"]
     meta.update(name=name, uid=uid)
     provider_spec(body)["projectID"] = metal_sim.project
     provider_spec(body)["metro"] = "da"
@@ -330,7 +327,7 @@ class Run:
 
     def point_at_foreign(self, name: str, which: int) -> None:
         """A user copies another device's id onto the Machine."""
-        meta = machine_of(self.model.bodies[name])["metadata"]
+        meta = decorated(self.model.bodies[name])["metadata"]
         meta.setdefault("annotations", {})[machine.DEVICE_ID_ANNOTATION] = self.foreign[which]
 
     def device_gone(self, name: str) -> None:
@@ -364,7 +361,7 @@ class Run:
             if self.model.finalized == set(MACHINES):
                 break
             self.tick(15)
-        assert self.model.finalized == set(MACHINES), {n: machine_of(self.model.bodies[n]).get("status")
+        assert self.model.finalized == set(MACHINES), {n: decorated(self.model.bodies[n]).get("status")
                                                        for n in set(MACHINES) - self.model.finalized}
         for name in MACHINES:
             assert self.remaining(name) == []
@@ -409,6 +406,6 @@ def test_a_lost_create_then_a_dropped_status_still_yields_one_device(
     run.tick(30)
     run.sync("worker-a-7f9c2", True)
     assert len(run.live("worker-a-7f9c2")) == 1 and run.created() == 1
-    status = machine_of(run.model.bodies["worker-a-7f9c2"])["status"]
+    status = decorated(run.model.bodies["worker-a-7f9c2"])["status"]
     assert status["currentStatus"]["phase"] == "Available"
     run.delete_everything()

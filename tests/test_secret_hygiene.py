@@ -31,6 +31,7 @@ from tests.machine_support import (
     NAME,
     Clock,
     apply,
+    decorated,
     finalize_request,
     node,
     provider_spec,
@@ -109,10 +110,6 @@ class Recorder:
 
         return lambda token: Recording(build(token))
 
-
-def machine_of(body: dict[str, Any]) -> dict[str, Any]:
-    """The Machine in a sync/finalize request: `parent` (v2 wire name) or `object` (v1 name)."""
-    return body["parent"] if "parent" in body else body["object"]
 
 def _request(metal_sim: MetalSim) -> dict[str, Any]:
     body = sync_request()
@@ -223,7 +220,7 @@ def test_error_answers_that_quote_secrets_leak_nothing(
         assert answer["status"]["lastOperation"]["state"] == "Failed"
         assert recorder.errors, "the chatty API's error never reached the client"
         body = with_node(finalize_request(apply(body, answer)), None)
-        annotations = machine_of(body)["metadata"]["annotations"]
+        annotations = decorated(body)["metadata"]["annotations"]
         annotations["metal-machine-hooks/device-id"] = "9c1d2e3f-4a5b-4c6d-8e7f-0a1b2c3d4e5f"  # a GET goes out too
         for _ in range(2):  # the drain outcome, then the device step against the same chatty API
             body = apply(body, _post(client, recorder, "/machine/finalize", body))
