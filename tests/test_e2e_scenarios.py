@@ -159,9 +159,9 @@ def test_machine_deployment_lifecycle_as_in_mcm_integration_tests(metal_factory:
         store.load_yaml([EXAMPLES / "secret.yaml", EXAMPLES / "machine-class.yaml"])
         store.create(_example_deployment(0))
 
-        sets = mc.wait_for(lambda s: s.list(MACHINE_API, "MachineSet", NS), timeout=20,
+        sets = mc.wait_for(lambda s: s.list(MACHINE_API, "MachineSet", NS), timeout=60,
                            message="a MachineSet for a deployment of 0 replicas")
-        mc.wait_idle(timeout=20)
+        mc.wait_idle(timeout=60)
         assert len(store.list(MACHINE_API, "MachineSet", NS)) == 1, sets
         assert _machines(store) == [] and sim.devices() == []
 
@@ -173,7 +173,7 @@ def test_machine_deployment_lifecycle_as_in_mcm_integration_tests(metal_factory:
 
         mc.wait_for(lambda s: _md_status(s).get("availableReplicas") == 1
                     and conditions(s) == sorted((k, *v) for k, v in two.items()),
-                    timeout=30, message=f"1 available replica and exactly the conditions {two}")
+                    timeout=60, message=f"1 available replica and exactly the conditions {two}")
 
         _edit_deployment(store, replicas=6)
 
@@ -184,12 +184,12 @@ def test_machine_deployment_lifecycle_as_in_mcm_integration_tests(metal_factory:
                     message="6 Running Machines and 6 Ready Nodes")
         nodes = {m["metadata"]["labels"]["node"] for m in _machines(store)}
         assert nodes == set(_ready_nodes(store)) and len(sim.devices()) == 6
-        mc.wait_for(lambda s: _md_status(s).get("availableReplicas") == 6, timeout=30, message="6 available")
+        mc.wait_for(lambda s: _md_status(s).get("availableReplicas") == 6, timeout=60, message="6 available")
 
         _edit_deployment(store, replicas=2)
         mc.wait_for(lambda s: len(_machines(s)) == 2 and len(sim.devices()) == 2
                     and _md_status(s).get("replicas") == 2 and _md_status(s).get("availableReplicas") == 2,
-                    timeout=30, message="scaled down to 2 Machines and 2 devices")
+                    timeout=60, message="scaled down to 2 Machines and 2 devices")
 
         second_plan = _example_class("eqx-mc-v2")["providerSpec"]["machineType"]
         _edit_deployment(store, replicas=4, class_name="eqx-mc-v2")
@@ -202,13 +202,13 @@ def test_machine_deployment_lifecycle_as_in_mcm_integration_tests(metal_factory:
 
         mc.wait_for(rolled_out, timeout=60, message="4 updated and available Machines of eqx-mc-v2")
         mc.wait_for(lambda s: len(sim.devices()) == 4 and all(d["state"] == "active" for d in sim.devices()),
-                    timeout=30, message="the old class's devices deleted")
+                    timeout=60, message="the old class's devices deleted")
         assert {d["plan"]["slug"] for d in sim.devices()} == {second_plan}
 
         store.delete(MACHINE_API, "MachineDeployment", DEPLOYMENT, NS)
         mc.wait_for(lambda s: not _machines(s) and not s.list(MACHINE_API, "MachineSet", NS)
                     and s.try_get(MACHINE_API, "MachineDeployment", DEPLOYMENT, NS) is None,
-                    timeout=40, message="no Machine, MachineSet or MachineDeployment left")
+                    timeout=60, message="no Machine, MachineSet or MachineDeployment left")
         assert [d for d in sim.devices() if MANAGED in d["tags"]] == []
         assert len(sim.devices(include_deleted=True)) >= 6
 
@@ -255,14 +255,14 @@ def test_machine_class_collects_only_old_orphans_of_its_cluster(metal_factory: C
                     for c in s.list(MACHINE_API, "MachineClass", NS)
                     if machineclass.ORPHANS_ANNOTATION in (c["metadata"].get("annotations") or {})}
 
-        mc.wait_for(lambda s: orphan["id"] not in live_ids() and reported(s), timeout=20,
+        mc.wait_for(lambda s: orphan["id"] not in live_ids() and reported(s), timeout=60,
                     message="the old orphan collected and reported on a class")
         assert list(reported(store).values()) == ["1"]
         mc.wait_for(lambda s: _phase(s.get(MACHINE_API, "Machine", "eqx-test-machine", NS)) == "Running",
-                    timeout=30, message="the class's own Machine Running")
+                    timeout=60, message="the class's own Machine Running")
         scans_before = len(mc.hook_calls(controller="metal-machineclasses", hook="sync"))
         mc.wait_for(lambda s: len(mc.hook_calls(controller="metal-machineclasses", hook="sync")) >= scans_before + 2,
-                    timeout=20, message="two more periodic class syncs")
+                    timeout=60, message="two more periodic class syncs")
 
         survivors = {foreign["id"], other_cluster["id"], fresh["id"]}
         assert survivors <= live_ids()
@@ -317,21 +317,21 @@ def test_scale_down_cordons_drains_then_deletes_the_device_then_the_machine(
         deployment["spec"]["minReadySeconds"] = 0
         store.create(deployment)
         mc.wait_for(lambda s: _md_status(s).get("availableReplicas") == 2 and len(_ready_nodes(s)) == 2,
-                    timeout=30, message="2 available Machines with Ready Nodes")
+                    timeout=60, message="2 available Machines with Ready Nodes")
         before = {m["metadata"]["name"]: m for m in _machines(store)}
         devices = {d["hostname"]: d for d in sim.devices()}
         assert set(devices) == {m["metadata"]["labels"]["node"] for m in before.values()}
         assert metal.deletes() == [] and not [e for e in seen if e[1] == "cordon"]
 
         _edit_deployment(store, replicas=1)
-        mc.wait_for(lambda s: len(_machines(s)) == 1 and any(e[1] == "machine-gone" for e in seen), timeout=30,
+        mc.wait_for(lambda s: len(_machines(s)) == 1 and any(e[1] == "machine-gone" for e in seen), timeout=60,
                     message="one Machine left")
         survivor = _machines(store)[0]
         victim_name = next(n for n in before if n != survivor["metadata"]["name"])
         victim_node = before[victim_name]["metadata"]["labels"]["node"]
         survivor_node = survivor["metadata"]["labels"]["node"]
         victim_device, survivor_device = devices[victim_node]["id"], devices[survivor_node]["id"]
-        mc.wait_for(lambda s: s.try_get("v1", "Node", victim_node) is None, timeout=20,
+        mc.wait_for(lambda s: s.try_get("v1", "Node", victim_node) is None, timeout=60,
                     message="the victim's Node gone with its device")
 
         with lock:
@@ -410,12 +410,12 @@ def test_canary_credentials_never_leave_the_secret(metal_factory: Callable[..., 
         def machine(s: Store) -> Obj | None:
             return s.try_get(MACHINE_API, "Machine", "eqx-test-machine", NS)
 
-        mc.wait_for(lambda s: _phase(machine(s) or {}) == "Running", timeout=30, message="Machine Running")
+        mc.wait_for(lambda s: _phase(machine(s) or {}) == "Running", timeout=60, message="Machine Running")
         devices = sim.devices()
         assert len(devices) == 1 and devices[0]["userdata"] == CANARY_USERDATA  # the canary really was used
         during = [o for o in store.snapshot() if o.get("kind") != "Secret"]
         store.delete(MACHINE_API, "Machine", "eqx-test-machine", NS)
-        mc.wait_for(lambda s: machine(s) is None, timeout=30, message="Machine gone")
+        mc.wait_for(lambda s: machine(s) is None, timeout=60, message="Machine gone")
         assert sim.devices() == []
         metrics_text = requests.get(f"{cluster.hooks_url}/metrics", timeout=5).text
         final = [o for o in store.snapshot() if o.get("kind") != "Secret"]
