@@ -193,23 +193,6 @@ class ChaosNodeJoiner(NodeJoiner):
 # ---------------------------------------------------------------------------------------- the emulator
 
 
-class CountingMetacontroller(Metacontroller):
-    """The Metacontroller emulator, counting the status conflicts it injects."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.injected_conflicts = 0
-        self._count_lock = threading.Lock()
-
-    def maybe_conflict(self, runtime: Any, key: Any) -> None:
-        try:
-            super().maybe_conflict(runtime, key)
-        except Conflict:
-            with self._count_lock:
-                self.injected_conflicts += 1
-            raise
-
-
 # ----------------------------------------------------------------------------------------- the hook server
 
 
@@ -478,7 +461,7 @@ class Run:
         self.hooks = HookServer(self.sim_server.url, self.workdir)
         self.store = Store()
         self.store.load_yaml(sorted(p for p in CRDS.glob("*.yaml") if p.name != "kustomization.yaml"))
-        self.mc = CountingMetacontroller(
+        self.mc = Metacontroller(
             self.store, load_controllers(CONTROLLERS), service_urls={SERVICE: self.hooks.url},
             workers=config.mc_workers, backoff_cap=config.backoff_cap, conflict_rate=config.conflict_rate,
             seed=config.seed,

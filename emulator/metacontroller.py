@@ -968,6 +968,7 @@ class Metacontroller:
         self.cache_flush_interval = cache_flush_interval
         self.clock = clock
         self.events: list[Obj] = []
+        self.injected_conflicts = 0  # status writes answered with an injected Conflict (conflict_rate)
         self.hook_client = HookClient(service_urls=service_urls, secret_reader=self._read_secret)
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
@@ -1094,6 +1095,8 @@ class Metacontroller:
         """
         with self._rng_lock:
             hit = self.conflict_rate > 0 and self._rng.random() < self.conflict_rate
+            if hit:
+                self.injected_conflicts += 1
         if hit:
             runtime.queue.add(key)
             raise Conflict("injected conflict (emulator conflict_rate)")

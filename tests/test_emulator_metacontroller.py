@@ -408,6 +408,8 @@ def test_decorator_selectors_and_conflicts_dropped_silently(store: Store, server
         assert {c["parent"]["metadata"]["name"] for c in server.calls("/sync")} == {"w1"}
         assert "status" not in get(store, "Widget", "w1")
         assert not [e for e in mc.events if e["outcome"] == "sync-error"]
+        dropped = len([e for e in mc.events if e["outcome"] == "conflict-dropped"])
+        assert mc.injected_conflicts >= dropped >= 3  # every injected conflict is counted for fault reports
         mc.conflict_rate = 0.0
         mc.wait_for(lambda s: (get(s, "Widget", "w1").get("status") or {}).get("phase") == "Decorated")
         mc.wait_idle()
