@@ -60,7 +60,7 @@ def test_seed_flow_one_device_running_then_clean_delete(cluster: Obj) -> None:
         machine = _machine(s)
         return ((machine or {}).get("status") or {}).get("currentStatus", {}).get("phase")
 
-    mc.wait_for(lambda s: phase(s) == "Running", timeout=30, message="Machine Running")
+    mc.wait_for(lambda s: phase(s) == "Running", timeout=60, message="Machine Running")
     devices = sim.devices()
     assert len(devices) == 1
     device = devices[0]
@@ -78,7 +78,7 @@ def test_seed_flow_one_device_running_then_clean_delete(cluster: Obj) -> None:
     assert failures == []
 
     store.delete(MACHINE_API, "Machine", "eqx-test-machine", "default")
-    mc.wait_for(lambda s: _machine(s) is None, timeout=30, message="Machine removed after its device")
+    mc.wait_for(lambda s: _machine(s) is None, timeout=60, message="Machine removed after its device")
     assert sim.devices() == []
     assert len(sim.devices(include_deleted=True)) == 1
     assert cluster["jobs"].finished == ["eqx-test-machine-drain"]
@@ -109,7 +109,7 @@ def test_machine_deployment_scales_and_cleans_up(cluster: Obj) -> None:
         return sorted(m["metadata"]["name"] for m in s.list(MACHINE_API, "Machine", "default")
                       if ((m.get("status") or {}).get("currentStatus") or {}).get("phase") == "Running")
 
-    mc.wait_for(lambda s: (deployment(s).get("status") or {}).get("availableReplicas") == 3, timeout=30,
+    mc.wait_for(lambda s: (deployment(s).get("status") or {}).get("availableReplicas") == 3, timeout=60,
                 message="3 available replicas")
     assert len(running(store)) == 3 and len(sim.devices()) == 3
     assert {d["hostname"] for d in sim.devices()} == set(running(store))
@@ -118,13 +118,13 @@ def test_machine_deployment_scales_and_cleans_up(cluster: Obj) -> None:
     md["spec"]["replicas"] = 1
     store.update(md)
     mc.wait_for(lambda s: len(sim.devices()) == 1 and len(s.list(MACHINE_API, "Machine", "default")) == 1,
-                timeout=30, message="scaled down to one machine and one device")
-    mc.wait_for(lambda s: (deployment(s).get("status") or {}).get("replicas") == 1, timeout=30)
+                timeout=60, message="scaled down to one machine and one device")
+    mc.wait_for(lambda s: (deployment(s).get("status") or {}).get("replicas") == 1, timeout=60)
 
     store.delete(MACHINE_API, "MachineDeployment", "eqx-test-machine-deployment", "default")
     mc.wait_for(lambda s: not s.list(MACHINE_API, "Machine", "default") and not s.list(MACHINE_API, "MachineSet",
                                                                                          "default"),
-                timeout=30, message="garbage collection removed the sets and machines")
+                timeout=60, message="garbage collection removed the sets and machines")
     assert sim.devices() == []
 
 
@@ -134,15 +134,15 @@ def test_seed_flow_survives_dropped_writes_and_controller_restarts(cluster: Obj)
     sim = cluster["sim"].sim
     mc.conflict_rate = 0.8  # Machine status writes lost to conflicts, as Metacontroller drops them for decorators
     store.load_yaml([EXAMPLES / "secret.yaml", EXAMPLES / "machine-class.yaml", EXAMPLES / "machine.yaml"])
-    mc.wait_for(lambda s: sim.devices(), timeout=30, message="device created")
+    mc.wait_for(lambda s: sim.devices(), timeout=60, message="device created")
     mc.restart()
     mc.wait_for(lambda s: (((_machine(s) or {}).get("status") or {}).get("currentStatus") or {}).get("phase")
-                == "Running", timeout=30, message="Machine Running despite conflicts and a restart")
+                == "Running", timeout=60, message="Machine Running despite conflicts and a restart")
     assert len(sim.devices()) == 1
     assert any(e["outcome"] == "conflict-dropped" for e in mc.events)
     mc.restart()
     store.delete(MACHINE_API, "Machine", "eqx-test-machine", "default")
-    mc.wait_for(lambda s: _machine(s) is None, timeout=30, message="Machine removed after its device")
+    mc.wait_for(lambda s: _machine(s) is None, timeout=60, message="Machine removed after its device")
     assert sim.devices() == [] and len(sim.devices(include_deleted=True)) == 1
 
 
@@ -156,7 +156,7 @@ def test_machine_deployment_rolls_out_a_new_class_within_surge(cluster: Obj) -> 
     def status(s: Store) -> Obj:
         return s.get(MACHINE_API, "MachineDeployment", name, "default").get("status") or {}
 
-    mc.wait_for(lambda s: status(s).get("availableReplicas") == 3, timeout=30, message="3 available")
+    mc.wait_for(lambda s: status(s).get("availableReplicas") == 3, timeout=60, message="3 available")
     md = store.get(MACHINE_API, "MachineDeployment", name, "default")
     md["spec"]["template"]["spec"]["class"]["name"] = "eqx-mc-v2"
     store.update(md)
@@ -171,7 +171,7 @@ def test_machine_deployment_rolls_out_a_new_class_within_surge(cluster: Obj) -> 
 
     mc.wait_for(rolled_out, timeout=60, message="every machine replaced by one of eqx-mc-v2")
     assert peak["machines"] <= 4  # replicas 3 + maxSurge 1
-    mc.wait_for(lambda s: len(sim.devices()) == 3, timeout=30, message="old devices deleted")
+    mc.wait_for(lambda s: len(sim.devices()) == 3, timeout=60, message="old devices deleted")
     assert {d["plan"]["slug"] for d in sim.devices()} == {"c3.small.x86"}
     sets = {m["metadata"]["name"]: m["spec"].get("replicas") for m in store.list(MACHINE_API, "MachineSet", "default")}
     assert sorted(sets.values()) == [0, 3]

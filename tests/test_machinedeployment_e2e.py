@@ -66,7 +66,7 @@ def test_rolling_update_to_a_new_class(cluster: Obj) -> None:
     def phase(m: Obj) -> str:
         return ((m.get("status") or {}).get("currentStatus") or {}).get("phase", "")
 
-    mc.wait_for(lambda s: (md(s).get("status") or {}).get("availableReplicas") == 3, timeout=30,
+    mc.wait_for(lambda s: (md(s).get("status") or {}).get("availableReplicas") == 3, timeout=60,
                 message="3 available")
     old_devices = {d["id"] for d in sim.devices()}
     assert len(old_devices) == 3
@@ -88,13 +88,13 @@ def test_rolling_update_to_a_new_class(cluster: Obj) -> None:
 
     assert max(total for total, _ in seen) <= 4, seen
     assert min(running for _, running in seen) >= 2, seen
-    mc.wait_for(lambda s: not ({d["id"] for d in sim.devices()} & old_devices), timeout=30,
+    mc.wait_for(lambda s: not ({d["id"] for d in sim.devices()} & old_devices), timeout=60,
                 message="old devices deleted")
     assert len(sim.devices()) == 3
     def conditions(s: Any) -> dict[str, tuple[str, str]]:
         return {c["type"]: (c["status"], c["reason"]) for c in (md(s).get("status") or {}).get("conditions", [])}
 
     final = {"Available": ("True", "MinimumReplicasAvailable"), "Progressing": ("True", "NewMachineSetAvailable")}
-    mc.wait_for(lambda s: conditions(s) == final, timeout=30, message=f"conditions {final}")
+    mc.wait_for(lambda s: conditions(s) == final, timeout=60, message=f"conditions {final}")
     sets = store.list(MACHINE_API, "MachineSet", "default")
     assert sorted(s["spec"]["replicas"] for s in sets) == [0, 3]  # the old set is kept, empty, as history
