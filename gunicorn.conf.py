@@ -110,7 +110,7 @@ os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 # interrupted by the next worker's exit and re-entered half-done.
 from prometheus_client import multiprocess  # noqa: E402
 
-# -- logging: JSON lines on stderr, secrets scrubbed (hooks/logs.py); access lines name no query string or body ---
+# -- logging: JSON lines on stderr, secrets scrubbed (hooks/server/logs.py); access lines name no query string or body
 loglevel = os.environ.get("LOG_LEVEL", "info").strip().lower() or "info"
 errorlog = "-"
 accesslog = "-" if _bool_env("GUNICORN_ACCESS_LOG", True) else None
@@ -119,10 +119,10 @@ _log_level = loglevel.upper() if loglevel.upper() in ("DEBUG", "INFO", "WARNING"
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "hooks.logs.JsonFormatter"}},
-    "filters": {"redact": {"()": "hooks.logs.RedactingFilter"}},
+    "formatters": {"json": {"()": "hooks.server.logs.JsonFormatter"}},
+    "filters": {"redact": {"()": "hooks.server.logs.RedactingFilter"}},
     "handlers": {
-        "stderr": {"class": "hooks.logs.StderrHandler", "formatter": "json", "filters": ["redact"]},
+        "stderr": {"class": "hooks.server.logs.StderrHandler", "formatter": "json", "filters": ["redact"]},
     },
     "root": {"level": _log_level, "handlers": ["stderr"]},
     "loggers": {

@@ -90,7 +90,7 @@ from emulator.metal import CREATE_ROUTE, MetalSimulator
 from emulator.metal_faults import Faults, decide
 from emulator.nodes import NodeJoiner
 from emulator.store import Conflict, Store, WatchEvent
-from hooks import tags
+from hooks.equinix import tags
 
 REPO = Path(__file__).resolve().parent.parent
 CRDS = REPO / "kubernetes" / "crds"

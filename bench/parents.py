@@ -19,9 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hooks import machinedeployment, machineset
 from hooks.config import Settings
 from hooks.context import HookContext
+from hooks.mcm import machinedeployment, machineset
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 MACHINE_KEY = "Machine.machine.sapcloud.io/v1alpha1"
@@ -101,7 +101,7 @@ def time_hook(body: Obj, hook: Callable[[Obj, HookContext], Obj], path: str, *, 
               ctx: HookContext) -> Obj:
     """p50 over `repeats` syncs of the same request: through the hook app in-process (JSON provider, logging,
     metrics, everything but the socket), and split into decode, hook function and encode; plus the sizes."""
-    from hooks.app import create_app
+    from hooks.server.app import create_app
 
     body = _steady(body, hook, ctx)
     app = create_app(ctx.settings, metal=ctx.metal, clock=ctx.clock)
@@ -148,7 +148,7 @@ def time_hook(body: Obj, hook: Callable[[Obj, HookContext], Obj], path: str, *, 
 
 
 def _orjson() -> bool:
-    from hooks import jsonio
+    from hooks.server import jsonio
 
     return getattr(jsonio, "orjson", None) is not None
 

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hooks.machine import DEVICE_ID_ANNOTATION
-from hooks.tags import owner_uid
+from hooks.equinix.tags import owner_uid
+from hooks.mcm.machine import DEVICE_ID_ANNOTATION
 
 Obj = dict[str, Any]
 MACHINE_API = "machine.sapcloud.io/v1alpha1"

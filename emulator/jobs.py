@@ -28,7 +28,7 @@ from emulator.store import Conflict, NotFound, Store, format_time, utc_now
 
 Obj = dict[str, Any]
 OUTCOMES = ("succeeded", "failed", "running")
-NODE_ANNOTATION = "metal-machine-hooks/node"  # hooks/drain.py names the drained Node here
+NODE_ANNOTATION = "metal-machine-hooks/node"  # hooks/mcm/drain.py names the drained Node here
 
 
 class JobRunner(Poller):

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hooks.app import create_app
+from hooks.server.app import create_app
 
 KIND_ROUTES = {
     "Machine": "/machine",

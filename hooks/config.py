@@ -30,7 +30,7 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
 
 
 def env_bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
-    """One spelling of on/off for every setting (also hooks/drain.py), and a typo is an error, not "off"."""
+    """One spelling of on/off for every setting (also hooks/mcm/drain.py), and a typo is an error, not "off"."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -56,7 +56,7 @@ class Settings:
     drain_timeout: float = 2 * 60 * 60.0
     # MCM's "--target-kubeconfig=none": an active device makes the Machine Available, no Node is awaited.
     no_target_cluster: bool = False
-    # Seconds a worker may answer steady-state device looks from one project listing (hooks/device_cache.py); 0 = off.
+    # Seconds a worker may answer device looks from one listing (hooks/equinix/device_cache.py); 0 = off.
     device_cache_seconds: float = 0.0
     hook_auth_token: str = field(default="", repr=False)
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from hooks.config import Settings
 
 if TYPE_CHECKING:
-    from hooks.metal import MetalClient
+    from hooks.equinix.client import MetalClient
 
 
 def utc_now() -> datetime:

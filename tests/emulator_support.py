@@ -213,8 +213,8 @@ def real_cluster(sim_url: str, sim_base_url: str, *, settings: Any = None, contr
     from emulator.jobs import JobRunner
     from emulator.metacontroller import load_controllers
     from emulator.nodes import NodeJoiner
-    from hooks.app import create_app
     from hooks.config import Settings
+    from hooks.server.app import create_app
 
     app = create_app(settings or Settings(metal_api_url=sim_url, retry_budget=1.0))
     http = make_server("127.0.0.1", 0, app, threaded=True)

@@ -20,7 +20,7 @@ import pytest
 
 from hooks.config import Settings
 from hooks.context import HookContext
-from hooks.exceptions import NotFound
+from hooks.equinix.errors import NotFound
 from tests import crd_schema
 
 FIXTURES = Path(__file__).parent / "fixtures" / "machine"
@@ -208,7 +208,7 @@ class FakeMetal:
             project=project_id,
         )
         if self.lose_create_answer:
-            from hooks.exceptions import TransportError
+            from hooks.equinix.errors import TransportError
 
             raise TransportError("read timed out after the request was sent", operation="create_device")
         return device

@@ -1,7 +1,7 @@
 """The hook server answers health checks and refuses bodies that are not JSON objects with a JSON 400."""
 
-from hooks.app import create_app
 from hooks.config import Settings
+from hooks.server.app import create_app
 
 
 def test_healthz_and_readyz() -> None:

@@ -23,11 +23,11 @@ import pytest
 import requests
 import requests_mock
 
-from hooks import app as hook_app
-from hooks.app import create_app
 from hooks.config import Settings
-from hooks.drain import INITIATE_VM_DELETION
-from hooks.metal import MetalClient
+from hooks.equinix.client import MetalClient
+from hooks.mcm.drain import INITIATE_VM_DELETION
+from hooks.server import app as hook_app
+from hooks.server.app import create_app
 from tests.machine_support import (
     CLASS_ID,
     CLASS_KEY,

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from bench.chaos import CLUSTER_TAG, LAST_LINE, NAMESPACE, ChaosSimulator, DeviceView, Monitor, overlaps
-from hooks import tags
+from hooks.equinix import tags
 
 REPO = Path(__file__).resolve().parent.parent
 PROJECT = "7f3c1a52-5d7e-4b8a-9c1d-2e3f4a5b6c7d"

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 from bench.fleet import Fleet, apply, device_id, machine_request, phase
-from hooks import machine
 from hooks.config import ConfigError, Settings
 from hooks.context import HookContext
-from hooks.device_cache import CachedClient, CacheKey, DeviceCache, client_for, token_hash
-from hooks.exceptions import RateLimited
-from hooks.metal import MetalClient
+from hooks.equinix.client import MetalClient
+from hooks.equinix.device_cache import CachedClient, CacheKey, DeviceCache, client_for, token_hash
+from hooks.equinix.errors import RateLimited
+from hooks.mcm import machine
 from tests.clocks import ManualClock
 
 KEY = CacheKey("http://api", token_hash("t"), "p1")

@@ -12,7 +12,7 @@ import kubernetes_validate
 import pytest
 
 from hooks.config import ConfigError, Settings
-from hooks.drain import (
+from hooks.mcm.drain import (
     JOB_KEY,
     MAX_NAME,
     NODE_ANNOTATION,

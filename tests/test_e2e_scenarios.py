@@ -218,8 +218,8 @@ def test_machine_deployment_lifecycle_as_in_mcm_integration_tests(metal_factory:
 
 def test_machine_class_collects_only_old_orphans_of_its_cluster(metal_factory: Callable[..., Metal],
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from hooks import machineclass
     from hooks.config import Settings
+    from hooks.mcm import machineclass
 
     shift = [0.0]
     metal = metal_factory(clock=lambda: time.monotonic() + shift[0])
@@ -279,7 +279,7 @@ def test_machine_class_collects_only_old_orphans_of_its_cluster(metal_factory: C
 
 def test_scale_down_cordons_drains_then_deletes_the_device_then_the_machine(
         metal_factory: Callable[..., Metal]) -> None:
-    from hooks.drain import INITIATE_DRAIN, INITIATE_VM_DELETION, NODE_ANNOTATION
+    from hooks.mcm.drain import INITIATE_DRAIN, INITIATE_VM_DELETION, NODE_ANNOTATION
 
     metal = metal_factory()
     sim = metal.sim

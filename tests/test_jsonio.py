@@ -8,9 +8,9 @@ import pytest
 from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 
-from hooks import jsonio
-from hooks.app import create_app
 from hooks.config import Settings
+from hooks.server import jsonio
+from hooks.server.app import create_app
 
 pytestmark = pytest.mark.skipif(jsonio.orjson is None, reason="orjson not installed")
 

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from gunicorn.glogging import SafeAtoms
 
-from hooks import app as app_module
-from hooks import logs
-from hooks.app import create_app
 from hooks.config import Settings
 from hooks.context import BadRequest, HookContext
+from hooks.server import app as app_module
+from hooks.server import logs
+from hooks.server.app import create_app
 
 SECRET = "s3cr3t-api-token-0123456789"
 USERDATA = "#cloud-config\nruncmd:\n  - echo bootstrap-secret-4f9a2c > /etc/join-token\n"

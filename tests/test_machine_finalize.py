@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hooks import machine
-from hooks.exceptions import Forbidden, ServerError, Unauthorized
+from hooks.equinix.errors import Forbidden, ServerError, Unauthorized
+from hooks.mcm import machine
 from tests.crd_schema import status_problems
 from tests.machine_support import (
     DECORATOR_KEYS,

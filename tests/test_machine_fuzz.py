@@ -8,8 +8,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hooks import machine
 from hooks.context import BadRequest
+from hooks.mcm import machine
 from tests.json_paths import json_paths
 from tests.machine_support import DECORATOR_KEYS, Clock, FakeMetal, context, finalize_request, load, node, sync_request
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from hooks.app import create_app
 from hooks.config import Settings
+from hooks.server.app import create_app
 from tests import crd_schema
 from tests.crd_schema import status_problems
 from tests.machine_support import (
@@ -326,7 +326,7 @@ def test_secrets_never_reach_the_log_or_the_answer(client, fake, caplog) -> None
     import base64
     import logging
 
-    from hooks.exceptions import Unauthorized
+    from hooks.equinix.errors import Unauthorized
     from tests.machine_support import USERDATA_SECRET_LINE
 
     caplog.set_level(logging.DEBUG)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from hooks import machine
 from hooks.config import Settings
 from hooks.context import HookContext
-from hooks.metal import MetalClient
+from hooks.equinix.client import MetalClient
+from hooks.mcm import machine
 from tests.crd_schema import status_problems
 from tests.machine_support import (
     DECORATOR_KEYS,

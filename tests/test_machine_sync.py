@@ -8,8 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from hooks import machine
-from hooks.exceptions import (
+from hooks.equinix.errors import (
     CapacityError,
     Forbidden,
     NotFound,
@@ -20,6 +19,7 @@ from hooks.exceptions import (
     UnexpectedResponse,
     Unprocessable,
 )
+from hooks.mcm import machine
 from tests.crd_schema import status_problems
 from tests.machine_support import (
     CREATED,

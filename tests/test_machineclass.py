@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
-from hooks import machineclass, tags
 from hooks.config import Settings
 from hooks.context import BadRequest, HookContext
-from hooks.metal import MetalClient
+from hooks.equinix import tags
+from hooks.equinix.client import MetalClient
+from hooks.mcm import machineclass
 from tests.clocks import ManualClock
 from tests.conftest import MetalSim
 

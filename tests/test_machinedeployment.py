@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from hooks import machinedeployment as md
 from hooks.config import Settings
 from hooks.context import BadRequest, HookContext
+from hooks.mcm import machinedeployment as md
 from tests.crd_schema import status_problems
 
 FIXTURES = Path(__file__).parent / "fixtures" / "machinedeployment"
@@ -74,7 +74,7 @@ def test_template_change_creates_the_hash_named_set_and_steps_the_rollout() -> N
 
 def test_template_hash_is_stable_across_python_processes() -> None:
     template = request()["parent"]["spec"]["template"]
-    code = ("import json, sys; from hooks.machinedeployment import template_hash; "
+    code = ("import json, sys; from hooks.mcm.machinedeployment import template_hash; "
             "print(template_hash(json.loads(sys.argv[1])))")
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = subprocess.run([sys.executable, "-c", code, json.dumps(template)], capture_output=True, text=True,

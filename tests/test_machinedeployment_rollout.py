@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from hooks import machinedeployment, machineset
 from hooks.config import Settings
 from hooks.context import HookContext
+from hooks.mcm import machinedeployment, machineset
 from tests.crd_schema import status_problems
 
 NS = "shoot--demo"

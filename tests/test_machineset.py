@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from hooks import machineset
 from hooks.config import Settings
 from hooks.context import BadRequest, HookContext
+from hooks.mcm import machineset
 from tests.crd_schema import status_problems
 
 FIXTURES = Path(__file__).parent / "fixtures" / "machineset"

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
-from hooks import machineclass, machinedeployment, machineset, mcm
-from hooks.app import create_app
 from hooks.config import Settings
+from hooks.mcm import machineclass, machinedeployment, machineset
+from hooks.mcm import vocabulary as mcm
+from hooks.server.app import create_app
 from tests.crd_schema import problems
 
 REPO = Path(__file__).resolve().parent.parent

@@ -15,9 +15,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hooks import machineclass, machinedeployment, machineset
 from hooks.config import Settings
 from hooks.context import BadRequest, HookContext
+from hooks.mcm import machineclass, machinedeployment, machineset
 from tests.json_paths import json_paths
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -459,8 +459,8 @@ def test_hook_server_deployment_is_hardened_and_highly_available() -> None:
 
 
 def test_probe_paths_are_served_by_the_app() -> None:
-    from hooks.app import create_app
     from hooks.config import Settings
+    from hooks.server.app import create_app
 
     client = create_app(Settings()).test_client()
     (container,) = pod_spec()["containers"]
@@ -608,8 +608,8 @@ def child_rules(config: dict[str, Any]) -> list[dict[str, Any]]:
 
 @needs_configs
 def test_controller_webhooks_reach_routes_the_hook_server_serves(config: dict[str, Any]) -> None:
-    from hooks.app import create_app
     from hooks.config import Settings
+    from hooks.server.app import create_app
 
     served = {rule.rule for rule in create_app(Settings()).url_map.iter_rules() if "POST" in (rule.methods or ())}
     hooks = hooks_of(config)
@@ -666,8 +666,8 @@ def group_of(api_version: str) -> str:
 def related_requests() -> set[tuple[str, str]]:
     """(group, resource) of every related object the customize hooks ask for, by calling them with the example
     objects; plus what they are agreed to ask for even before a customize hook exists."""
-    from hooks.app import create_app
     from hooks.config import Settings
+    from hooks.server.app import create_app
 
     needed = {(GROUP, "machineclasses"), ("", "secrets"), ("", "nodes"), (GROUP, "machines")}
     client = create_app(Settings()).test_client()

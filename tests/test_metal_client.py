@@ -12,7 +12,8 @@ import pytest
 import requests
 
 from hooks import __version__
-from hooks.exceptions import (
+from hooks.equinix.client import ApiCall, DeviceCreate, MetalClient, RateLimit
+from hooks.equinix.errors import (
     CapacityError,
     Forbidden,
     MetalError,
@@ -24,7 +25,6 @@ from hooks.exceptions import (
     UnexpectedResponse,
     Unprocessable,
 )
-from hooks.metal import ApiCall, DeviceCreate, MetalClient, RateLimit
 from hooks.redact import redact
 from tests.clocks import SleepClock
 

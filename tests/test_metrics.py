@@ -7,13 +7,13 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from hooks import app as app_module
-from hooks import metrics
-from hooks.app import create_app
 from hooks.config import Settings
 from hooks.context import BadRequest, HookContext
-from hooks.exceptions import NotFound, Unprocessable
-from hooks.metal import ApiCall, DeviceCreate, MetalClient
+from hooks.equinix.client import ApiCall, DeviceCreate, MetalClient
+from hooks.equinix.errors import NotFound, Unprocessable
+from hooks.server import app as app_module
+from hooks.server import metrics
+from hooks.server.app import create_app
 
 HOOK_COUNT = "metal_machine_hooks_hook_duration_seconds_count"
 API_URL = "https://metal.invalid/metal/v1"

@@ -32,12 +32,13 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from hooks import app as hook_app
-from hooks import machine, tags
-from hooks.app import create_app
 from hooks.config import Settings
 from hooks.context import HookContext
-from hooks.metal import MetalClient
+from hooks.equinix import tags
+from hooks.equinix.client import MetalClient
+from hooks.mcm import machine
+from hooks.server import app as hook_app
+from hooks.server.app import create_app
 from tests.clocks import ManualClock
 from tests.conftest import MetalSim
 from tests.json_paths import json_paths

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from hooks.providerspec import fold_keys, name_problems, parse_provider_spec, resolve
+from hooks.equinix.providerspec import fold_keys, name_problems, parse_provider_spec, resolve
 from tests.machine_support import NS, SECRET_ID, UID, machine_class, set_secret_value, sync_request
 
 GO_TAGS = [

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hooks import rollout
-from hooks.rollout import SetView, Strategy
+from hooks.mcm import rollout
+from hooks.mcm.rollout import SetView, Strategy
 
 OLD = "2026-01-01T00:00:00Z"
 NEWER = "2026-02-01T00:00:00Z"

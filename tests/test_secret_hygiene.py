@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 
 from emulator.metal import SimResponse, SimulatorServer
-from hooks import app as hook_app
 from hooks.config import Settings
+from hooks.server import app as hook_app
 from tests.conftest import TEST_PROJECT, MetalSim
 from tests.machine_support import (
     DECORATOR_KEYS,

@@ -23,10 +23,10 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from hooks import app as app_module
-from hooks.app import create_app
 from hooks.config import Settings
 from hooks.context import HookContext
+from hooks.server import app as app_module
+from hooks.server.app import create_app
 
 REPO = Path(__file__).resolve().parent.parent
 MACHINE_SYNC_FIXTURE = REPO / "tests" / "fixtures" / "machine" / "sync-request.json"

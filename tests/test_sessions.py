@@ -8,8 +8,8 @@ import pytest
 import requests
 import requests.cookies
 
-from hooks import sessions
-from hooks.metal import MetalClient
+from hooks.equinix import sessions
+from hooks.equinix.client import MetalClient
 
 
 def test_one_session_per_thread_and_api_url() -> None:

@@ -19,12 +19,15 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from hooks import decorator_request, mcm, metrics, providerspec, tags
+from hooks import decorator_request
 from hooks.config import CREDENTIALS_LABEL, CREDENTIALS_LABEL_VALUE
 from hooks.context import BadRequest, HookContext
-from hooks.exceptions import MetalError, NotFound
-from hooks.machineset import names_list, plural
-from hooks.timefmt import format_time, parse_time
+from hooks.equinix import providerspec, tags
+from hooks.equinix.errors import MetalError, NotFound
+from hooks.mcm import vocabulary as mcm
+from hooks.mcm.machineset import names_list, plural
+from hooks.mcm.timefmt import format_time, parse_time
+from hooks.server import metrics
 
 log = logging.getLogger("hooks.machineclass")
 

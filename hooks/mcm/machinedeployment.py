@@ -1,6 +1,6 @@
 """MachineDeployment sync hook (CompositeController `metal-machinedeployments`, children MachineSets, InPlace).
 
-Each sync is one step of the Kubernetes Deployment controller (see hooks/rollout.py), computed from the observed
+Each sync is one step of the Kubernetes Deployment controller (see hooks/mcm/rollout.py), computed from the observed
 MachineSets and their status alone:
 - the new MachineSet is named `<deployment>-<hash>`, the hash of the template (sha256, stable across processes),
   and carries the label `machine-template-hash=<hash>` on itself, in its selector and in its template;
@@ -24,9 +24,10 @@ import math
 from datetime import datetime, timedelta
 from typing import Any
 
-from hooks import labels, mcm, rollout
 from hooks.context import BadRequest, HookContext
-from hooks.machineset import (
+from hooks.mcm import labels, rollout
+from hooks.mcm import vocabulary as mcm
+from hooks.mcm.machineset import (
     LAST_APPLIED,
     MAX_MACHINE_NAME,
     REPLICA_FAILURE,
@@ -40,7 +41,7 @@ from hooks.machineset import (
     short_hash,
     template_problems,
 )
-from hooks.timefmt import parse_time
+from hooks.mcm.timefmt import parse_time
 
 SET_KEY = f"MachineSet.{mcm.API_VERSION}"
 HASH_LABEL = "machine-template-hash"

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from hooks import mcm
 from hooks.config import ConfigError, Settings, env_bool
-from hooks.timefmt import go_duration, parse_duration, parse_time
+from hooks.mcm import vocabulary as mcm
+from hooks.mcm.timefmt import go_duration, parse_duration, parse_time
 
 # Key of Jobs in a decorator request's `children` map (v1: `attachments`); machines.yaml's rule: `batch/v1` `jobs`.
 JOB_KEY = "Job.batch/v1"

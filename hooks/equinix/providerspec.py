@@ -25,9 +25,10 @@ from typing import Any
 
 import jsonschema
 
-from hooks import mcm, tags
 from hooks.config import CREDENTIALS_LABEL, CREDENTIALS_LABEL_VALUE
-from hooks.timefmt import parse_duration
+from hooks.equinix import tags
+from hooks.mcm import vocabulary as mcm
+from hooks.mcm.timefmt import parse_duration
 
 BILLING_CYCLES = ("hourly", "daily", "monthly", "yearly")
 CUSTOM_IPXE = "custom_ipxe"

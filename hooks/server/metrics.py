@@ -28,10 +28,10 @@ from prometheus_client import (
 )
 
 if TYPE_CHECKING:
-    from hooks.metal import ApiCall, RateLimit
+    from hooks.equinix.client import ApiCall, RateLimit
 
 P = ParamSpec("P")
-log = logging.getLogger(__name__)
+log = logging.getLogger("hooks.metrics")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 PREFIX = "metal_machine_hooks"

@@ -53,11 +53,11 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from hooks import decorator_request, device_cache, mcm, tags
+from hooks import decorator_request
 from hooks.config import CREDENTIALS_LABEL, CREDENTIALS_LABEL_VALUE, ConfigError
 from hooks.context import BadRequest, HookContext
-from hooks.drain import INITIATE_DRAIN, INITIATE_VM_DELETION, JOB_KEY, DrainSettings, plan_drain
-from hooks.exceptions import (
+from hooks.equinix import device_cache, tags
+from hooks.equinix.errors import (
     CapacityError,
     MetalError,
     NotFound,
@@ -67,7 +67,10 @@ from hooks.exceptions import (
     UnexpectedResponse,
     Unprocessable,
 )
-from hooks.machine_status import (
+from hooks.equinix.providerspec import Resolution, resolve
+from hooks.mcm import vocabulary as mcm
+from hooks.mcm.drain import INITIATE_DRAIN, INITIATE_VM_DELETION, JOB_KEY, DrainSettings, plan_drain
+from hooks.mcm.machine_status import (
     Operation,
     backoff,
     build_status,
@@ -79,8 +82,7 @@ from hooks.machine_status import (
     observed_operation,
     observed_phase,
 )
-from hooks.providerspec import Resolution, resolve
-from hooks.timefmt import format_time, go_duration, parse_duration, parse_time
+from hooks.mcm.timefmt import format_time, go_duration, parse_duration, parse_time
 
 log = logging.getLogger("hooks.machine")
 
@@ -364,7 +366,7 @@ def _about_reservation(exc: MetalError) -> bool:
 
 def device_request(req: MachineRequest, res: Resolution, reservation: str | None) -> Any:
     """A fresh create request for one attempt; attempts never share or mutate a request."""
-    from hooks.metal import DeviceCreate
+    from hooks.equinix.client import DeviceCreate
 
     spec = res.spec
     assert spec is not None and res.credentials is not None

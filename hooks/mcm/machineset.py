@@ -33,9 +33,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from hooks import labels, mcm
 from hooks.context import BadRequest, HookContext
-from hooks.timefmt import format_time, parse_time
+from hooks.mcm import labels
+from hooks.mcm import vocabulary as mcm
+from hooks.mcm.timefmt import format_time, parse_time
 
 MACHINE_KEY = f"Machine.{mcm.API_VERSION}"
 LAST_APPLIED = "metacontroller.k8s.io/last-applied-configuration"

@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import requests
 
 from hooks import PROJECT, __version__
-from hooks.exceptions import (
+from hooks.equinix.errors import (
     CapacityError,
     Forbidden,
     MetalError,

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from hooks import mcm
-from hooks.timefmt import format_time, parse_time
+from hooks.mcm import vocabulary as mcm
+from hooks.mcm.timefmt import format_time, parse_time
 
 _CONDITION_FIELDS = ("type", "status", "lastHeartbeatTime", "lastTransitionTime", "reason", "message")
 

@@ -1,0 +1,1 @@
+"""Equinix Metal behind the Driver protocol: API client, sessions, device cache, tags and the providerSpec."""

@@ -1,0 +1,1 @@
+"""Machine-controller-manager semantics, provider-neutral: Machines, sets, deployments, classes and drains."""

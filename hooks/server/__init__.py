@@ -1,0 +1,1 @@
+"""The HTTP side: Flask application factory, authentication, logs, metrics and JSON encoding."""
