@@ -13,6 +13,9 @@ from typing import Any
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+# The longest duration any hook acts on. A CRD only says "a string", so "99999999999999h" is schema-valid; past
+# this bound a timeout means "never" anyway, and date arithmetic with it would overflow.
+MAX_DURATION_SECONDS = 30 * 24 * 3600.0
 
 
 def format_time(moment: datetime) -> str:
@@ -30,7 +33,10 @@ def parse_time(text: Any) -> datetime | None:
 
 
 def parse_duration(text: Any) -> float | None:
-    """Seconds in a Go duration string such as "20m", "1h30m" or "90s"; None when it is not one."""
+    """Seconds in a Go duration string such as "20m", "1h30m" or "90s"; None when it is not one.
+
+    The result is clamped to ±MAX_DURATION_SECONDS, so a schema-valid absurd value cannot overflow a datetime.
+    """
     if not isinstance(text, str):
         return None
     text = text.strip()
@@ -46,7 +52,7 @@ def parse_duration(text: Any) -> float | None:
         position = match.end()
     if position != len(body) or position == 0:
         return None
-    return sign * total
+    return sign * min(total, MAX_DURATION_SECONDS)
 
 
 def go_duration(seconds: float) -> str:
