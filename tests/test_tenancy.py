@@ -18,12 +18,12 @@ def test_tags_fit_the_api_limit_even_for_the_longest_namespace() -> None:
 
 def test_two_namespaces_and_two_installations_never_share_a_tenant() -> None:
     mine = tenant_tags(KUBE_SYSTEM_UID, "team-a")
-    assert in_tenant(mine + ["kubernetes.io/cluster/shoot--demo"], KUBE_SYSTEM_UID, "team-a")
+    assert in_tenant([*mine, "kubernetes.io/cluster/shoot--demo"], KUBE_SYSTEM_UID, "team-a")
     assert not in_tenant(mine, KUBE_SYSTEM_UID, "team-b")
     assert not in_tenant(mine, "another-cluster-uid", "team-a")
     assert not in_tenant(["kubernetes.io/cluster/shoot--demo"], KUBE_SYSTEM_UID, "team-a")
     # A device that claims two tenants is nobody's to collect.
-    assert not in_tenant(mine + [namespace_tag("team-b")], KUBE_SYSTEM_UID, "team-a")
+    assert not in_tenant([*mine, namespace_tag("team-b")], KUBE_SYSTEM_UID, "team-a")
 
 
 def test_a_device_made_before_tenancy_lacks_both_tags() -> None:
