@@ -52,9 +52,10 @@ def _pod(account: str = "metal-machine-drain", owners: list[dict[str, Any]] | No
 
 
 def _job(account: str = "metal-machine-drain", labels: dict[str, str] | None = None) -> dict[str, Any]:
+    pod_spec = {"serviceAccountName": account, "containers": [{"name": "c", "image": "i"}]}
     return {"apiVersion": "batch/v1", "kind": "Job",
             "metadata": {"name": "drain-m-1", "namespace": "team-a", "labels": labels or {}},
-            "spec": {"template": {"spec": {"serviceAccountName": account, "containers": [{"name": "c", "image": "i"}]}}}}
+            "spec": {"template": {"spec": pod_spec}}}
 
 
 JOB_OWNER = [{"apiVersion": "batch/v1", "kind": "Job", "name": "drain-m-1", "uid": "u", "controller": True}]
