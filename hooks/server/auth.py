@@ -7,17 +7,21 @@ routes are open, as before; health and metrics endpoints never need one, so prob
 from __future__ import annotations
 
 import hmac
+from collections.abc import Sequence
 
 SCHEME = "Bearer"
 
 
-def check_bearer(header: str | None, expected: str) -> str:
-    """"" when `header` carries the expected token, else why not (for the 401 body; never echoes a token).
+def check_bearer(header: str | None, expected: str | Sequence[str]) -> str:
+    """"" when `header` carries an expected token, else why not (for the 401 body; never echoes a token).
 
-    The scheme is case-insensitive (RFC 7235); the token is compared in constant time so its value cannot be
-    guessed byte by byte from response times.
+    `expected` may hold the current and the next token, so a rotation has no window of 401s: Metacontroller reads
+    its Secret only when a controller is created. The scheme is case-insensitive (RFC 7235); the token is compared
+    with every expected one in constant time, so neither its value nor which one matched shows in response times.
     """
-    if not expected:
+    accepted = [expected] if isinstance(expected, str) else list(expected)
+    accepted = [token for token in accepted if token]
+    if not accepted:
         return ""
     if not header or not header.strip():
         return "missing Authorization header: this hook server requires 'Authorization: Bearer <token>'"
@@ -25,6 +29,8 @@ def check_bearer(header: str | None, expected: str) -> str:
     if scheme.lower() != SCHEME.lower():
         # The scheme is not echoed: a caller that sends a bare token would see it in the answer.
         return "the Authorization header does not use the Bearer scheme: send 'Authorization: Bearer <token>'"
-    if not hmac.compare_digest(token.strip().encode(), expected.encode()):
+    offered = token.strip().encode()
+    matches = [hmac.compare_digest(offered, candidate.encode()) for candidate in accepted]
+    if not any(matches):
         return "invalid bearer token"
     return ""
