@@ -11,6 +11,7 @@ Environment:
   GUNICORN_TIMEOUT      seconds before a silent worker is killed and replaced (9).
   GUNICORN_GRACEFUL_TIMEOUT      seconds in-flight calls get to finish after SIGTERM (25).
   GUNICORN_KEEPALIVE    seconds an idle keep-alive connection stays open (120).
+  REQUEST_READ_TIMEOUT  seconds a request (headers and body) may take to arrive once awaited (10).
   GUNICORN_ACCESS_LOG   "false" turns the per-request access log off (on by default).
   LOG_LEVEL             DEBUG, INFO (default), WARNING, ERROR.
   TLS_CERT_FILE, TLS_KEY_FILE    serve HTTPS with this PEM certificate chain and key (both or neither).
@@ -81,7 +82,8 @@ if _cert:
     certfile, keyfile = _cert, _key  # Python's defaults for a server context: TLS 1.2 or newer
 
 # -- concurrency and time limits ------------------------------------------------------------------------------
-worker_class = "gthread"
+# gthread with a deadline on reading each request (hooks/server/worker.py): slow clients cannot hold threads.
+worker_class = "hooks.server.worker.BoundedReadWorker"
 workers = _int_env("GUNICORN_WORKERS", 2)
 threads = _int_env("GUNICORN_THREADS", 8)
 timeout = _int_env("GUNICORN_TIMEOUT", 9)

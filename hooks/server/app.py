@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from hooks.config import ConfigError, Settings
 from hooks.context import BadRequest, HookContext, utc_now
@@ -127,6 +127,8 @@ def create_app(
     def http_error(exc: HTTPException) -> Any:
         if exc.code == 413:
             return jsonify({"error": f"request body larger than {MAX_BODY_BYTES} bytes"}), 413
+        if isinstance(exc, ClientDisconnected):  # the body stopped arriving (read deadline, hooks/server/worker.py)
+            return jsonify({"error": "request body was not received in time; send the whole request at once"}), 408
         return jsonify({"error": exc.description or exc.name}), exc.code
 
     return app
