@@ -1,4 +1,7 @@
 # One place for every command a developer or CI runs. `make demo` and `make test` are the two that matter.
+#   make test       ruff, mypy, then every test (about two minutes)
+#   make test-unit  ruff, then the tests marked unit (no servers; seconds): run it on every change
+#   make typecheck  mypy over hooks/, drain/ and emulator/ (config in pyproject.toml)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +9,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: venv test lint run demo chaos bench simulator clean
+.PHONY: venv test test-unit lint typecheck run demo chaos bench simulator clean
 
 venv: $(STAMP)
 
@@ -19,8 +22,14 @@ $(STAMP): requirements.txt requirements-dev.txt
 lint: venv
 	$(BIN)/ruff check .
 
-test: lint
+typecheck: venv
+	$(BIN)/mypy hooks drain emulator
+
+test: lint typecheck
 	$(BIN)/python -m pytest -q
+
+test-unit: lint
+	$(BIN)/python -m pytest -q -m unit
 
 run: venv
 	BIND="$${BIND:-$(HOST):$(PORT)}" $(BIN)/gunicorn -c gunicorn.conf.py "hooks.app:create_app()"
