@@ -1,6 +1,8 @@
 # One place for every command a developer or CI runs. `make demo` and `make test` are the two that matter.
 #   make test       ruff, mypy, then every test (about two minutes)
-#   make test-unit  ruff, then the tests marked unit (no servers; seconds): run it on every change
+#   make test-unit  ruff, then the tests marked unit (no servers; seconds): run it on every change.
+#                   A new test file is unit unless its top says `pytestmark = pytest.mark.e2e` (or slow); keep each
+#                   unit test under ~0.5 s: `.venv/bin/python -m pytest -q -m unit --durations=15` names the slow ones
 #   make typecheck  mypy over hooks/, drain/ and emulator/ (config in pyproject.toml)
 PYTHON ?= python3
 VENV := .venv
@@ -47,4 +49,4 @@ bench: venv
 	$(BIN)/python -m bench.run
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build *.egg-info

@@ -92,7 +92,8 @@ class SimulatorServer:
         self.port: int = int(bound_port)
         self.base_url = f"http://{shown}:{self.port}"
         self.url = f"{self.base_url}/metal/v1"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+        # shutdown() waits for the loop's next poll: 10 ms keeps stopping a simulator (every test fixture) cheap.
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.01},
                                         name=f"metal-sim:{self.port}", daemon=True)
 
     def start(self) -> SimulatorServer:

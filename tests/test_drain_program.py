@@ -276,6 +276,7 @@ def test_missing_node_is_already_drained(cluster: tuple[FakeCluster, KubeApi], t
     assert fake.calls == [("get", "nodes")]
 
 
+@pytest.mark.slow  # 1,203 evictions through requests_mock
 def test_cordoned_node_is_not_patched_again_and_pages_are_followed(
     cluster: tuple[FakeCluster, KubeApi], tmp_path: Path
 ) -> None:

@@ -28,6 +28,8 @@ from hooks.app import create_app
 from hooks.config import Settings
 from hooks.context import HookContext
 
+pytestmark = pytest.mark.e2e
+
 REPO = Path(__file__).resolve().parent.parent
 MACHINE_SYNC_FIXTURE = REPO / "tests" / "fixtures" / "machine" / "sync-request.json"
 HOOK_TOKEN = "hook-bearer-token-7d1e2f"
