@@ -1,4 +1,9 @@
 # One place for every command a developer or CI runs. `make demo` and `make test` are the two that matter.
+#   make test       ruff, mypy, then every test (about two minutes)
+#   make test-unit  ruff, then the tests marked unit (no servers; seconds): run it on every change.
+#                   A new test file is unit unless its top says `pytestmark = pytest.mark.e2e` (or slow); keep each
+#                   unit test under ~0.5 s: `.venv/bin/python -m pytest -q -m unit --durations=15` names the slow ones
+#   make typecheck  mypy over hooks/, drain/ and emulator/ (config in pyproject.toml)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +11,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: venv test lint run demo chaos bench simulator clean
+.PHONY: venv test test-unit lint typecheck run demo chaos bench simulator clean
 
 venv: $(STAMP)
 
@@ -19,8 +24,14 @@ $(STAMP): requirements.txt requirements-dev.txt
 lint: venv
 	$(BIN)/ruff check .
 
-test: lint
+typecheck: venv
+	$(BIN)/mypy hooks drain emulator
+
+test: lint typecheck
 	$(BIN)/python -m pytest -q
+
+test-unit: lint
+	$(BIN)/python -m pytest -q -m unit
 
 run: venv
 	BIND="$${BIND:-$(HOST):$(PORT)}" $(BIN)/gunicorn -c gunicorn.conf.py "hooks.app:create_app()"
@@ -38,4 +49,4 @@ bench: venv
 	$(BIN)/python -m bench.run
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build *.egg-info

@@ -9,6 +9,7 @@ again every few seconds until the deadline.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
@@ -112,7 +113,7 @@ def drain_node(
                 blocked[key] = "terminating"
                 continue
             meta = pod["metadata"]
-            answer = patiently(f"evicting {key}", lambda m=meta: api.evict(m["namespace"], m["name"]))
+            answer = patiently(f"evicting {key}", functools.partial(api.evict, meta["namespace"], meta["name"]))
             if answer.done:
                 blocked[key] = "evicted, terminating"
                 log(f"evicted {key}")

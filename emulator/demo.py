@@ -340,8 +340,9 @@ class Demo:
                             deleted_all=not self.keep)
 
     def note(self, text: str) -> None:
-        self.out.write(text + "\n")
-        self.out.flush()
+        out = self.out or sys.stdout
+        out.write(text + "\n")
+        out.flush()
 
     def keep_running(self) -> None:
         """Print how to reach each piece, then wait for Ctrl-C (or a child dying)."""

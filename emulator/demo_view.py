@@ -35,7 +35,7 @@ class Observation:
         return [d for d in self.devices if owner_uid(d.get("tags") or []) is not None]
 
     def device_of(self, machine: Obj) -> Obj | None:
-        device_id = annotations(machine).get(DEVICE_ID_ANNOTATION)
+        device_id = annotations_of(machine).get(DEVICE_ID_ANNOTATION)
         uid = meta(machine).get("uid")
         for device in self.devices:
             if (device_id and device.get("id") == device_id) or (uid and owner_uid(device.get("tags") or []) == uid):
@@ -47,7 +47,7 @@ def meta(obj: Obj) -> Obj:
     return obj.get("metadata") or {}
 
 
-def annotations(obj: Obj) -> Obj:
+def annotations_of(obj: Obj) -> Obj:
     return meta(obj).get("annotations") or {}
 
 
@@ -73,8 +73,8 @@ def node_text(machine: Obj, nodes: Iterable[Obj]) -> str:
     if node is None:
         ready = "not joined"
     else:
-        condition = next((c for c in status(node).get("conditions") or [] if c.get("type") == "Ready"), {})
-        ready = {"True": "Ready", "False": "NotReady"}.get(condition.get("status"), "Unknown")
+        condition: Obj = next((c for c in status(node).get("conditions") or [] if c.get("type") == "Ready"), {})
+        ready = {"True": "Ready", "False": "NotReady"}.get(str(condition.get("status")), "Unknown")
     return ready if name == meta(machine).get("name") else f"{name} {ready}"
 
 
@@ -103,7 +103,7 @@ def machine_rows(obs: Observation) -> list[list[str]]:
         device = obs.device_of(machine)
         state = str(device.get("state") or "") if device else ""
         percent = ""
-        if state == "provisioning" and isinstance(device.get("provisioning_percentage"), int | float):
+        if device and state == "provisioning" and isinstance(device.get("provisioning_percentage"), int | float):
             percent = f"{device['provisioning_percentage']:.0f}%"
         elif state == "active":
             percent = "100%"
@@ -111,7 +111,7 @@ def machine_rows(obs: Observation) -> list[list[str]]:
         shown_phase = phase(machine) or "-"
         if meta(machine).get("deletionTimestamp") and shown_phase != "Terminating":
             shown_phase += " (deleting)"
-        device_id = annotations(machine).get(DEVICE_ID_ANNOTATION) or (device or {}).get("id") or ""
+        device_id = annotations_of(machine).get(DEVICE_ID_ANNOTATION) or (device or {}).get("id") or ""
         cls = ((machine.get("spec") or {}).get("class") or {}).get("name", "")
         rows.append([name, cls, shown_phase, node_text(machine, obs.nodes), device_id[:8] or "-", state or "-",
                      percent or "-", last_operation(machine) or "-"])

@@ -609,7 +609,7 @@ class _Runtime:
     def child_selector(self, parent: Obj) -> Obj:
         if self.spec.get("generateSelector"):
             return {"matchLabels": {"controller-uid": _meta(parent)["uid"]}}
-        selector = (parent.get("spec") or {}).get("selector")
+        selector: Obj = (parent.get("spec") or {}).get("selector") or {}
         if selectors.is_empty(selector):
             raise SyncError(".spec.selector must have either matchLabels, matchExpressions, or both")
         return selector

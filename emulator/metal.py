@@ -433,6 +433,7 @@ class MetalSimulator:
         candidates = _metro_candidates(requested)
         reservation = self._pick_reservation(project_id, body.get("hardware_reservation_id") or "", plan,
                                              requested, candidates, now)
+        metro: str | None
         if reservation is not None:
             metro = reservation.metro
         else:
@@ -464,6 +465,7 @@ class MetalSimulator:
         if not wanted:
             return None
         codes = {m.code for m in candidates}
+        reservation: _Reservation | None
         if wanted == NEXT_AVAILABLE:
             for reservation in sorted(self._reservations.values(), key=lambda r: r.seq):
                 if (reservation.project_id == project_id and reservation.plan == plan

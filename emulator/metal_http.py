@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, cast
 
 
 @dataclass
@@ -86,13 +86,14 @@ class SimulatorServer:
 
     def __init__(self, handle: Handler, host: str = "127.0.0.1", port: int = 0) -> None:
         self._server = _Server((host, port), handle)
-        bound_host, bound_port = self._server.server_address[:2]
+        bound_host, bound_port = cast(tuple[str, int], self._server.server_address[:2])  # an AF_INET(6) address
         shown = bound_host if ":" not in str(bound_host) else f"[{bound_host}]"
         self.host: str = str(bound_host)
         self.port: int = int(bound_port)
         self.base_url = f"http://{shown}:{self.port}"
         self.url = f"{self.base_url}/metal/v1"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+        # shutdown() waits for the loop's next poll: 10 ms keeps stopping a simulator (every test fixture) cheap.
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.01},
                                         name=f"metal-sim:{self.port}", daemon=True)
 
     def start(self) -> SimulatorServer:

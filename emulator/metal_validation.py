@@ -160,7 +160,7 @@ def create_errors(body: Any) -> list[str]:
     errors += tag_errors(body.get("tags"))
     errors += _ip_address_errors(body.get("ip_addresses"))
     for field in ("project_ssh_keys", "user_ssh_keys"):
-        value = body.get(field)
+        value: Any = body.get(field)
         if _has_type(value, _STRING_LIST) and not all(_is_uuid(v) for v in value):
             errors.append(f"{field} must contain UUIDs")
     when = body.get("termination_time")

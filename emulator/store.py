@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins  # Store.list shadows `list` in the class body
 import copy
 import itertools
 import re
@@ -246,7 +247,7 @@ class Store:
                     out.append(copy.deepcopy(obj))
             return out
 
-    def snapshot(self) -> list[Obj]:
+    def snapshot(self) -> builtins.list[Obj]:
         with self._lock:
             return [copy.deepcopy(o) for _, o in sorted(self._objects.items())]
 
@@ -338,7 +339,7 @@ class Store:
         finally:
             self._dispatch()
 
-    def load_yaml(self, source: str | Path | Iterable[str | Path]) -> list[Obj]:
+    def load_yaml(self, source: str | Path | Iterable[str | Path]) -> builtins.list[Obj]:
         """Apply every document of YAML files, directories (*.yaml, *.yml) or a YAML string; CRDs first.
 
         Kustomization documents are skipped, so `load_yaml("kubernetes/examples/")` works as `kubectl apply -k`
@@ -525,7 +526,7 @@ class Store:
         if problems:
             raise Invalid(f'{rt.kind} "{name}" is invalid: ' + "; ".join(problems))
 
-    def _schema_problems(self, rt: ResourceType, obj: Obj) -> list[str]:
+    def _schema_problems(self, rt: ResourceType, obj: Obj) -> builtins.list[str]:
         cache_key = rt.kind + "." + rt.group
         validator = self._validators.get(cache_key)
         if validator is None:

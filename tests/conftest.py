@@ -14,6 +14,17 @@ TEST_TOKEN = "test-token"
 TEST_PROJECT = "2f3c1a52-5d7e-4b8a-9c1d-2e3f4a5b6c7d"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test without `e2e` or `slow` is `unit`, so a new test file lands in `make test-unit` by default.
+
+    e2e modules say so in one line at their top (`pytestmark = pytest.mark.e2e`). A unit test that starts a server
+    anyway shows up in `pytest -m unit --durations=15`, where it is made fast or marked.
+    """
+    for item in items:
+        if item.get_closest_marker("e2e") is None and item.get_closest_marker("slow") is None:
+            item.add_marker(pytest.mark.unit)
+
+
 @dataclass
 class MetalSim:
     """A running Equinix Metal simulator: give `url` and `token` to a MetalClient, inspect and steer `sim`."""

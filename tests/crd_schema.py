@@ -6,6 +6,7 @@ never matches what the hook returns makes Metacontroller loop, so tests use this
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,14 @@ SOURCES = {
 }
 
 
+@functools.cache
 def _crd_documents(folder: Path) -> list[dict[str, Any]]:
+    """Parsed once per run (the CRDs do not change under a test); callers get copies, never these objects."""
     docs: list[dict[str, Any]] = []
     if not folder.is_dir():
         return docs
     for path in sorted(folder.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
+        for doc in yaml.load_all(path.read_text(), Loader=yaml.CSafeLoader):
             if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
                 docs.append(doc)
     return docs
@@ -37,7 +40,7 @@ def load_crd_schema(kind: str, source: str = "ours", version: str = "v1alpha1") 
             continue
         for entry in doc["spec"].get("versions", []):
             if entry.get("name") == version:
-                return entry.get("schema", {}).get("openAPIV3Schema")
+                return copy.deepcopy(entry.get("schema", {}).get("openAPIV3Schema"))
     return None
 
 

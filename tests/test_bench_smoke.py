@@ -14,6 +14,8 @@ import pytest
 from bench import run
 
 pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the bench harness reads /proc"),
     pytest.mark.timeout(180),
 ]

@@ -20,6 +20,8 @@ import pytest
 from bench.chaos import CLUSTER_TAG, LAST_LINE, NAMESPACE, ChaosSimulator, DeviceView, Monitor, overlaps
 from hooks.equinix import tags
 
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
 REPO = Path(__file__).resolve().parent.parent
 PROJECT = "7f3c1a52-5d7e-4b8a-9c1d-2e3f4a5b6c7d"
 OTHER_PROJECT = "0c4f7a3e-9b1d-4e2a-8f6c-5d3b2a1e9f70"

@@ -24,6 +24,8 @@ import requests
 from emulator import demo_view as view
 from emulator.demo import Demo, Display, Timing
 
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
 REPO = Path(__file__).resolve().parent.parent
 UID_A, UID_B = "11111111-aaaa-4aaa-8aaa-111111111111", "22222222-bbbb-4bbb-8bbb-222222222222"
 Obj = dict[str, Any]

@@ -276,6 +276,7 @@ def test_missing_node_is_already_drained(cluster: tuple[FakeCluster, KubeApi], t
     assert fake.calls == [("get", "nodes")]
 
 
+@pytest.mark.slow  # 1,203 evictions through requests_mock
 def test_cordoned_node_is_not_patched_again_and_pages_are_followed(
     cluster: tuple[FakeCluster, KubeApi], tmp_path: Path
 ) -> None:
@@ -342,7 +343,8 @@ def _manifests() -> list[dict[str, Any]]:
 
 def test_drain_rbac_manifests_validate() -> None:
     docs = _manifests()
-    assert {d["kind"] for d in docs} == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
+    assert {d["kind"] for d in docs} == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding",
+                                         "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
     for doc in docs:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
     binding = next(d for d in docs if d["kind"] == "ClusterRoleBinding")

@@ -22,6 +22,8 @@ from emulator.metacontroller import Metacontroller
 from emulator.store import Store
 from tests.emulator_support import real_cluster
 
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "kubernetes" / "examples"
 MACHINE_API = "machine.sapcloud.io/v1alpha1"

@@ -48,7 +48,8 @@ Obj = dict[str, Any]
 NEEDED = [EXAMPLES / "secret.yaml", EXAMPLES / "machine-class.yaml", EXAMPLES / "machine.yaml",
           EXAMPLES / "machine-deployment.yaml", *(CONTROLLERS / f"{n}.yaml" for n in (
               "machines", "machinesets", "machinedeployments", "machineclasses"))]
-pytestmark = pytest.mark.skipif(not all(p.exists() for p in NEEDED), reason="examples or controllers missing")
+pytestmark = [pytest.mark.e2e, pytest.mark.slow,
+              pytest.mark.skipif(not all(p.exists() for p in NEEDED), reason="examples or controllers missing")]
 
 
 def _docs(path: Path) -> list[Obj]:

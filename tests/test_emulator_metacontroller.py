@@ -30,6 +30,8 @@ from tests.emulator_support import (
     widget_crd,
 )
 
+pytestmark = pytest.mark.e2e
+
 REPO = Path(__file__).resolve().parent.parent
 Obj = dict[str, Any]
 

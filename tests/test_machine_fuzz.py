@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -12,6 +13,8 @@ from hooks.context import BadRequest
 from hooks.mcm import machine
 from tests.json_paths import json_paths
 from tests.machine_support import DECORATOR_KEYS, Clock, FakeMetal, context, finalize_request, load, node, sync_request
+
+pytestmark = pytest.mark.slow
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-3, 3) | st.text(max_size=6),

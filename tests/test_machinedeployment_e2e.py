@@ -28,7 +28,8 @@ Obj = dict[str, Any]
 NEEDED = [CRDS, EXAMPLES / "secret.yaml", EXAMPLES / "machine-class.yaml", EXAMPLES / "machine-deployment.yaml",
           CONTROLLERS / "machines.yaml", REPO / "emulator" / "metacontroller.py", REPO / "emulator" / "nodes.py",
           REPO / "emulator" / "jobs.py"]
-pytestmark = pytest.mark.skipif(not all(p.exists() for p in NEEDED), reason="emulator, CRDs or examples missing")
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.skipif(not all(p.exists() for p in NEEDED), reason="emulator, CRDs or examples missing")]
 
 
 def _docs(path: Path) -> list[Obj]:

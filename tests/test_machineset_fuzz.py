@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +20,8 @@ from hooks.config import Settings
 from hooks.context import BadRequest, HookContext
 from hooks.mcm import machineclass, machinedeployment, machineset
 from tests.json_paths import json_paths
+
+pytestmark = pytest.mark.slow
 
 FIXTURES = Path(__file__).parent / "fixtures"
 COMPOSITE = {"status", "children", "resyncAfterSeconds", "finalized"}

@@ -7,6 +7,7 @@ controller configs against Metacontroller's CRDs, and RBAC against what the cont
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import re
 import shutil
@@ -21,6 +22,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+import hooks
 from tests.crd_schema import object_problems, problems, to_jsonschema
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,7 +51,13 @@ def manifest_files() -> list[Path]:
 
 
 def documents(path: Path) -> list[Any]:
-    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+    return copy.deepcopy(_parsed(path))  # a copy: tests edit what they load
+
+
+@functools.cache
+def _parsed(path: Path) -> list[Any]:
+    """Each manifest parsed once per run (with libyaml): the files do not change under a test."""
+    return [doc for doc in yaml.load_all(path.read_text(), Loader=yaml.CSafeLoader) if doc is not None]
 
 
 def objects(root: Path | None = None) -> Iterator[tuple[Path, dict[str, Any]]]:
@@ -440,7 +448,7 @@ def test_hook_server_deployment_is_hardened_and_highly_available() -> None:
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert spec["topologySpreadConstraints"], "replicas should spread over nodes"
     (container,) = spec["containers"]
-    assert container["image"] == "ghcr.io/metal-machine-hooks/metal-machine-hooks:0.1.0"
+    assert container["image"] == f"ghcr.io/metal-machine-hooks/metal-machine-hooks:{hooks.__version__}"
     assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
     context = container["securityContext"]
     assert context["readOnlyRootFilesystem"] is True
@@ -529,6 +537,7 @@ def kustomize_build(directory: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(result.stdout) if d]
 
 
+@pytest.mark.slow  # runs kubectl kustomize
 @pytest.mark.parametrize("path", [p for p in KUSTOMIZATIONS if documents(p)[0]["kind"] == "Kustomization"], ids=_rel)
 def test_kustomization_builds_offline(path: Path) -> None:
     built = kustomize_build(path.parent)
@@ -539,6 +548,7 @@ def test_kustomization_builds_offline(path: Path) -> None:
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
 
+@pytest.mark.slow  # runs kubectl kustomize twice
 def test_least_privilege_component_swaps_metacontrollers_wildcard_role(tmp_path: Path) -> None:
     if not METACONTROLLER_REF.is_dir():
         pytest.skip("Metacontroller's manifests are not available beside the repository (../shared)")

@@ -54,6 +54,8 @@ from tests.machine_support import (
     sync_request,
 )
 
+pytestmark = pytest.mark.slow
+
 FIXTURES = Path(__file__).parent / "fixtures"
 ROUTES = sorted(hook_app._routes())
 

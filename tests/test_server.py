@@ -28,6 +28,8 @@ from hooks.context import HookContext
 from hooks.server import app as app_module
 from hooks.server.app import create_app
 
+pytestmark = pytest.mark.e2e
+
 REPO = Path(__file__).resolve().parent.parent
 MACHINE_SYNC_FIXTURE = REPO / "tests" / "fixtures" / "machine" / "sync-request.json"
 HOOK_TOKEN = "hook-bearer-token-7d1e2f"

@@ -20,6 +20,8 @@ from hypothesis import strategies as st
 from emulator.metal import MetalSimulator
 from tests.clocks import ManualClock
 
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).resolve().parents[1]
 OTHER_PROJECT = "9d0e1f2a-3b4c-4d5e-8f6a-7b8c9d0e1f2a"
 MINIMAL = {"metro": "da", "plan": "c3.small.x86", "operating_system": "ubuntu_22_04"}

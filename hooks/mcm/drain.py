@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from hooks import __version__
 from hooks.config import ConfigError, Settings, env_bool
 from hooks.mcm import vocabulary as mcm
 from hooks.mcm.timefmt import go_duration, parse_duration, parse_time
@@ -29,7 +30,7 @@ from hooks.mcm.timefmt import go_duration, parse_duration, parse_time
 # Key of Jobs in a decorator request's `children` map (v1: `attachments`); machines.yaml's rule: `batch/v1` `jobs`.
 JOB_KEY = "Job.batch/v1"
 
-DEFAULT_IMAGE = "ghcr.io/metal-machine-hooks/metal-machine-hooks:0.1.0"
+DEFAULT_IMAGE = f"ghcr.io/metal-machine-hooks/metal-machine-hooks:{__version__}"
 DEFAULT_SERVICE_ACCOUNT = "metal-machine-drain"
 FORCE_DELETION_LABEL = "force-deletion"
 
