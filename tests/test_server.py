@@ -377,7 +377,7 @@ def test_server_time_limits_fit_the_controllers_and_the_deployment(tmp_path: Pat
         check=True,
     )  # fmt: skip
     conf = json.loads(result.stdout)
-    assert (conf["worker_class"], conf["workers"], conf["threads"]) == ("gthread", 2, 8)
+    assert (conf["worker_class"], conf["workers"], conf["threads"]) == ("hooks.server.worker.BoundedReadWorker", 2, 8)
 
     def webhook_timeouts(node: Any) -> Iterator[float]:
         if isinstance(node, dict):
