@@ -27,6 +27,9 @@ EXTRA_FIELDS: dict[str, tuple[str, ...]] = {
     "Job": ("status.successful",),
 }
 
+# What an unset field reads as (the Go structs' zero values), where it is not the empty string.
+FIELD_DEFAULTS = {"spec.unschedulable": "false"}
+
 _LABEL_TERM = re.compile(
     r"^\s*(?P<neg>!)?\s*(?P<key>[A-Za-z0-9][-A-Za-z0-9_./]*)\s*"
     r"(?:(?P<op>==|!=|=|\s+in\s+|\s+notin\s+)\s*(?P<value>\([^)]*\)|[-A-Za-z0-9_.]*))?\s*$"
@@ -93,7 +96,7 @@ def field_value(obj: Obj, path: str) -> str:
     for part in path.split("."):
         node = node.get(part) if isinstance(node, dict) else None
     if node is None:
-        return ""
+        return FIELD_DEFAULTS.get(path, "")
     if isinstance(node, bool):
         return "true" if node else "false"
     return str(node)
