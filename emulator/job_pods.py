@@ -24,6 +24,7 @@ API:
 
     runner = ProgramJobRunner(store, api, poll_interval=0.05, backoff=10.0)
     runner.start(); runner.stop()     # stop() ends every running program
+    runner.running()                  # pods whose program is still running
     runner.finished                   # names of Jobs completed (succeeded or failed), in order
     runner.logs["m1-drain-abcde"]     # what the pod printed
 """
@@ -140,6 +141,11 @@ class ProgramJobRunner(Poller):
                     self._watch(job, state, now)
                 elif now >= state.next_try:
                     self._start_pod(job, state, now)
+
+    def running(self) -> list[str]:
+        """Pods whose program has not exited yet (empty after stop())."""
+        with self._lock:
+            return [s.run.name for s in self._jobs.values() if s.run is not None and s.run.process.poll() is None]
 
     def stop(self) -> None:
         super().stop()

@@ -202,15 +202,15 @@ class RealCluster:
 
 @contextmanager
 def real_cluster(sim_url: str, sim_base_url: str, *, settings: Any = None, controllers: list[Obj] | None = None,
-                 jobs: str = "stand-in", **mc_kwargs: Any) -> Iterator[RealCluster]:
+                 jobs: str = "program", **mc_kwargs: Any) -> Iterator[RealCluster]:
     """Our hook app (werkzeug, ephemeral port) under the emulator with the repo's CRDs and controllers.
 
     `settings` defaults to the simulator's URL with a 1 s retry budget; `controllers` to metacontroller/*.yaml
     (tests may lower a resync period first); other keywords go to Metacontroller. Nodes join as devices turn
-    active and drain Jobs succeed at once (both polled every 20 ms). With `jobs="program"` the Jobs' pods run
-    their real programs (`python -m drain ...`) against a Kubernetes REST API over the store instead
-    (`kube_api`), with a 0.5 s back-off between failed pods. Everything, subprocesses included, is stopped
-    afterwards.
+    active (polled every 20 ms). Jobs' pods run their real programs (`python -m drain ...`) as subprocesses
+    against a Kubernetes REST API over the store (`kube_api`), with a 0.5 s back-off between failed pods;
+    `jobs="stand-in"` uses the in-process JobRunner instead (drain Jobs succeed at once, nothing is evicted).
+    Everything, subprocesses included, is stopped afterwards.
     """
     from werkzeug.serving import make_server
 

@@ -72,6 +72,7 @@ def cluster() -> Iterator[tuple[RealCluster, RecordedSim]]:
             yield running, recorded
     finally:
         recorded.server.shutdown()
+    assert running.jobs.running() == []  # no drain program outlives the test
 
 
 def _pod(name: str, node: str, *, labels: Obj | None = None, grace: int = 1, namespace: str = "apps",
