@@ -3,10 +3,10 @@
 Everything a user's cluster does is here except containers: our hooks under the Metacontroller emulator, the
 Metal simulator, and the Job's pod running this repository's drain program as a subprocess that talks HTTP to the
 emulator's REST API (`emulator/kubeapi.py`) with a ServiceAccount token, as the pod would talk to the API server.
-The Node carries an unmanaged pod (evicted at once, slow to terminate), a pod whose PodDisruptionBudget allows
-no disruption until a replacement runs elsewhere, and a mirror pod (left alone). What the API server saw must be:
-the Node read and cordoned, evictions (the budget's 429 first, then success once the replacement is Ready),
-lists until no pod is left, and only after that the device's DELETE at the Metal API.
+The Node carries an unmanaged pod (evicted at once, but held by a finalizer until the test lets it go), a pod
+whose PodDisruptionBudget allows no disruption until a replacement runs elsewhere, and a mirror pod (left alone).
+What the API server saw must be: the Node read and cordoned, evictions (the budget's 429 first, then success once
+the replacement is Ready), lists until no pod is left, and only after that the device's DELETE at the Metal API.
 """
 
 from __future__ import annotations
@@ -76,10 +76,12 @@ def cluster() -> Iterator[tuple[RealCluster, RecordedSim]]:
 
 
 def _pod(name: str, node: str, *, labels: Obj | None = None, grace: int = 1, namespace: str = "apps",
-         annotations: Obj | None = None) -> Obj:
+         annotations: Obj | None = None, finalizers: list[str] | None = None) -> Obj:
     meta: Obj = {"name": name, "namespace": namespace, "labels": labels or {"app": name}}
     if annotations:
         meta["annotations"] = annotations
+    if finalizers:
+        meta["finalizers"] = finalizers
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
             "spec": {"nodeName": node, "terminationGracePeriodSeconds": grace,
                      "containers": [{"name": "main", "image": "registry.example/app:1"}]},
@@ -111,7 +113,8 @@ def test_drain_program_cordons_evicts_past_a_budget_and_waits_before_the_device_
     node = machine()["metadata"]["labels"]["node"]  # type: ignore[index]
     store.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apps"}})
     store.create(_pod("web-1", node, labels={"app": "web"}))
-    store.create(_pod("bare", node, grace=7))  # no controller, no budget: evicted at once, terminates slowly
+    # No controller, no budget: evicted at once, but it stays (terminating) until the test lets it go.
+    store.create(_pod("bare", node, finalizers=["example.com/hold"]))
     store.create(_pod(f"kube-proxy-{node}", node, namespace="kube-system",
                       annotations={"kubernetes.io/config.mirror": "abc"}))
     store.create({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
@@ -128,6 +131,19 @@ def test_drain_program_cordons_evicts_past_a_budget_and_waits_before_the_device_
     assert machine() is not None and recorded.device_deletes() == []
     # The replacement runs elsewhere: now the budget allows one disruption.
     store.create(_pod("web-2", "another-node", labels={"app": "web"}))
+
+    def waiting_for_bare() -> bool:
+        """web-1 was evicted, and a list after that still showed `bare` terminating."""
+        log = api.requests()
+        granted = [r.seq for r in log if r.resource == "pods/eviction" and r.name == "web-1" and r.code == 201]
+        return bool(granted) and any(r.verb == "list" and r.seq > granted[0] and "apps/bare" in r.terminating
+                                     for r in log)
+
+    _wait(waiting_for_bare, 60, "the drain waits for the evicted pod to go")
+    assert recorded.device_deletes() == [] and running.jobs.finished == []
+    bare = store.get("v1", "Pod", "bare", "apps")
+    bare["metadata"]["finalizers"] = []
+    store.update(bare)  # the pod's last finalizer goes: now it is gone
     mc.wait_for(lambda s: machine() is None, timeout=60, message="Machine gone after its drain and device")
 
     drain = [r for r in api.requests() if r.user.startswith("system:serviceaccount:default:")]
@@ -141,11 +157,12 @@ def test_drain_program_cordons_evicts_past_a_budget_and_waits_before_the_device_
     assert web[0] == 429 and web[-1] == 201 and set(web[:-1]) == {429}, evictions
     lists = [r for r in drain if r.verb == "list"]
     assert all(r.resource == "pods" and r.query.get("fieldSelector") == f"spec.nodeName={node}" for r in lists)
-    last_eviction = max(r.seq for r in drain if r.resource == "pods/eviction")
+    evictions_end = max(r.seq for r in drain if r.resource == "pods/eviction")
     final = lists[-1]
-    assert final.seq > last_eviction and final.items == (f"kube-system/kube-proxy-{node}",), steps
-    # The wait: a list still showed an evicted pod terminating, and the drain went on listing until it was gone.
-    assert any("apps/bare" in r.terminating for r in lists if r.seq < final.seq)
+    assert final.seq > evictions_end and final.items == (f"kube-system/kube-proxy-{node}",), steps
+    # The wait: lists kept showing the evicted pod terminating, and the drain went on listing until it was gone.
+    after = [r for r in lists if r.seq > evictions_end]
+    assert len(after) >= 2 and all(r.terminating == ("apps/bare",) for r in after[:-1]), steps
     assert all(r.seq < final.seq for r in drain if r.seq != final.seq)
     # Only then the hooks deleted the device.
     deletes = recorded.device_deletes()
