@@ -170,10 +170,6 @@ class KubeApiServer:
         with self._lock:
             return self._tokens.get(token.strip())
 
-    def _record(self, entry: ApiRequest) -> None:
-        with self._lock:
-            self._log.append(entry)
-
     def answer(self, method: str, raw_path: str, headers: Mapping[str, str], body: bytes) -> Reply:
         """One request end to end (the HTTP handler calls this; tests may too)."""
         split = urlsplit(raw_path)
@@ -191,14 +187,13 @@ class KubeApiServer:
                 reply = Reply(400, _status(400, "BadRequest", f"the body is not JSON: {exc}"))
             else:
                 reply = self.core.handle(method, path, query, content_type, parsed)
-        with self._lock:
-            seq = len(self._log) + 1
-        self._record(ApiRequest(
-            seq=seq, at=self._monotonic(), method=method, path=path, query=query, content_type=content_type,
-            user=user or "", code=reply.code, verb=reply.verb or method.lower(), resource=reply.resource,
-            namespace=reply.namespace, name=reply.name, items=reply.items, terminating=reply.terminating,
-            body=parsed,
-        ))
+        with self._lock:  # numbered and appended at once: seq is the order answers were given in
+            self._log.append(ApiRequest(
+                seq=len(self._log) + 1, at=self._monotonic(), method=method, path=path, query=query,
+                content_type=content_type, user=user or "", code=reply.code, verb=reply.verb or method.lower(),
+                resource=reply.resource, namespace=reply.namespace, name=reply.name, items=reply.items,
+                terminating=reply.terminating, body=parsed,
+            ))
         return reply
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:

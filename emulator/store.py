@@ -354,6 +354,7 @@ class Store:
 
         The kubelet removes such a pod once its containers stopped (the emulator's REST API plays that part and
         then calls `delete`). `deletionTimestamp` is when the grace period ends. Already deleting: unchanged.
+        As for any deleting object without finalizers, a later update removes it at once.
         """
         try:
             with self._lock:
