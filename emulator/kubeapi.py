@@ -63,7 +63,7 @@ class ApiRequest:
     name: str = ""
     items: tuple[str, ...] = ()  # lists: ns/name of every item answered
     terminating: tuple[str, ...] = ()  # lists: the items that carried a deletionTimestamp
-    body: Any = None
+    body: Any = None  # the request's JSON (never for Secrets: the log must not hold credentials)
 
 
 class _Server(ThreadingHTTPServer):
@@ -192,7 +192,7 @@ class KubeApiServer:
                 seq=len(self._log) + 1, at=self._monotonic(), method=method, path=path, query=query,
                 content_type=content_type, user=user or "", code=reply.code, verb=reply.verb or method.lower(),
                 resource=reply.resource, namespace=reply.namespace, name=reply.name, items=reply.items,
-                terminating=reply.terminating, body=parsed,
+                terminating=reply.terminating, body=None if reply.resource.startswith("secrets") else parsed,
             ))
         return reply
 

@@ -213,6 +213,7 @@ def test_create_update_and_resource_version_conflicts(kube: Client, store: Store
     invalid = kube("POST", "/api/v1/namespaces/default/secrets",
                    json={"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "Bad_Name"}})
     assert invalid.status_code == 422 and invalid.json()["reason"] == "Invalid"
+    assert [r.body for r in kube.api.requests()] == [None] * 7  # the request log keeps no Secret content
 
 
 def test_status_subresource_separates_status_from_the_rest(kube: Client, store: Store) -> None:
