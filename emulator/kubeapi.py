@@ -16,7 +16,8 @@ cluster), with the answers a real API server gives where a program can notice:
 * bearer-token authentication (401 without a known token) and `kind: Status` error bodies (404 NotFound, 409
   Conflict, 422 Invalid, 400 BadRequest, 415 UnsupportedMediaType, ...).
 
-Not served: watch, discovery beyond `/version`, RBAC authorization (every known token may do everything), TLS
+Discovery (`/version`, `/api`, `/apis`, `/api/v1`, `/apis/GROUP/VERSION`) lists what the store serves.
+Not served: watch, collection DELETE, RBAC authorization (every known token may do everything), TLS
 (plain http: the drain program uses http only when told to by KUBE_API_SCHEME=http).
 
 API:
