@@ -76,7 +76,7 @@ def test_fresh_machine_creates_one_device_and_goes_pending(fake, clock) -> None:
     assert response["annotations"]["machinepriority.machine.sapcloud.io"] == "3"
     assert response["labels"] == {"node": NAME}
     assert 0 < response["resyncAfterSeconds"] <= 10
-    assert fake.tokens == [TOKEN]
+    assert fake.tokens == [TOKEN, TOKEN]  # one client per driver call: the status lookup, the create
 
 
 def test_create_request_carries_spec_userdata_and_ownership_tags(fake, clock) -> None:
@@ -112,7 +112,7 @@ def test_alternate_api_token_is_used_as_the_token(fake, clock) -> None:
     set_secret_value(body, "apiToken", None)
     set_secret_value(body, "alternateApiToken", "alt-token-123")
     assert phase(run(body, fake, clock)) == "Pending"
-    assert fake.tokens == ["alt-token-123"]
+    assert fake.tokens == ["alt-token-123", "alt-token-123"]  # the status lookup, the create
 
 
 def test_two_syncs_before_status_is_stored_create_one_device(fake, clock) -> None:

@@ -27,9 +27,9 @@ import jsonschema
 
 from hooks.config import CREDENTIALS_LABEL, CREDENTIALS_LABEL_VALUE
 from hooks.equinix import tags
-from hooks.mcm import vocabulary as mcm
-from hooks.mcm.timefmt import parse_duration
 
+# MachineClass.provider of the classes this driver serves (the Go provider's name).
+PROVIDER = "EquinixMetal"
 BILLING_CYCLES = ("hourly", "daily", "monthly", "yearly")
 CUSTOM_IPXE = "custom_ipxe"
 NAME_PATTERN = "^[-a-z0-9]+$"
@@ -260,19 +260,6 @@ def name_problems(name: Any) -> list[str]:
     return [f"metadata.name: Invalid value: {_short(name)}: " + "; ".join(errors)]
 
 
-def machine_problems(machine: dict[str, Any]) -> list[str]:
-    """Problems with the Machine itself: its name (the hostname) and its timeout overrides."""
-    problems = name_problems((machine.get("metadata") or {}).get("name"))
-    spec = machine.get("spec") if isinstance(machine.get("spec"), dict) else {}
-    for key in ("creationTimeout", "healthTimeout"):
-        value = spec.get(key)
-        if value is not None and (parse_duration(value) is None or (parse_duration(value) or 0) < 0):
-            problems.append(
-                f"spec.{key}: Invalid value: {_short(value)}: must be a duration such as \"20m\", \"1h30m\" or \"90s\""
-            )
-    return problems
-
-
 def _ref(obj: dict[str, Any], key: str, default_namespace: str) -> tuple[str, str] | None:
     ref = obj.get(key)
     if not isinstance(ref, dict) or not ref.get("name"):
@@ -344,37 +331,31 @@ def credentials(
     return Credentials(token=token, user_data=user_data), access, create
 
 
-def resolve(machine: dict[str, Any], related: Mapping[str, Any]) -> Resolution:
-    """Find and check the Machine's class, providerSpec and credentials in a v2 `related` map."""
-    meta = machine.get("metadata") or {}
+def resolve(machine: Mapping[str, Any], machine_class: Mapping[str, Any] | None,
+            secrets: Mapping[str, Any]) -> Resolution:
+    """Check the Machine's class (None: the hooks found none, they say why), providerSpec and credentials.
+
+    The Machine's name becomes the device hostname, so its problems are reported here too (they block a create).
+    """
+    meta = machine.get("metadata") if isinstance(machine.get("metadata"), dict) else {}
     namespace = str(meta.get("namespace") or "")
     uid = str(meta.get("uid") or "")
-    ref = (machine.get("spec") or {}).get("class") or {}
-    if not isinstance(ref, dict):
-        ref = {}
-    class_name = str(ref.get("name") or "")
-    create: list[str] = machine_problems(machine)
-    if not class_name:
-        access = ["spec.class.name: Required value: Name is required"]
-        return Resolution(problems=tuple(access + create), access_problems=tuple(access))
-    if ref.get("kind") not in (None, "", "MachineClass"):
-        access = [f"spec.class.kind: Unsupported value: {_short(ref.get('kind'))}: supported values: \"MachineClass\""]
-        return Resolution(class_name, problems=tuple(access + create), access_problems=tuple(access))
-    machine_class = (related.get(mcm.MACHINECLASS_KEY) or {}).get(f"{namespace}/{class_name}")
-    if not isinstance(machine_class, dict):
-        access = [f"spec.class.name: Not found: MachineClass \"{namespace}/{class_name}\" does not exist"]
-        return Resolution(class_name, problems=tuple(access + create), access_problems=tuple(access))
+    ref = (machine.get("spec") or {}).get("class") if isinstance(machine.get("spec"), dict) else None
+    class_name = str(ref.get("name") or "") if isinstance(ref, dict) else ""
+    create = name_problems(meta.get("name"))
+    if machine_class is None:
+        return Resolution(class_name, problems=tuple(create))
     provider = machine_class.get("provider")
-    if provider != mcm.PROVIDER:
+    if provider != PROVIDER:
         access = [f"provider: Unsupported value: Requested for Provider '{provider or ''}', we only support "
-                  f"'{mcm.PROVIDER}'"]
+                  f"'{PROVIDER}'"]
         return Resolution(class_name, problems=tuple(access + create), access_problems=tuple(access))
     spec, spec_problems, ignored = parse_provider_spec(machine_class.get("providerSpec"), uid)
     raw = machine_class.get("providerSpec") if isinstance(machine_class.get("providerSpec"), dict) else {}
     folded, _ = fold_keys(raw)
     project = folded.get("projectID") if isinstance(folded.get("projectID"), str) and folded.get("projectID") else None
     access = [] if project else [p for p in spec_problems if p.startswith("providerSpec.projectID")]
-    creds, cred_access, cred_create = credentials(machine_class, namespace, related.get(mcm.SECRET_KEY) or {})
+    creds, cred_access, cred_create = credentials(dict(machine_class), namespace, secrets)
     access += cred_access
     problems = [*spec_problems, *cred_access, *cred_create, *create]
     return Resolution(

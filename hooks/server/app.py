@@ -19,7 +19,9 @@ from werkzeug.exceptions import HTTPException
 
 from hooks.config import ConfigError, Settings
 from hooks.context import BadRequest, HookContext, utc_now
+from hooks.driver import Driver
 from hooks.equinix import sessions
+from hooks.equinix.driver import EquinixDriver
 from hooks.server import logs, metrics
 from hooks.server.auth import check_bearer
 from hooks.server.jsonio import FastJSONProvider
@@ -83,7 +85,10 @@ def create_app(
     *,
     metal: Callable[[str], Any] | None = None,
     clock: Callable[[], Any] | None = None,
+    driver: Driver | None = None,
 ) -> Flask:
+    """The hook server. `metal` builds a Metal API client per token (tests pass a fake or the simulator's);
+    `driver` replaces the Equinix driver built on it (tests pass a fake Driver)."""
     app = Flask("hooks")
     app.json = FastJSONProvider(app)  # orjson: large parents decode and encode in a fraction of the time (bench/)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
@@ -96,10 +101,12 @@ def create_app(
             settings = Settings()
     log_level_error = logs.configure_logging(os.environ.get("LOG_LEVEL"))
     config_error = "; ".join(e for e in (config_error, log_level_error) if e)
+    metal = metal or _default_metal_factory(settings)
     ctx = HookContext(
         settings=settings,
-        metal=metal or _default_metal_factory(settings),
+        metal=metal,
         clock=clock or utc_now,
+        driver=driver or EquinixDriver(settings, metal),
     )
     app.extensions["hook_context"] = ctx
 
