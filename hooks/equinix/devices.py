@@ -57,7 +57,8 @@ def device_tags(raw: Any) -> list[str]:
 
 def is_owned(raw: Any, machine_uid: str) -> bool:
     """Whether an API device carries this Machine's ownership tags (anything malformed is not ours)."""
-    return isinstance(raw, dict) and isinstance(raw.get("tags"), list) and tags.is_owned_by(device_tags(raw), machine_uid)
+    listed = raw.get("tags") if isinstance(raw, dict) else None
+    return isinstance(listed, list) and tags.is_owned_by(device_tags(raw), machine_uid)
 
 
 def created_key(raw: Mapping[str, Any]) -> tuple[int, float, str]:
@@ -101,7 +102,7 @@ def to_device(raw: Mapping[str, Any], *, fallback_metro: str, hostname: str) -> 
     answer does not include it."""
     metro = raw.get("metro")
     code = metro.get("code") if isinstance(metro, dict) else None
-    provider_state = raw.get("state") if isinstance(raw.get("state"), str) else ""
+    provider_state = str(raw.get("state")) if isinstance(raw.get("state"), str) else ""
     state = DeviceState.GONE if provider_state in GONE_STATES else _STATES.get(provider_state, DeviceState.PROVISIONING)
     return Device(
         id=str(raw["id"]),
@@ -115,7 +116,8 @@ def to_device(raw: Mapping[str, Any], *, fallback_metro: str, hostname: str) -> 
     )
 
 
-def create_body(spec: ProviderSpec, name: str, uid: str, user_data: str | None, reservation: str | None) -> DeviceCreate:
+def create_body(spec: ProviderSpec, name: str, uid: str, user_data: str | None,
+                reservation: str | None) -> DeviceCreate:
     """A fresh create request for one attempt (attempts never share one); `<<MACHINE_NAME>>` in userData, plain
     or URL-encoded, becomes the Machine name."""
     text = (user_data or "").replace(MACHINE_NAME_PLACEHOLDER, name)

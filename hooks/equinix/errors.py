@@ -2,7 +2,8 @@
 
 Every error keeps the HTTP status, every API message, the request id and a parsed Retry-After, and knows
 whether the answer came from the API itself (JSON and an X-Request-Id) or from an intermediary such as a
-load balancer. `mcm_code` is the machine-controller-manager error code users know from MCM.
+load balancer. `mcm_code` is the machine-controller-manager error code users know from MCM; hooks.equinix.driver
+carries it into `hooks.driver.DriverError`. Whether a call is retried is the client's decision (`_retryable`).
 Messages never contain the API token or userdata.
 """
 
@@ -13,7 +14,6 @@ class MetalError(Exception):
     """Base class: any failed Equinix Metal API call."""
 
     mcm_code = "Unknown"
-    retryable = False
 
     def __init__(
         self,
@@ -43,7 +43,6 @@ class TransportError(MetalError):
     """Timeout, reset, refused connection, or a body that is not the JSON we expected: the outcome is unknown."""
 
     mcm_code = "Unavailable"
-    retryable = True
 
 
 class NotFound(MetalError):
@@ -74,21 +73,18 @@ class CapacityError(MetalError):
     """No provisionable hardware, or no usable hardware reservation; worth retrying later."""
 
     mcm_code = "ResourceExhausted"
-    retryable = True
 
 
 class RateLimited(MetalError):
     """429, or a 403 that says it is a rate limit; `retry_after` says when to come back."""
 
     mcm_code = "ResourceExhausted"
-    retryable = True
 
 
 class ServerError(MetalError):
     """5xx, from the API or from an intermediary (HTML 502 from a load balancer)."""
 
     mcm_code = "Unavailable"
-    retryable = True
 
 
 class UnexpectedResponse(MetalError):

@@ -25,6 +25,7 @@ from typing import Any
 
 import jsonschema
 
+from hooks import objects
 from hooks.config import CREDENTIALS_LABEL, CREDENTIALS_LABEL_VALUE
 from hooks.equinix import tags
 
@@ -300,8 +301,8 @@ def credentials(
     machine_class: dict[str, Any], namespace: str, secrets: Mapping[str, Any]
 ) -> tuple[Credentials | None, list[str], list[str]]:
     """Merge the class's Secrets; return (credentials or None, problems blocking access, problems blocking create)."""
-    refs = [(key, _ref(machine_class, key, namespace)) for key in ("secretRef", "credentialsSecretRef")]
-    refs = [(key, ref) for key, ref in refs if ref is not None]
+    found = [(key, _ref(machine_class, key, namespace)) for key in ("secretRef", "credentialsSecretRef")]
+    refs = [(key, ref) for key, ref in found if ref is not None]
     if not refs:
         missing = "secretRef: Required value: the MachineClass names neither secretRef nor credentialsSecretRef"
         return None, [missing], []
@@ -337,12 +338,9 @@ def resolve(machine: Mapping[str, Any], machine_class: Mapping[str, Any] | None,
 
     The Machine's name becomes the device hostname, so its problems are reported here too (they block a create).
     """
-    meta = machine.get("metadata") if isinstance(machine.get("metadata"), dict) else {}
-    namespace = str(meta.get("namespace") or "")
-    uid = str(meta.get("uid") or "")
-    ref = (machine.get("spec") or {}).get("class") if isinstance(machine.get("spec"), dict) else None
-    class_name = str(ref.get("name") or "") if isinstance(ref, dict) else ""
-    create = name_problems(meta.get("name"))
+    namespace, uid = objects.namespace(machine), objects.uid(machine)
+    class_name = objects.string(machine, "spec", "class", "name")
+    create = name_problems(objects.meta(machine).get("name"))
     if machine_class is None:
         return Resolution(class_name, problems=tuple(create))
     provider = machine_class.get("provider")
@@ -351,8 +349,7 @@ def resolve(machine: Mapping[str, Any], machine_class: Mapping[str, Any] | None,
                   f"'{PROVIDER}'"]
         return Resolution(class_name, problems=tuple(access + create), access_problems=tuple(access))
     spec, spec_problems, ignored = parse_provider_spec(machine_class.get("providerSpec"), uid)
-    raw = machine_class.get("providerSpec") if isinstance(machine_class.get("providerSpec"), dict) else {}
-    folded, _ = fold_keys(raw)
+    folded, _ = fold_keys(objects.mapping(machine_class, "providerSpec"))
     project = folded.get("projectID") if isinstance(folded.get("projectID"), str) and folded.get("projectID") else None
     access = [] if project else [p for p in spec_problems if p.startswith("providerSpec.projectID")]
     creds, cred_access, cred_create = credentials(dict(machine_class), namespace, secrets)

@@ -43,12 +43,13 @@ HEALTH_RECHECK = 60.0
 DELETE_BACKOFF_CAP = 120.0
 
 CREATION_PHASES = ("", mcm.PENDING, mcm.CRASH_LOOP)
+OPT_OUT_HINT = (f"If the device is known to be gone, annotate the Machine with {mcm.SKIP_CLEANUP_ANNOTATION}=\"true\" "
+                "to let it go")
 
 
 @dataclass(frozen=True)
 class Observed:
     """What one hook call saw: the Machine as Metacontroller handed it, its Node, the time and the settings."""
-
     machine: Mapping[str, Any]
     node: Mapping[str, Any] | None
     now: datetime
@@ -86,14 +87,12 @@ class Observed:
 @dataclass(frozen=True)
 class Invalid:
     """The Machine, its class or Secret has problems (validation, no call made)."""
-
     problems: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class CallFailed:
     """A driver call failed; `doing` names the call for the message ("" when the driver's message says it)."""
-
     error: DriverError
     doing: str = ""
 
@@ -101,7 +100,6 @@ class CallFailed:
 @dataclass(frozen=True)
 class ForeignDevice:
     """The recorded device exists but does not carry the Machine's ownership mark, and no other device does."""
-
     device_id: str
     owner_tag: str
 
@@ -109,7 +107,6 @@ class ForeignDevice:
 @dataclass(frozen=True)
 class DeviceGone:
     """The recorded device is gone at the provider and no other device carries the Machine's ownership mark."""
-
     device_id: str
     owner_tag: str
 
@@ -117,7 +114,6 @@ class DeviceGone:
 @dataclass(frozen=True)
 class OwnerNotReady:
     """The Machine's controller (its MachineSet) is missing, replaced or being deleted: nothing is created."""
-
     reason: str
 
 
@@ -129,7 +125,6 @@ class NoDevice:
 @dataclass(frozen=True)
 class HasDevice:
     """The Machine's device (found, or created by this call); `notes` add what the lookup did along the way."""
-
     device: Device
     notes: str = ""
 
@@ -143,7 +138,6 @@ class CleanupSkipped:
 @dataclass(frozen=True)
 class DrainStep:
     """A drain step not yet done (hooks.mcm.drain decides it), or drain settings that cannot be used (`code`)."""
-
     description: str
     state: str
     resync: float = 0.0
@@ -153,14 +147,12 @@ class DrainStep:
 @dataclass(frozen=True)
 class CannotDelete:
     """Validation says the driver cannot look for the device at all; `problems` name why."""
-
     problems: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class DeletionAnnounced:
     """The drain outcome is shown first; devices are deleted in the next call."""
-
     description: str
 
 
@@ -188,17 +180,11 @@ Event = (Invalid | CallFailed | ForeignDevice | DeviceGone | OwnerNotReady | NoD
 @dataclass(frozen=True)
 class Transition:
     """The decision: phase, operation (None keeps the observed one), resync, and whether to create or let go."""
-
     phase: str
     operation: Operation | None
     resync: float = 0.0
     create: bool = False
     finalized: bool | None = None
-
-
-def opt_out_hint() -> str:
-    return (f"If the device is known to be gone, annotate the Machine with {mcm.SKIP_CLEANUP_ANNOTATION}=\"true\" "
-            "to let it go")
 
 
 def next_status(seen: Observed, event: Event) -> Transition:
@@ -357,7 +343,7 @@ def _finalize(seen: Observed, event: Event) -> Transition:
         return terminating(event.description, event.state, resync=event.resync, finalized=False)
     if isinstance(event, CannotDelete):
         text = (f"Cannot look for or delete the device of machine {seen.name}: {'; '.join(event.problems)}. "
-                f"The Machine stays Terminating while its device may still run. {opt_out_hint()}. "
+                f"The Machine stays Terminating while its device may still run. {OPT_OUT_HINT}. "
                 f"{INITIATE_VM_DELETION}")
         return retry(text, mcm.INVALID_ARGUMENT)
     if isinstance(event, DeletionAnnounced):
@@ -373,7 +359,7 @@ def _finalize(seen: Observed, event: Event) -> Transition:
         text = (f"VM deletion failed due to - {event.error.message}. However, will re-try in the next resync. "
                 f"{INITIATE_VM_DELETION}")
         if event.error.code in (mcm.UNAUTHENTICATED, mcm.PERMISSION_DENIED):
-            text = f"{text}. {opt_out_hint()}"
+            text = f"{text}. {OPT_OUT_HINT}"
         return retry(text, event.error.code, cap=DELETE_BACKOFF_CAP, at_least=event.error.retry_after)
     raise TypeError(f"not a finalize event: {event!r}")
 

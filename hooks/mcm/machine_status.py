@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from hooks import objects
 from hooks.mcm import vocabulary as mcm
 from hooks.mcm.timefmt import format_time, parse_time
 
@@ -109,11 +110,8 @@ def build_status(
 
 def node_conditions(node: Any) -> list[dict[str, Any]]:
     """The Node's conditions, limited to the fields a Machine's status.conditions may hold."""
-    if not isinstance(node, dict):
-        return []
     result = []
-    status = node.get("status") if isinstance(node.get("status"), dict) else {}
-    for cond in _dicts(status.get("conditions")):
+    for cond in objects.mappings(node, "status", "conditions"):
         if cond.get("type") and cond.get("status"):
             result.append({k: cond[k] for k in _CONDITION_FIELDS if cond.get(k) not in (None, "")})
     return result
