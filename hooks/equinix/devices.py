@@ -27,10 +27,10 @@ _STATES = {"active": DeviceState.ACTIVE, "failed": DeviceState.FAILED}
 
 
 def parse_provider_id(value: Any) -> str | None:
-    """The device id in `equinixmetal://<id>` or `equinixmetal://<metro>/<id>` (a trailing slash allowed)."""
+    """The device id in `equinixmetal://<id>` or `equinixmetal://<metro>/<id>`; anything else is no id of ours."""
     if not isinstance(value, str) or not value.startswith(PROVIDER_ID_SCHEME):
         return None
-    parts = value[len(PROVIDER_ID_SCHEME):].rstrip("/").split("/")
+    parts = value[len(PROVIDER_ID_SCHEME):].split("/")
     device_id = parts[-1].strip() if len(parts) <= 2 else ""
     return device_id or None
 
