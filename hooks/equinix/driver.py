@@ -47,7 +47,8 @@ from hooks.equinix.errors import (
 from hooks.equinix.providerspec import Resolution, resolve
 from hooks.redact import redact
 
-log = logging.getLogger("hooks.equinix.driver")
+# Its lines are about Machines (created, deleted, duplicate): the logger name they always had.
+log = logging.getLogger("hooks.machine")
 
 # Errors after which a create may or may not have happened.
 AMBIGUOUS = (TransportError, ServerError, UnexpectedResponse)
