@@ -29,6 +29,7 @@ from hooks.driver import (
 
 SCHEME = "fake://"
 CREATED = datetime(2026, 11, 25, 10, 0, 5, tzinfo=UTC)
+ADDRESSES = (Address("10.70.1.3", "InternalIP"), Address("198.51.100.11", "ExternalIP"))
 
 
 def _meta(machine: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -59,7 +60,7 @@ class FakeDriver:
             state=state,
             provider_state=fields.pop("provider_state", state.value),
             hostname=hostname,
-            addresses=fields.pop("addresses", (Address("10.0.0.7", "InternalIP"), Address(hostname, "Hostname"))),
+            addresses=fields.pop("addresses", (*ADDRESSES, Address(hostname, "Hostname"))),
             created_at=CREATED + timedelta(seconds=len(self.devices) - age),
             owner_uid=owner_uid,
             **fields,
