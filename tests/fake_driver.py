@@ -135,6 +135,8 @@ class FakeDriver:
         self._maybe_fail("delete_machine")
         recorded = self.recorded_device_id(request.machine)
         foreign = recorded if recorded in self.devices and self.devices[recorded].owner_uid != uid else None
+        # Like a provider's DELETE, an accepted deletion still counts as present in this call; the next call finds
+        # the device gone (or, with `slow_delete`, still being deleted).
         present = sorted(d.id for d in self.devices.values() if d.owner_uid == uid)
         if not dry_run:
             for device_id in present:
@@ -142,7 +144,6 @@ class FakeDriver:
                     self.set_state(device_id, DeviceState.GONE)
                 else:
                     del self.devices[device_id]
-            present = present if self.slow_delete else []
         return DeleteResult(tuple(present), foreign, f"owner:{uid}")
 
     def list_machines(self, request: ClassRequest) -> list[Device]:
