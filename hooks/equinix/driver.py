@@ -33,7 +33,8 @@ from hooks.driver import (
     StatusResponse,
     Validation,
 )
-from hooks.equinix import device_cache, devices, tags
+from hooks.equinix import device_cache, devices, sessions, tags
+from hooks.equinix.client import ApiCall, MetalClient
 from hooks.equinix.errors import (
     CapacityError,
     MetalError,
@@ -286,6 +287,40 @@ class EquinixDriver:
         """The client for this token, wrapped in the worker's device cache when the setting turns it on (its
         mutations invalidate the worker's listings)."""
         return device_cache.client_for(self.metal, self.settings, token, self.cache)
+
+
+def client_factory(
+    settings: Settings,
+    *,
+    register_secret: Callable[[str], None],
+    observe_call: Callable[[Any], None],
+    observe_rate_limit: Callable[[Any], None],
+) -> Callable[[str], MetalClient]:
+    """Builds the API client for a token: `register_secret` keeps the token out of every log line of the current
+    hook call; each attempt is reported to `observe_call` and the last X-RateLimit-* headers to
+    `observe_rate_limit` (the client records them before it reports the attempt, so the gauge is current)."""
+
+    def build(token: str) -> MetalClient:
+        register_secret(token)
+        client: MetalClient | None = None
+
+        def observe(call: ApiCall) -> None:
+            observe_call(call)
+            observe_rate_limit(client.rate_limit if client is not None else None)
+
+        client = MetalClient(
+            token,
+            base_url=settings.metal_api_url,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            retry_budget=settings.retry_budget,
+            observer=observe,
+            # Kept-alive per worker thread: a new connection per hook call was the top cost of a sync (bench/).
+            session=sessions.thread_session(settings.metal_api_url),
+        )
+        return client
+
+    return build
 
 
 def _resolve(request: MachineRequest) -> Resolution:

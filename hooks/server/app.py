@@ -20,8 +20,7 @@ from werkzeug.exceptions import HTTPException
 from hooks.config import ConfigError, Settings
 from hooks.context import BadRequest, HookContext, utc_now
 from hooks.driver import Driver
-from hooks.equinix import sessions
-from hooks.equinix.driver import EquinixDriver
+from hooks.equinix.driver import EquinixDriver, client_factory
 from hooks.server import logs, metrics
 from hooks.server.auth import check_bearer
 from hooks.server.jsonio import FastJSONProvider
@@ -53,31 +52,9 @@ def _routes() -> dict[str, Hook]:
 
 
 def _default_metal_factory(settings: Settings) -> Callable[[str], Any]:
-    def build(token: str) -> Any:
-        from hooks.equinix.client import MetalClient
-
-        # Whatever the current hook call logs, this token stays out of it.
-        logs.register_secret(token)
-        client: Any = None
-
-        def observe(call: Any) -> None:
-            # The client records X-RateLimit-* before it reports the attempt, so the gauge is current.
-            metrics.observe_api_call(call)
-            metrics.observe_rate_limit(getattr(client, "rate_limit", None))
-
-        client = MetalClient(
-            token,
-            base_url=settings.metal_api_url,
-            connect_timeout=settings.connect_timeout,
-            read_timeout=settings.read_timeout,
-            retry_budget=settings.retry_budget,
-            observer=observe,
-            # Kept-alive per worker thread: a new connection per hook call was the top cost of a sync (bench/).
-            session=sessions.thread_session(settings.metal_api_url),
-        )
-        return client
-
-    return build
+    """The Equinix client factory, with this server's log redaction and metrics attached."""
+    return client_factory(settings, register_secret=logs.register_secret, observe_call=metrics.observe_api_call,
+                          observe_rate_limit=metrics.observe_rate_limit)
 
 
 def create_app(
