@@ -372,3 +372,16 @@ def test_the_creation_timeout_fails_a_machine_that_never_got_a_device(driver, cl
     assert op(response)["description"] == f"Machine {NAME} failed to join the cluster in 20 minutes."
     assert "resyncAfterSeconds" not in response
     assert driver.devices == {}
+
+
+def test_the_app_hands_its_driver_to_the_machine_hooks(driver, clock) -> None:
+    """`create_app(driver=...)` is the seam a second provider (or this fake) plugs into; no Metal client is built."""
+    from hooks.server.app import create_app
+
+    built: list[str] = []
+    app = create_app(Settings(), metal=lambda token: built.append(token), clock=clock, driver=driver)
+    answer = app.test_client().post("/machine/sync", json=sync_request())
+    assert answer.status_code == 200
+    assert driver.ops() == ["get_machine_status", "create_machine"]
+    assert answer.json["annotations"]["metal-machine-hooks/device-id"] == next(iter(driver.devices))
+    assert built == []
