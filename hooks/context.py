@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from hooks.config import Settings
+from hooks.driver import Driver
 
 if TYPE_CHECKING:
     from hooks.equinix.client import MetalClient
@@ -31,3 +32,5 @@ class HookContext:
     metal: Callable[[str], MetalClient]
     clock: Callable[[], datetime] = utc_now
     extras: dict[str, Any] = field(default_factory=dict)
+    # The provider seam the Machine hooks call (hooks.server.app gives it one; hooks.mcm never builds one).
+    driver: Driver | None = None

@@ -15,6 +15,22 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
+# What the hooks write on a Machine so that any driver finds the Machine's device again (a decorator cannot write
+# spec.providerID). Written by hooks.mcm.machine, read by the driver's `recorded_device_id`.
+DEVICE_ID_ANNOTATION = "metal-machine-hooks/device-id"
+PROVIDER_ID_ANNOTATION = "metal-machine-hooks/provider-id"
+
+# MCM's error codes (pkg/util/provider/machinecodes/codes), the only error vocabulary a driver may speak.
+INVALID_ARGUMENT = "InvalidArgument"
+NOT_FOUND = "NotFound"
+UNAVAILABLE = "Unavailable"
+RESOURCE_EXHAUSTED = "ResourceExhausted"
+UNKNOWN_CODE = "Unknown"
+UNAUTHENTICATED = "Unauthenticated"
+PERMISSION_DENIED = "PermissionDenied"
+FAILED_PRECONDITION = "FailedPrecondition"
+UNIMPLEMENTED = "Unimplemented"
+
 
 class DeviceState(StrEnum):
     """A device's life as MCM's state machine needs it; the provider's own word stays in `Device.provider_state`."""
@@ -66,9 +82,53 @@ class ClassRequest:
     secrets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Validation:
+    """What the driver finds wrong with a Machine's class, providerSpec and Secret before it acts.
+
+    `access_problems` keep the driver from reaching the provider at all (no token, no project, wrong provider);
+    `problems` holds every problem, including those that only block a create. `ignored_keys` are providerSpec keys
+    the driver accepts but does not use (reported to the user in an annotation).
+    """
+
+    problems: tuple[str, ...] = ()
+    access_problems: tuple[str, ...] = ()
+    ignored_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StatusResponse:
+    """GetMachineStatus' answer, plus what the search found and did on the way, so the user hears of it.
+
+    `device` is None when the Machine has no device. `recorded_id` is the id the Machine recorded (None when it
+    recorded none); `foreign_id` a recorded device that exists but lacks the Machine's ownership mark (never used);
+    `duplicates_*` extra devices of the Machine (from lost create answers) deleted, or still to delete.
+    `owner_tag` names the ownership mark in the provider's words, for messages.
+    """
+
+    device: Device | None
+    recorded_id: str | None = None
+    foreign_id: str | None = None
+    duplicates_deleted: tuple[str, ...] = ()
+    duplicates_left: tuple[str, ...] = ()
+    owner_tag: str = ""
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    """DeleteMachine's answer: the ids still present (empty: all gone) and a recorded device left alone because
+    it does not carry the Machine's ownership mark."""
+
+    present: tuple[str, ...] = ()
+    foreign_id: str | None = None
+    owner_tag: str = ""
+
+
 class DriverError(Exception):
     """A failed provider call, with MCM's machinecodes code (`codes.NotFound`, `codes.Unavailable`, ...).
 
+    `message` says what failed in the provider's words; for a create it is the whole sentence the user reads (the
+    driver alone knows whether it was the API call, a reservation fallback or a lost answer).
     `ambiguous` marks an outcome that is unknown (a create whose answer was lost): the caller must look the device up
     again instead of repeating the call. `retry_after` is the provider's own "come back in" hint, in seconds.
     Messages never hold a credential.
@@ -85,16 +145,24 @@ class DriverError(Exception):
 class Driver(Protocol):
     """What the MCM logic may ask of a provider. Implementations are safe to share between threads."""
 
-    def get_machine_status(self, request: MachineRequest) -> Device | None:
-        """The Machine's device, proven to be its own; None when it has none (GetMachineStatus' NotFound)."""
+    def validate(self, request: MachineRequest) -> Validation:
+        """Every problem with the class, providerSpec and Secrets (no provider call); the hooks act only without."""
+        ...
+
+    def recorded_device_id(self, machine: Mapping[str, Any]) -> str | None:
+        """The device id a Machine recorded (our annotation, else a spec.providerID of this provider), or None."""
+        ...
+
+    def get_machine_status(self, request: MachineRequest) -> StatusResponse:
+        """The Machine's device, proven to be its own (GetMachineStatus); `device` None when it has none."""
         ...
 
     def create_machine(self, request: MachineRequest) -> Device:
         """Create the Machine's device (CreateMachine); at most one per call, never repeated on an unknown outcome."""
         ...
 
-    def delete_machine(self, request: MachineRequest) -> list[str]:
-        """Delete every device the Machine owns (DeleteMachine); returns the ids still present (empty: all gone)."""
+    def delete_machine(self, request: MachineRequest, *, dry_run: bool = False) -> DeleteResult:
+        """Delete every device the Machine owns (DeleteMachine); `dry_run` only reports which are present."""
         ...
 
     def list_machines(self, request: ClassRequest) -> list[Device]:

@@ -6,8 +6,6 @@ type into the empty value of the expected type, so every caller reads `mapping(o
 repeating `x.get("k") if isinstance(x.get("k"), dict) else {}`.
 """
 
-from __future__ import annotations
-
 from typing import Any
 
 

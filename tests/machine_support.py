@@ -20,6 +20,7 @@ import pytest
 
 from hooks.config import Settings
 from hooks.context import HookContext
+from hooks.equinix.driver import EquinixDriver
 from hooks.equinix.errors import NotFound
 from tests import crd_schema
 
@@ -33,6 +34,7 @@ CLASS_KEY = "MachineClass.machine.sapcloud.io/v1alpha1"
 CLASS_ID = f"{NS}/metal-small"
 SECRET_ID = f"{NS}/metal-credentials"
 UID_TAG = f"metal-machine-hooks:uid:{UID}"
+OWNER = {"name": "worker-a-6d4b9c8f7", "uid": "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"}
 CREATED = datetime(2026, 11, 25, 10, 0, 0, tzinfo=UTC)
 DECORATOR_KEYS = {"labels", "annotations", "status", "attachments", "resyncAfterSeconds", "finalized"}
 USERDATA_SECRET_LINE = "echo bootstrap-secret-4f9a2c for"
@@ -42,8 +44,18 @@ def load(name: str) -> dict[str, Any]:
     return json.loads((FIXTURES / name).read_text())
 
 
+MACHINESET_KEY = "MachineSet.machine.sapcloud.io/v1alpha1"
+
+
 def sync_request() -> dict[str, Any]:
+    """The fixture request (its related map holds the Machine's MachineSet, as the customize hook asks)."""
     return load("sync-request.json")
+
+
+def owner_machineset(**meta: Any) -> dict[str, Any]:
+    """The MachineSet that the fixture Machine's controller ownerReference names."""
+    return {"apiVersion": "machine.sapcloud.io/v1alpha1", "kind": "MachineSet",
+            "metadata": {"name": OWNER["name"], "namespace": NS, "uid": OWNER["uid"], **meta}}
 
 
 def finalize_request(body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -251,7 +263,9 @@ def clock_fixture() -> Clock:
 
 
 def context(fake: FakeMetal, clock: Callable[[], datetime], **settings: Any) -> HookContext:
-    return HookContext(settings=Settings(**settings), metal=fake.factory, clock=clock)
+    """The hooks with the real EquinixDriver over the in-memory API: these tests pin what the API sees."""
+    config = Settings(**settings)
+    return HookContext(settings=config, metal=fake.factory, clock=clock, driver=EquinixDriver(config, fake.factory))
 
 
 _cached_schema = functools.cache(crd_schema.load_crd_schema)

@@ -17,7 +17,8 @@ from bench.fleet import Fleet, apply, device_id, machine_request, phase
 from hooks.config import ConfigError, Settings
 from hooks.context import HookContext
 from hooks.equinix.client import MetalClient
-from hooks.equinix.device_cache import CachedClient, CacheKey, DeviceCache, client_for, token_hash
+from hooks.equinix.device_cache import CachedClient, CacheKey, DeviceCache, token_hash
+from hooks.equinix.driver import EquinixDriver
 from hooks.equinix.errors import RateLimited
 from hooks.mcm import machine
 from tests.clocks import ManualClock
@@ -155,12 +156,11 @@ def test_settings_read_the_cache_age_from_the_environment() -> None:
 
 
 def test_cache_off_leaves_the_client_unwrapped(metal_sim) -> None:
-    ctx = HookContext(settings=Settings(metal_api_url=metal_sim.url), metal=lambda t: MetalClient(t))
-    assert isinstance(client_for(ctx, "t"), MetalClient)
-    on = HookContext(settings=Settings(metal_api_url=metal_sim.url, device_cache_seconds=5),
-                     metal=lambda t: MetalClient(t))
+    off = EquinixDriver(Settings(metal_api_url=metal_sim.url), lambda t: MetalClient(t))
+    assert isinstance(off.client_for("t"), MetalClient)
+    on = EquinixDriver(Settings(metal_api_url=metal_sim.url, device_cache_seconds=5), lambda t: MetalClient(t))
     secret = "tok-4c1e9a-secret"
-    wrapped = client_for(on, secret)
+    wrapped = on.client_for(secret)
     assert isinstance(wrapped, CachedClient)
     assert secret not in repr(wrapped) and secret not in repr(vars(wrapped))  # only the token's hash is kept
 
@@ -181,8 +181,8 @@ def context(metal_sim, cache: DeviceCache | None) -> HookContext:
     def build(token: str) -> MetalClient:
         return MetalClient(token, base_url=metal_sim.url, sleep=lambda _: None, retry_budget=1.0)
 
-    extras = {"device_cache": cache} if cache is not None else {}
-    return HookContext(settings=Settings(metal_api_url=metal_sim.url), metal=build, extras=extras)
+    settings = Settings(metal_api_url=metal_sim.url)
+    return HookContext(settings=settings, metal=build, driver=EquinixDriver(settings, build, cache=cache))
 
 
 def running_fleet(metal_sim, ctx: HookContext, n: int) -> Fleet:
@@ -292,7 +292,8 @@ def test_our_own_create_and_delete_invalidate_the_listing(metal_sim, cache) -> N
     assert device_id(new) in cache.listing(key, fetch)
     assert refetched == [1]
 
-    client_for(ctx, metal_sim.token).delete_device(device_id(new))
+    assert isinstance(ctx.driver, EquinixDriver)
+    ctx.driver.client_for(metal_sim.token).delete_device(device_id(new))
     after = cache.listing(key, fetch)
     assert refetched == [1, 1]
     assert device_id(new) not in after or after[device_id(new)]["state"] != "active"

@@ -9,7 +9,6 @@ from hooks.mcm import machine
 from tests.crd_schema import status_problems
 from tests.machine_support import (
     DECORATOR_KEYS,
-    NAME,
     UID_TAG,
     apply,
     cached_crd_schemas,
@@ -18,12 +17,8 @@ from tests.machine_support import (
     fake_fixture,
     finalize_request,
     machine_class,
-    node,
-    observe_jobs,
     set_secret_value,
     sync_request,
-    v1_shape,
-    with_node,
 )
 
 __all__ = ["cached_crd_schemas", "clock_fixture", "fake_fixture"]
@@ -76,16 +71,6 @@ def test_delete_then_wait_until_gone(fake, clock) -> None:
     assert third["finalized"] is True
     assert third["status"]["lastOperation"]["state"] == "Successful"
     assert "resyncAfterSeconds" not in third
-
-
-def test_finalize_is_idempotent_after_finalized(fake, clock) -> None:
-    body = finalize_request()
-    first = run(body, fake, clock)
-    body = apply(body, first)
-    clock.advance(seconds=30)
-    second = run(body, fake, clock)  # Metacontroller calls again while another finalizer holds the object
-    assert first["finalized"] is True and second["finalized"] is True
-    assert second["status"] == body["parent"]["status"]
 
 
 def test_machine_without_device_finalizes_at_once(fake, clock) -> None:
@@ -160,17 +145,6 @@ def test_never_created_machine_without_credentials_does_not_finalize_blindly(fak
     assert "metal-machine-hooks/credentials" in response["status"]["lastOperation"]["description"]
 
 
-def test_skip_cleanup_annotation_lets_machine_go(fake, clock) -> None:
-    body = finalize_request(created(fake, clock))
-    body["related"]["Secret.v1"].clear()
-    body["parent"]["metadata"]["annotations"]["metal-machine-hooks/skip-device-cleanup"] = "true"
-    fake.calls.clear()
-    response = run(body, fake, clock)
-    assert response["finalized"] is True
-    assert fake.calls == []
-    assert "skip-device-cleanup" in response["status"]["lastOperation"]["description"]
-
-
 @pytest.mark.parametrize(
     ("error", "code"),
     [(Unauthorized("401 Unauthorized", status=401), "Unauthenticated"),
@@ -187,63 +161,3 @@ def test_api_errors_keep_machine_terminating(fake, clock, error, code) -> None:
     assert len(fake.devices) == 1
     if code != "Unavailable":
         assert "skip-device-cleanup" in response["status"]["lastOperation"]["description"]
-
-
-def test_terminating_status_is_stable(fake, clock) -> None:
-    body = past_drain(finalize_request(created(fake, clock)), fake, clock)
-    fake.slow_delete = True
-    body = apply(body, run(body, fake, clock))
-    clock.advance(seconds=5)
-    first = run(body, fake, clock)
-    clock.advance(seconds=5)
-    assert first == run(body, fake, clock)
-    assert first["status"]["currentStatus"] == body["parent"]["status"]["currentStatus"]
-
-
-def test_finalize_message_names_machine(fake, clock) -> None:
-    body = finalize_request()
-    body["related"]["Secret.v1"].clear()
-    assert NAME in run(body, fake, clock)["status"]["lastOperation"]["description"]
-
-
-@pytest.mark.parametrize("shape", [lambda body: body, v1_shape], ids=["v2-parent-children", "v1-object-attachments"])
-def test_ready_node_is_drained_before_the_device_is_deleted(fake, clock, shape) -> None:
-    """The drain Job comes back under `children` (v2) or `attachments` (v1, the notes' names): same steps either way."""
-    body = shape(with_node(finalize_request(created(fake, clock)), node()))
-    (device_id,) = fake.devices
-    fake.calls.clear()
-    first = run(body, fake, clock)
-    assert first["finalized"] is False and fake.calls == []
-    assert first["status"]["lastOperation"]["description"] == "Initiate node drain"
-    (job,) = first["attachments"]
-    assert job["kind"] == "Job" and job["metadata"]["name"] == f"{NAME}-drain"
-    body = observe_jobs(apply(body, first), first["attachments"], complete=False)
-    running = run(body, fake, clock)
-    assert running["attachments"] == first["attachments"] and fake.calls == []
-    body = observe_jobs(body, first["attachments"], complete=True)
-    announced = run(body, fake, clock)
-    assert announced["status"]["lastOperation"]["description"] == "Drain successful. Initiate VM deletion"
-    assert "delete_device" not in fake.ops() and announced["attachments"] == first["attachments"]
-    body = apply(body, announced)
-    deleting = run(body, fake, clock)
-    assert ("delete_device", device_id) in fake.calls
-    assert deleting["attachments"] == first["attachments"]
-    done = run(apply(body, deleting), fake, clock)
-    assert done["finalized"] is True
-
-
-def test_force_deletion_label_skips_the_drain(fake, clock) -> None:
-    body = with_node(finalize_request(created(fake, clock)), node())
-    body["parent"]["metadata"]["labels"]["force-deletion"] = "True"
-    response = run(body, fake, clock)
-    assert response["attachments"] == []
-    assert response["status"]["lastOperation"]["description"].startswith("Skipping drain as")
-
-
-def test_bad_drain_settings_keep_the_machine_and_name_the_variable(fake, clock, monkeypatch) -> None:
-    monkeypatch.setenv("DRAIN_SERVICE_ACCOUNT", "Not A Name")
-    body = with_node(finalize_request(created(fake, clock)), node())
-    fake.calls.clear()
-    response = run(body, fake, clock)
-    assert response["finalized"] is False and fake.calls == []
-    assert "DRAIN_SERVICE_ACCOUNT" in response["status"]["lastOperation"]["description"]

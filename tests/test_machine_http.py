@@ -230,6 +230,8 @@ def test_customize_asks_for_class_secrets_and_node(client) -> None:
             {"apiVersion": "v1", "resource": "secrets", "namespace": NS,
              "labelSelector": {"matchLabels": {"metal-machine-hooks/credentials": "true"}}},
             {"apiVersion": "v1", "resource": "nodes", "names": [NAME]},
+            {"apiVersion": "machine.sapcloud.io/v1alpha1", "resource": "machinesets", "namespace": NS,
+             "names": ["worker-a-6d4b9c8f7"]},
         ]
     }
     for rule in answer.json["relatedResources"]:
@@ -240,7 +242,15 @@ def test_customize_without_class_name_leaves_out_the_class_rule(client) -> None:
     body = load("customize-request.json")
     del body["parent"]["spec"]["class"]["name"]
     resources = [r["resource"] for r in client.post("/machine/customize", json=body).json["relatedResources"]]
-    assert resources == ["secrets", "nodes"]
+    assert resources == ["secrets", "nodes", "machinesets"]
+
+
+def test_customize_of_a_machine_without_controller_asks_for_no_machineset(client) -> None:
+    """A Machine the user made (no controller ownerReference) is never held back by an owner."""
+    body = load("customize-request.json")
+    body["parent"]["metadata"]["ownerReferences"][0]["controller"] = False
+    resources = [r["resource"] for r in client.post("/machine/customize", json=body).json["relatedResources"]]
+    assert resources == ["machineclasses", "secrets", "nodes"]
 
 
 @pytest.mark.parametrize("body", [{"controller": {}}, {"parent": "m"}, {"object": load("sync-request.json")["parent"]}])

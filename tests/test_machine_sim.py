@@ -7,6 +7,7 @@ import pytest
 from hooks.config import Settings
 from hooks.context import HookContext
 from hooks.equinix.client import MetalClient
+from hooks.equinix.driver import EquinixDriver
 from hooks.mcm import machine
 from tests.crd_schema import status_problems
 from tests.machine_support import (
@@ -33,7 +34,7 @@ def ctx(metal_sim) -> HookContext:
     def build(token: str) -> MetalClient:
         return MetalClient(token, base_url=metal_sim.url, sleep=lambda _: None, retry_budget=1.0)
 
-    return HookContext(settings=Settings(), metal=build, clock=Clock())
+    return HookContext(settings=Settings(), metal=build, clock=Clock(), driver=EquinixDriver(Settings(), build))
 
 
 def request_for(metal_sim) -> dict:

@@ -180,23 +180,6 @@ def test_list_refuses_a_next_link_that_loops_back(client, requests_mock):
     assert requests_mock.call_count == 1
 
 
-def test_list_hardware_reservations_provisionable_only_every_page(client, requests_mock):
-    items = [{"id": f"hr-{n}", "provisionable": True} for n in range(12)]
-    requests_mock.get(f"{BASE}/projects/{PROJECT}/hardware-reservations", json=paged(items, "hardware_reservations", 5))
-
-    found = client.list_hardware_reservations(PROJECT, provisionable_only=True, per_page=5)
-
-    assert [r["id"] for r in found] == [r["id"] for r in items]
-    assert requests_mock.call_count == 3
-    assert all(r.qs["provisionable"] == ["only"] for r in requests_mock.request_history)
-
-
-def test_get_hardware_reservation(client, requests_mock):
-    requests_mock.get(f"{BASE}/hardware-reservations/hr-1", json={"id": "hr-1", "provisionable": False}, headers=API)
-
-    assert client.get_hardware_reservation("hr-1") == {"id": "hr-1", "provisionable": False}
-
-
 # -- requests as sent ----------------------------------------------------------------------------------------
 
 
@@ -387,7 +370,7 @@ def test_capacity_messages_are_capacity_errors(client, requests_mock, status, me
 
     with pytest.raises(CapacityError) as caught:
         client.create_device(PROJECT, DeviceCreate(metro="da", plan="p", operating_system="os"))
-    assert caught.value.retryable and caught.value.messages == [message]
+    assert caught.value.mcm_code == "ResourceExhausted" and caught.value.messages == [message]
     assert requests_mock.call_count == 1
 
 

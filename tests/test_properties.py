@@ -36,6 +36,7 @@ from hooks.config import Settings
 from hooks.context import HookContext
 from hooks.equinix import tags
 from hooks.equinix.client import MetalClient
+from hooks.equinix.driver import EquinixDriver
 from hooks.mcm import machine
 from hooks.server import app as hook_app
 from hooks.server.app import create_app
@@ -242,7 +243,9 @@ class Run:
         self.faulty = False
         self.foreign = _seed_foreign(metal_sim)
         self.model = Model({name: _request(name, uid, metal_sim) for name, uid in MACHINES.items()})
-        self.ctx = HookContext(settings=Settings(no_target_cluster=True), metal=self._client, clock=self.clock)
+        settings = Settings(no_target_cluster=True)
+        self.ctx = HookContext(settings=settings, metal=self._client, clock=self.clock,
+                               driver=EquinixDriver(settings, self._client))
 
     def _client(self, token: str) -> MetalClient:
         return MetalClient(token, base_url=self.metal_sim.url, sleep=lambda _: None, retry_budget=2.0,

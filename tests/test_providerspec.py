@@ -6,7 +6,8 @@ import base64
 
 import pytest
 
-from hooks.equinix.providerspec import fold_keys, name_problems, parse_provider_spec, resolve
+from hooks.equinix.providerspec import Resolution, fold_keys, name_problems, parse_provider_spec
+from hooks.equinix.providerspec import resolve as resolve_class
 from tests.machine_support import NS, SECRET_ID, UID, machine_class, set_secret_value, sync_request
 
 GO_TAGS = [
@@ -106,6 +107,13 @@ def test_ownership_tag_length_is_checked() -> None:
 def test_machine_name_must_be_a_hostname(name, message) -> None:
     (problem,) = name_problems(name)
     assert problem.startswith("metadata.name: Invalid value:") and message in problem
+
+
+def resolve(machine: dict, related: dict) -> Resolution:
+    """The driver's check of the Machine's class as the Machine hook hands it over (class found by name)."""
+    classes = related.get("MachineClass.machine.sapcloud.io/v1alpha1") or {}
+    found = classes.get(f"{machine['metadata']['namespace']}/{machine['spec']['class']['name']}")
+    return resolve_class(machine, found, related.get("Secret.v1") or {})
 
 
 def test_resolve_base_fixture() -> None:

@@ -1,6 +1,6 @@
-"""A small client for the Equinix Metal REST API: the device and hardware-reservation calls the hooks need.
+"""A small client for the Equinix Metal REST API: the device calls the hooks need.
 
-Every failure becomes one of the errors in hooks.exceptions, with the status, every API message and the request
+Every failure becomes one of the errors in hooks.equinix.errors, with the status, every API message and the request
 id kept, and an answer from an intermediary (a load balancer's HTML 502 or 404) told apart from the API's own.
 Idempotent calls are retried within a time budget; a create never is, because the API has no idempotency key and
 a lost answer may hide a device that exists and bills: callers look it up by its tags instead.
@@ -23,7 +23,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-import requests
+import requests  # type: ignore[import-untyped]
 
 from hooks import PROJECT, __version__
 from hooks.equinix.errors import (
@@ -214,24 +214,6 @@ class MetalClient:
             f"/devices/{_segment(device_id, 'device_id')}",
             params=_include(DEVICE_INCLUDE),
             body={"tags": list(tags)},
-        )
-
-    # -- hardware reservations -------------------------------------------------------------------------------
-
-    def get_hardware_reservation(self, reservation_id: str) -> dict:
-        return self._call(
-            "get_hardware_reservation", "GET", f"/hardware-reservations/{_segment(reservation_id, 'reservation_id')}"
-        )
-
-    def list_hardware_reservations(
-        self, project_id: str, *, provisionable_only: bool = False, per_page: int = 100
-    ) -> list[dict]:
-        return self._list(
-            "list_hardware_reservations",
-            f"/projects/{_segment(project_id, 'project_id')}/hardware-reservations",
-            "hardware_reservations",
-            {"provisionable": "only"} if provisionable_only else {},
-            per_page,
         )
 
     # -- machinery -------------------------------------------------------------------------------------------
@@ -485,26 +467,7 @@ def _result(
         )
     messages = [redact(m, secrets) for m in _messages(response)]
     retry_after = _retry_after(response.headers)
-    text = " ".join(messages)
-    cls: type[MetalError]
-    if status == 401:
-        cls = Unauthorized
-    elif status == 403:
-        cls = RateLimited if RATE_LIMIT_PATTERN.search(text) else Forbidden
-    elif status == 404:
-        # Only the API can say a device does not exist; a proxy's 404 (wrong METAL_API_URL, a routing fault)
-        # says nothing about it, and calling it NotFound would let a caller forget a device that still bills.
-        cls = NotFound if from_api else UnexpectedResponse
-    elif status in (422, 503) and CAPACITY_PATTERN.search(text):
-        cls = CapacityError
-    elif status == 422:
-        cls = Unprocessable
-    elif status == 429:
-        cls = RateLimited
-    elif status >= 500:
-        cls = ServerError
-    else:
-        cls = UnexpectedResponse
+    cls = _error_class(status, " ".join(messages), from_api)
     if cls is RateLimited and retry_after is None:
         retry_after = _reset_delay(response.headers)
     origin = "" if from_api else " (not from the Metal API)"
@@ -520,6 +483,25 @@ def _result(
         from_api=from_api,
         operation=operation,
     )
+
+
+def _error_class(status: int, text: str, from_api: bool) -> type[MetalError]:
+    """The error class for a failed answer's status and messages."""
+    if status == 401:
+        return Unauthorized
+    if status == 403:
+        return RateLimited if RATE_LIMIT_PATTERN.search(text) else Forbidden
+    if status == 404:
+        # Only the API can say a device does not exist; a proxy's 404 (wrong METAL_API_URL, a routing fault)
+        # says nothing about it, and calling it NotFound would let a caller forget a device that still bills.
+        return NotFound if from_api else UnexpectedResponse
+    if status in (422, 503) and CAPACITY_PATTERN.search(text):
+        return CapacityError
+    if status == 422:
+        return Unprocessable
+    if status == 429:
+        return RateLimited
+    return ServerError if status >= 500 else UnexpectedResponse
 
 
 def _rid(request_id: str | None) -> str:

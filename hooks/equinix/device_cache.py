@@ -235,16 +235,13 @@ def _forget_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
-def client_for(ctx: Any, token: str) -> Any:
-    """The context's client for this token, wrapped in the worker's cache when the setting turns it on.
-
-    A test or the bench may put its own DeviceCache in `ctx.extras["device_cache"]`.
-    """
-    client = ctx.metal(token)
-    cache = ctx.extras.get("device_cache") if isinstance(getattr(ctx, "extras", None), dict) else None
-    max_age = getattr(ctx.settings, "device_cache_seconds", 0.0)
+def client_for(metal: Callable[[str], Any], settings: Any, token: str, cache: DeviceCache | None = None) -> Any:
+    """The client `metal` builds for this token, wrapped in a cache: `cache` when given (tests, the bench), else the
+    worker's shared one when `settings.device_cache_seconds` turns it on."""
+    client = metal(token)
+    max_age = getattr(settings, "device_cache_seconds", 0.0)
     if cache is None and max_age > 0:
         cache = shared_cache(max_age)
     if cache is None:
         return client
-    return CachedClient(client, cache, ctx.settings.metal_api_url, token)
+    return CachedClient(client, cache, settings.metal_api_url, token)

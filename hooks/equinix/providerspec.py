@@ -25,11 +25,12 @@ from typing import Any
 
 import jsonschema
 
+from hooks import objects
 from hooks.config import CREDENTIALS_LABEL, CREDENTIALS_LABEL_VALUE
 from hooks.equinix import tags
-from hooks.mcm import vocabulary as mcm
-from hooks.mcm.timefmt import parse_duration
 
+# MachineClass.provider of the classes this driver serves (the Go provider's name).
+PROVIDER = "EquinixMetal"
 BILLING_CYCLES = ("hourly", "daily", "monthly", "yearly")
 CUSTOM_IPXE = "custom_ipxe"
 NAME_PATTERN = "^[-a-z0-9]+$"
@@ -260,19 +261,6 @@ def name_problems(name: Any) -> list[str]:
     return [f"metadata.name: Invalid value: {_short(name)}: " + "; ".join(errors)]
 
 
-def machine_problems(machine: dict[str, Any]) -> list[str]:
-    """Problems with the Machine itself: its name (the hostname) and its timeout overrides."""
-    problems = name_problems((machine.get("metadata") or {}).get("name"))
-    spec = machine.get("spec") if isinstance(machine.get("spec"), dict) else {}
-    for key in ("creationTimeout", "healthTimeout"):
-        value = spec.get(key)
-        if value is not None and (parse_duration(value) is None or (parse_duration(value) or 0) < 0):
-            problems.append(
-                f"spec.{key}: Invalid value: {_short(value)}: must be a duration such as \"20m\", \"1h30m\" or \"90s\""
-            )
-    return problems
-
-
 def _ref(obj: dict[str, Any], key: str, default_namespace: str) -> tuple[str, str] | None:
     ref = obj.get(key)
     if not isinstance(ref, dict) or not ref.get("name"):
@@ -313,8 +301,8 @@ def credentials(
     machine_class: dict[str, Any], namespace: str, secrets: Mapping[str, Any]
 ) -> tuple[Credentials | None, list[str], list[str]]:
     """Merge the class's Secrets; return (credentials or None, problems blocking access, problems blocking create)."""
-    refs = [(key, _ref(machine_class, key, namespace)) for key in ("secretRef", "credentialsSecretRef")]
-    refs = [(key, ref) for key, ref in refs if ref is not None]
+    found = [(key, _ref(machine_class, key, namespace)) for key in ("secretRef", "credentialsSecretRef")]
+    refs = [(key, ref) for key, ref in found if ref is not None]
     if not refs:
         missing = "secretRef: Required value: the MachineClass names neither secretRef nor credentialsSecretRef"
         return None, [missing], []
@@ -344,37 +332,27 @@ def credentials(
     return Credentials(token=token, user_data=user_data), access, create
 
 
-def resolve(machine: dict[str, Any], related: Mapping[str, Any]) -> Resolution:
-    """Find and check the Machine's class, providerSpec and credentials in a v2 `related` map."""
-    meta = machine.get("metadata") or {}
-    namespace = str(meta.get("namespace") or "")
-    uid = str(meta.get("uid") or "")
-    ref = (machine.get("spec") or {}).get("class") or {}
-    if not isinstance(ref, dict):
-        ref = {}
-    class_name = str(ref.get("name") or "")
-    create: list[str] = machine_problems(machine)
-    if not class_name:
-        access = ["spec.class.name: Required value: Name is required"]
-        return Resolution(problems=tuple(access + create), access_problems=tuple(access))
-    if ref.get("kind") not in (None, "", "MachineClass"):
-        access = [f"spec.class.kind: Unsupported value: {_short(ref.get('kind'))}: supported values: \"MachineClass\""]
-        return Resolution(class_name, problems=tuple(access + create), access_problems=tuple(access))
-    machine_class = (related.get(mcm.MACHINECLASS_KEY) or {}).get(f"{namespace}/{class_name}")
-    if not isinstance(machine_class, dict):
-        access = [f"spec.class.name: Not found: MachineClass \"{namespace}/{class_name}\" does not exist"]
-        return Resolution(class_name, problems=tuple(access + create), access_problems=tuple(access))
+def resolve(machine: Mapping[str, Any], machine_class: Mapping[str, Any] | None,
+            secrets: Mapping[str, Any]) -> Resolution:
+    """Check the Machine's class (None: the hooks found none, they say why), providerSpec and credentials.
+
+    The Machine's name becomes the device hostname, so its problems are reported here too (they block a create).
+    """
+    namespace, uid = objects.namespace(machine), objects.uid(machine)
+    class_name = objects.string(machine, "spec", "class", "name")
+    create = name_problems(objects.meta(machine).get("name"))
+    if machine_class is None:
+        return Resolution(class_name, problems=tuple(create))
     provider = machine_class.get("provider")
-    if provider != mcm.PROVIDER:
+    if provider != PROVIDER:
         access = [f"provider: Unsupported value: Requested for Provider '{provider or ''}', we only support "
-                  f"'{mcm.PROVIDER}'"]
+                  f"'{PROVIDER}'"]
         return Resolution(class_name, problems=tuple(access + create), access_problems=tuple(access))
     spec, spec_problems, ignored = parse_provider_spec(machine_class.get("providerSpec"), uid)
-    raw = machine_class.get("providerSpec") if isinstance(machine_class.get("providerSpec"), dict) else {}
-    folded, _ = fold_keys(raw)
+    folded, _ = fold_keys(objects.mapping(machine_class, "providerSpec"))
     project = folded.get("projectID") if isinstance(folded.get("projectID"), str) and folded.get("projectID") else None
     access = [] if project else [p for p in spec_problems if p.startswith("providerSpec.projectID")]
-    creds, cred_access, cred_create = credentials(machine_class, namespace, related.get(mcm.SECRET_KEY) or {})
+    creds, cred_access, cred_create = credentials(dict(machine_class), namespace, secrets)
     access += cred_access
     problems = [*spec_problems, *cred_access, *cred_create, *create]
     return Resolution(

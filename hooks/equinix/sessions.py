@@ -23,8 +23,8 @@ import http.cookiejar
 import os
 import threading
 
-import requests
-import requests.utils
+import requests  # type: ignore[import-untyped]
+import requests.utils  # type: ignore[import-untyped]
 
 _local = threading.local()
 

@@ -13,10 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from hooks import objects
 from hooks.mcm import vocabulary as mcm
 from hooks.mcm.timefmt import format_time, parse_time
 
-_CONDITION_FIELDS = ("type", "status", "lastHeartbeatTime", "lastTransitionTime", "reason", "message")
+# lastHeartbeatTime is left out on purpose: a kubelet moves it on every status report without any change in
+# health, and copying it made every heartbeat a Machine status write, and so a MachineSet and MachineClass sync
+# (docs/machines.md, "Node conditions"). lastTransitionTime only moves when a condition's status does.
+_CONDITION_FIELDS = ("type", "status", "lastTransitionTime", "reason", "message")
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,14 @@ def _op_key(op: dict[str, Any]) -> tuple[str, str, str, str]:
     return tuple(str(op.get(k) or "") for k in ("description", "state", "type", "errorCode"))  # type: ignore[return-value]
 
 
+def operation_since(observed: Any, operation: Operation, now: datetime) -> str:
+    """The lastUpdateTime `build_status` gives `operation`: the observed one when nothing changed, else now."""
+    old_op = observed_operation(observed)
+    if _op_key(old_op) == operation.as_key() and parse_time(old_op.get("lastUpdateTime")) is not None:
+        return str(old_op["lastUpdateTime"])
+    return format_time(now)
+
+
 def build_status(
     observed: Any,
     *,
@@ -74,11 +86,10 @@ def build_status(
             k: old_op[k] for k in ("description", "state", "type", "errorCode", "lastUpdateTime") if old_op.get(k)
         }
     elif operation is not None:
-        same_op = _op_key(old_op) == operation.as_key() and parse_time(old_op.get("lastUpdateTime")) is not None
         op: dict[str, Any] = {"description": operation.description, "state": operation.state, "type": operation.type}
         if operation.error_code:
             op["errorCode"] = operation.error_code
-        op["lastUpdateTime"] = old_op["lastUpdateTime"] if same_op else format_time(now)
+        op["lastUpdateTime"] = operation_since(observed, operation, now)
         status["lastOperation"] = op
     if last_known_state is None:
         kept = observed.get("lastKnownState")
@@ -97,32 +108,10 @@ def build_status(
     return status
 
 
-def device_addresses(device: dict[str, Any], hostname: str) -> list[dict[str, str]]:
-    """Node-style addresses: public v4 and v6 are ExternalIP, private v4 InternalIP, plus the Hostname."""
-    found: list[dict[str, str]] = []
-    for ip in _dicts(device.get("ip_addresses")):
-        if not isinstance(ip.get("address"), str) or ip.get("enabled") is False:
-            continue
-        public = ip.get("public", True) is not False
-        kind = "InternalIP" if ip.get("address_family") == 4 and not public else "ExternalIP"
-        entry = {"address": ip["address"], "type": kind}
-        if entry not in found:
-            found.append(entry)
-    order = {"InternalIP": 0, "ExternalIP": 1}
-    found.sort(key=lambda a: (order[a["type"]], ":" in a["address"]))
-    host = device.get("hostname") or hostname
-    if host:
-        found.append({"address": str(host), "type": "Hostname"})
-    return found
-
-
 def node_conditions(node: Any) -> list[dict[str, Any]]:
     """The Node's conditions, limited to the fields a Machine's status.conditions may hold."""
-    if not isinstance(node, dict):
-        return []
     result = []
-    status = node.get("status") if isinstance(node.get("status"), dict) else {}
-    for cond in _dicts(status.get("conditions")):
+    for cond in objects.mappings(node, "status", "conditions"):
         if cond.get("type") and cond.get("status"):
             result.append({k: cond[k] for k in _CONDITION_FIELDS if cond.get(k) not in (None, "")})
     return result

@@ -150,8 +150,8 @@ def orphans(devices: Iterable[dict[str, Any]], cluster_tag: str, machine_uids: s
 
 def _scan_target(machine_class: dict[str, Any], related: Mapping[str, Any]) -> tuple[Any, str, str] | str:
     """(credentials, project, cluster tag) for a scan, or why this class is not scanned."""
-    if machine_class.get("provider") != mcm.PROVIDER:
-        return f"not scanned: provider is {machine_class.get('provider')!r}, not {mcm.PROVIDER!r}"
+    if machine_class.get("provider") != providerspec.PROVIDER:
+        return f"not scanned: provider is {machine_class.get('provider')!r}, not {providerspec.PROVIDER!r}"
     raw = machine_class.get("providerSpec") if isinstance(machine_class.get("providerSpec"), dict) else {}
     folded, _ = providerspec.fold_keys(raw)
     project = folded.get("projectID")

@@ -6,9 +6,18 @@ MCM's spelling: `kubectl get machines`, dashboards and the MachineSet logic read
 
 from __future__ import annotations
 
+# Error codes (MCM's machinecodes names), defined once with the driver protocol that carries them.
+from hooks.driver import FAILED_PRECONDITION as FAILED_PRECONDITION
+from hooks.driver import INVALID_ARGUMENT as INVALID_ARGUMENT
+from hooks.driver import NOT_FOUND as NOT_FOUND
+from hooks.driver import PERMISSION_DENIED as PERMISSION_DENIED
+from hooks.driver import RESOURCE_EXHAUSTED as RESOURCE_EXHAUSTED
+from hooks.driver import UNAUTHENTICATED as UNAUTHENTICATED
+from hooks.driver import UNAVAILABLE as UNAVAILABLE
+from hooks.driver import UNKNOWN_CODE as UNKNOWN_CODE
+
 API_GROUP = "machine.sapcloud.io"
 API_VERSION = f"{API_GROUP}/v1alpha1"
-PROVIDER = "EquinixMetal"
 
 # Keys of the v2 `related` map (Kind.group/version, or Kind.version for the core group).
 MACHINECLASS_KEY = f"MachineClass.{API_VERSION}"
@@ -32,15 +41,11 @@ OP_CREATE = "Create"
 OP_DELETE = "Delete"
 OP_HEALTH = "HealthCheck"
 
-# Error codes (MCM's machinecodes names).
-INVALID_ARGUMENT = "InvalidArgument"
-NOT_FOUND = "NotFound"
-UNAVAILABLE = "Unavailable"
-RESOURCE_EXHAUSTED = "ResourceExhausted"
-UNKNOWN_CODE = "Unknown"
-UNAUTHENTICATED = "Unauthenticated"
-PERMISSION_DENIED = "PermissionDenied"
-FAILED_PRECONDITION = "FailedPrecondition"
+
+# Annotations of our own on Machines (the device ones are in hooks.driver: any driver reads them).
+IGNORED_KEYS_ANNOTATION = "metal-machine-hooks/ignored-keys"
+SKIP_CLEANUP_ANNOTATION = "metal-machine-hooks/skip-device-cleanup"
+MACHINESET_KEY = f"MachineSet.{API_VERSION}"
 
 # Labels and annotations MCM defines on Machines.
 NODE_LABEL = "node"
@@ -83,3 +88,4 @@ def health_timeout(machine: str, minutes: float, conditions: str) -> str:
         f"Machine {machine} health checks failing since last {minutes:g} minutes. "
         f"Updating machine phase to Failed. Node Conditions: {conditions}"
     )
+

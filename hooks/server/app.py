@@ -19,7 +19,8 @@ from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from hooks.config import ConfigError, Settings
 from hooks.context import BadRequest, HookContext, utc_now
-from hooks.equinix import sessions
+from hooks.driver import Driver
+from hooks.equinix.driver import EquinixDriver, client_factory
 from hooks.server import logs, metrics
 from hooks.server.auth import check_bearer
 from hooks.server.jsonio import FastJSONProvider
@@ -51,31 +52,9 @@ def _routes() -> dict[str, Hook]:
 
 
 def _default_metal_factory(settings: Settings) -> Callable[[str], Any]:
-    def build(token: str) -> Any:
-        from hooks.equinix.client import MetalClient
-
-        # Whatever the current hook call logs, this token stays out of it.
-        logs.register_secret(token)
-        client: Any = None
-
-        def observe(call: Any) -> None:
-            # The client records X-RateLimit-* before it reports the attempt, so the gauge is current.
-            metrics.observe_api_call(call)
-            metrics.observe_rate_limit(getattr(client, "rate_limit", None))
-
-        client = MetalClient(
-            token,
-            base_url=settings.metal_api_url,
-            connect_timeout=settings.connect_timeout,
-            read_timeout=settings.read_timeout,
-            retry_budget=settings.retry_budget,
-            observer=observe,
-            # Kept-alive per worker thread: a new connection per hook call was the top cost of a sync (bench/).
-            session=sessions.thread_session(settings.metal_api_url),
-        )
-        return client
-
-    return build
+    """The Equinix client factory, with this server's log redaction and metrics attached."""
+    return client_factory(settings, register_secret=logs.register_secret, observe_call=metrics.observe_api_call,
+                          observe_rate_limit=metrics.observe_rate_limit)
 
 
 def create_app(
@@ -83,7 +62,10 @@ def create_app(
     *,
     metal: Callable[[str], Any] | None = None,
     clock: Callable[[], Any] | None = None,
+    driver: Driver | None = None,
 ) -> Flask:
+    """The hook server. `metal` builds a Metal API client per token (tests pass a fake or the simulator's);
+    `driver` replaces the Equinix driver built on it (tests pass a fake Driver)."""
     app = Flask("hooks")
     app.json = FastJSONProvider(app)  # orjson: large parents decode and encode in a fraction of the time (bench/)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
@@ -96,10 +78,12 @@ def create_app(
             settings = Settings()
     log_level_error = logs.configure_logging(os.environ.get("LOG_LEVEL"))
     config_error = "; ".join(e for e in (config_error, log_level_error) if e)
+    metal = metal or _default_metal_factory(settings)
     ctx = HookContext(
         settings=settings,
-        metal=metal or _default_metal_factory(settings),
+        metal=metal,
         clock=clock or utc_now,
+        driver=driver or EquinixDriver(settings, metal),
     )
     app.extensions["hook_context"] = ctx
 
