@@ -120,6 +120,8 @@ class ProgramJobRunner(Poller):
             self.tick()
         except ApiError as exc:  # a store refusal in one round must not end the Job controller
             LOG.warning("job runner round failed: %s", exc)
+        except OSError:  # nor a full disk or a vanished temp dir: the next round tries again
+            LOG.exception("job runner round failed")
 
     def tick(self) -> None:
         with self._lock:
