@@ -154,7 +154,10 @@ class ProgramJobRunner(Poller):
         with self._lock:
             for state in self._jobs.values():
                 self._end(state)
-        shutil.rmtree(self._dir, ignore_errors=True)
+            for _ in range(3):  # a program's last write can race the removal: look again
+                shutil.rmtree(self._dir, ignore_errors=True)
+                if not self._dir.exists():
+                    break
 
     # ---------------------------------------------------------------- pods
 
