@@ -120,6 +120,8 @@ class ProgramJobRunner(Poller):
             self.tick()
         except ApiError as exc:  # a store refusal in one round must not end the Job controller
             LOG.warning("job runner round failed: %s", exc)
+        except OSError:  # nor a full disk or a vanished temp dir: the next round tries again
+            LOG.exception("job runner round failed")
 
     def tick(self) -> None:
         with self._lock:
@@ -152,7 +154,10 @@ class ProgramJobRunner(Poller):
         with self._lock:
             for state in self._jobs.values():
                 self._end(state)
-        shutil.rmtree(self._dir, ignore_errors=True)
+            for _ in range(3):  # a program's last write can race the removal: look again
+                shutil.rmtree(self._dir, ignore_errors=True)
+                if not self._dir.exists():
+                    break
 
     # ---------------------------------------------------------------- pods
 

@@ -71,8 +71,8 @@ class Server:
             try:
                 if requests.get(self.url + "/healthz", timeout=2, verify=verify).status_code == 200:
                     return
-            except requests.ConnectionError:
-                pass
+            except (requests.ConnectionError, requests.Timeout):
+                pass  # not listening yet, or the worker is still booting (the master holds the socket): retry
             time.sleep(0.05)
         raise AssertionError(f"no worker answered /healthz within {START_TIMEOUT} s:\n{self.output()}")
 
