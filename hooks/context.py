@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from hooks.config import Settings
 
 if TYPE_CHECKING:
+    from hooks.driver import Driver
     from hooks.equinix.client import MetalClient
 
 
@@ -31,3 +32,4 @@ class HookContext:
     metal: Callable[[str], MetalClient]
     clock: Callable[[], datetime] = utc_now
     extras: dict[str, Any] = field(default_factory=dict)
+    driver: Driver | None = None  # the provider seam (hooks.driver); the MachineClass hook needs it

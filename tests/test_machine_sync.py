@@ -74,7 +74,7 @@ def test_fresh_machine_creates_one_device_and_goes_pending(fake, clock) -> None:
     assert response["annotations"]["metal-machine-hooks/device-id"] == device["id"]
     assert response["annotations"]["metal-machine-hooks/provider-id"] == f"equinixmetal://ny/{device['id']}"
     assert response["annotations"]["machinepriority.machine.sapcloud.io"] == "3"
-    assert response["labels"] == {"node": NAME}
+    assert response["labels"] == {"node": NAME, "metal-machine-hooks/class": "metal-small"}
     assert 0 < response["resyncAfterSeconds"] <= 10
     assert fake.tokens == [TOKEN]
 

@@ -68,6 +68,7 @@ from hooks.equinix.errors import (
     Unprocessable,
 )
 from hooks.equinix.providerspec import Resolution, resolve
+from hooks.mcm import machineclass
 from hooks.mcm import vocabulary as mcm
 from hooks.mcm.drain import INITIATE_DRAIN, INITIATE_VM_DELETION, JOB_KEY, DrainSettings, plan_drain
 from hooks.mcm.machine_status import (
@@ -594,7 +595,12 @@ def _with_device(req: MachineRequest, ctx: HookContext, now: datetime, res: Reso
 
 def sync(body: dict[str, Any], ctx: HookContext) -> dict[str, Any]:
     req = parse_request(body)
-    return reconcile(req, ctx).response()
+    outcome = reconcile(req, ctx)
+    # Every Machine carries its class's label, so a MachineClass relates only its own Machines (machineclass.py).
+    class_label = machineclass.machine_class_label(req.machine)
+    if req.labels.get(machineclass.CLASS_LABEL) != class_label:
+        outcome.labels[machineclass.CLASS_LABEL] = class_label
+    return outcome.response()
 
 
 def reconcile(req: MachineRequest, ctx: HookContext) -> Outcome:

@@ -83,6 +83,7 @@ def create_app(
     *,
     metal: Callable[[str], Any] | None = None,
     clock: Callable[[], Any] | None = None,
+    driver: Any = None,
 ) -> Flask:
     app = Flask("hooks")
     app.json = FastJSONProvider(app)  # orjson: large parents decode and encode in a fraction of the time (bench/)
@@ -96,11 +97,12 @@ def create_app(
             settings = Settings()
     log_level_error = logs.configure_logging(os.environ.get("LOG_LEVEL"))
     config_error = "; ".join(e for e in (config_error, log_level_error) if e)
-    ctx = HookContext(
-        settings=settings,
-        metal=metal or _default_metal_factory(settings),
-        clock=clock or utc_now,
-    )
+    metal = metal or _default_metal_factory(settings)
+    if driver is None:
+        from hooks.equinix.inventory import EquinixInventory
+
+        driver = EquinixInventory(metal)  # until hooks.equinix.driver's EquinixDriver is wired here
+    ctx = HookContext(settings=settings, metal=metal, clock=clock or utc_now, driver=driver)
     app.extensions["hook_context"] = ctx
 
     @app.get("/healthz")
