@@ -2,8 +2,9 @@
 
 Parts: 1 hook overhead (bench.overhead), 2 API calls with and without the device cache (bench.api_calls),
 3 large parents (bench.parents), 4 fleet convergence (bench.converge), 5 MachineClass sync bytes per Machine change
-(bench.classes). A part that cannot run (a missing piece,
-an error) is reported as null with the reason in results.json instead of failing the whole run.
+(bench.classes), 6 what the device listing cache costs in bytes against the calls it saves (bench.cache_cost).
+A part that cannot run (a missing piece, an error) is reported as null with the reason in results.json instead of
+failing the whole run.
 
     python -m bench.run                      # everything, a few minutes
     python -m bench.run --parts 1,3          # some parts
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import api_calls, classes, converge, overhead, parents
+from bench import api_calls, cache_cost, classes, converge, overhead, parents
 from bench.servers import Gunicorn, Simulator
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
@@ -86,7 +87,7 @@ def run_part(results: Obj, name: str, work: Callable[[], Obj]) -> Obj | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", default="1,2,3,4,5", help="comma list of parts to run (default 1,2,3,4,5)")
+    parser.add_argument("--parts", default="1,2,3,4,5,6", help="comma list of parts to run (default 1,2,3,4,5,6)")
     parser.add_argument("--quick", action="store_true", help="tiny counts, to check the harness (no targets)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"results file (default {RESULTS})")
     parser.add_argument("--machines", type=int, default=200, help="part 2 fleet size (default 200)")
@@ -149,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                     sim, hooks, replicas=replicas, timeout=60.0 if quick else 240.0))
         if "5" in parts:
             run_part(results, "class_syncs", lambda: classes.measure(per_class=5 if quick else 100))
+        if "6" in parts:
+            run_part(results, "cache_cost", lambda: cache_cost.measure(machines, others=(0, 50 if quick else 2000)))
     finally:
         for server in reversed(servers):
             server.stop()
