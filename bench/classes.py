@@ -23,7 +23,8 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -118,13 +119,30 @@ def _settle(mc: Metacontroller, counter: Counting, timeout: float) -> None:
     raise TimeoutError("the class controller did not settle")
 
 
+@contextmanager
+def _quiet_logs() -> Iterator[None]:
+    """One access line per hook call would drown the bench's output; the levels are restored afterwards."""
+    loggers = [logging.getLogger(name) for name in ("hooks", "werkzeug")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def one_change(classes: int, per_class: int, *, before: bool, timeout: float = 120.0) -> Obj:
     """Class sync requests (count, bytes) that follow one Machine's annotation change."""
+    with _quiet_logs():
+        return _one_change(classes, per_class, before=before, timeout=timeout)
+
+
+def _one_change(classes: int, per_class: int, *, before: bool, timeout: float) -> Obj:
     from werkzeug.serving import make_server
 
     app = create_app(Settings())
-    for name, level in (("hooks", logging.WARNING), ("werkzeug", logging.ERROR)):
-        logging.getLogger(name).setLevel(level)  # one access line per hook call would drown the bench's output
     counter = Counting(app.wsgi_app, everything=before)
     http = make_server("127.0.0.1", 0, counter, threaded=True)
     threading.Thread(target=http.serve_forever, daemon=True).start()

@@ -69,7 +69,9 @@ class Server:
             try:
                 if requests.get(self.url + "/healthz", timeout=2, verify=verify).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
+                # The master listens before a worker has booted: on a busy machine the first GET waits longer
+                # than its own timeout. Keep asking until START_TIMEOUT, as for a refused connection.
                 pass
             time.sleep(0.05)
         raise AssertionError(f"no worker answered /healthz within {START_TIMEOUT} s:\n{self.output()}")
