@@ -106,8 +106,7 @@ class EquinixInventory:
         machine_class = dict(request.machine_class)
         folded, _ = providerspec.fold_keys(objects.mapping(machine_class, "providerSpec"))
         project = folded.get("projectID")
-        class_tags = folded.get("tags") if isinstance(folded.get("tags"), list) else []
-        cluster = tags.cluster_tag(t for t in class_tags if isinstance(t, str))
+        cluster = tags.cluster_tag(_tags(folded))
         if not isinstance(project, str) or not project:
             raise DriverError("not scanned: providerSpec.projectID is missing", INVALID_ARGUMENT)
         if not cluster:

@@ -33,7 +33,7 @@ from typing import Any
 from hooks import decorator_request, objects
 from hooks.config import CREDENTIALS_LABEL, CREDENTIALS_LABEL_VALUE
 from hooks.context import BadRequest, HookContext
-from hooks.driver import ClassRequest, Device, DeviceState, DriverError
+from hooks.driver import ClassRequest, Device, DeviceState, Driver, DriverError
 from hooks.mcm import vocabulary as mcm
 from hooks.mcm.machineset import names_list, plural
 from hooks.mcm.timefmt import format_time, parse_time
@@ -228,19 +228,19 @@ def _scan_due(ctx: HookContext, uid: str, now: datetime) -> bool:
     return True
 
 
-def _apply(ctx: HookContext, request: ClassRequest, plan: ScanPlan, seen_before: Mapping[str, datetime]
+def _apply(driver: Driver, request: ClassRequest, plan: ScanPlan, seen_before: Mapping[str, datetime]
            ) -> tuple[list[Device], str | None]:
     """Claims, then deletions; returns (deleted devices, first problem). A failed deletion stays a candidate."""
     problem = None
     for device in plan.claims:
         try:
-            ctx.driver.claim_machine(request, device)
+            driver.claim_machine(request, device)
         except DriverError as exc:
             problem = problem or exc.message
     deleted: list[Device] = []
     for device in plan.confirmed:
         try:
-            if ctx.driver.delete_orphan(request, device):
+            if driver.delete_orphan(request, device):
                 deleted.append(device)
         except DriverError as exc:
             problem = problem or exc.message
@@ -255,7 +255,8 @@ def orphan_annotations(machine_class: dict[str, Any], related: Mapping[str, Any]
     if machine_class.get("provider") != mcm.PROVIDER:
         return {SCAN_PROBLEM_ANNOTATION: f"not scanned: provider is {machine_class.get('provider')!r}, "
                                          f"not {mcm.PROVIDER!r}", CANDIDATES_ANNOTATION: None}
-    if ctx.driver is None:
+    driver = ctx.driver
+    if driver is None:
         return {SCAN_PROBLEM_ANNOTATION: "not scanned: no provider driver is configured", CANDIDATES_ANNOTATION: None}
     observed = objects.annotations(machine_class)
     key = objects.uid(machine_class) or f"{objects.namespace(machine_class)}/{objects.name(machine_class)}"
@@ -265,13 +266,13 @@ def orphan_annotations(machine_class: dict[str, Any], related: Mapping[str, Any]
                 for k in (SCAN_PROBLEM_ANNOTATION, CANDIDATES_ANNOTATION)}
     request = ClassRequest(machine_class, objects.mapping(related, mcm.SECRET_KEY))
     try:
-        devices = ctx.driver.list_machines(request)
+        devices = driver.list_machines(request)
     except DriverError as exc:
         return {SCAN_PROBLEM_ANNOTATION: exc.message, CANDIDATES_ANNOTATION: observed.get(CANDIDATES_ANNOTATION)
                 if isinstance(observed.get(CANDIDATES_ANNOTATION), str) else None}
     seen_before = parse_candidates(observed.get(CANDIDATES_ANNOTATION))
     plan = plan_scan(machine_class, devices, machines, seen_before, now, ctx.settings.creation_timeout)
-    deleted, problem = _apply(ctx, request, plan, seen_before)
+    deleted, problem = _apply(driver, request, plan, seen_before)
     for device in deleted:
         log.info("class %s/%s collected orphaned device %s (owner uid %s)", objects.namespace(machine_class),
                  objects.name(machine_class), device.id, device.owner_uid)
