@@ -426,6 +426,14 @@ def test_plan_scan_is_a_pure_decision() -> None:
     assert [d.id for d in plan.claims] == ["j"]
 
 
+def test_a_sighting_before_the_device_existed_or_in_the_future_does_not_count() -> None:
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    devices = [_device("early", "u1"), _device("future", "u2")]  # created 11:00
+    seen = {"early": now - timedelta(hours=5), "future": now + timedelta(hours=1)}
+    plan = machineclass.plan_scan(request()["parent"], devices, [], seen, now, 60)
+    assert plan.confirmed == [] and plan.candidates == {"early": now, "future": now}
+
+
 def test_orphan_candidates_are_bounded_and_oldest_first() -> None:
     now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
     devices = [_device(f"d{i:03}", f"u{i}") for i in range(machineclass.MAX_CANDIDATES + 50)]

@@ -210,10 +210,12 @@ def plan_scan(machine_class: dict[str, Any], devices: Iterable[Device], machines
         if device.created_at is None or (now - device.created_at).total_seconds() < grace_seconds:
             continue
         first = seen_before.get(device.id)
-        if first is not None and first <= now and (now - first).total_seconds() >= ORPHAN_CONFIRM_SECONDS:
+        if first is not None and not device.created_at <= first <= now:
+            first = None  # a sighting before the device existed, or in the future, is no sighting
+        if first is not None and (now - first).total_seconds() >= ORPHAN_CONFIRM_SECONDS:
             plan.confirmed.append(device)
         else:
-            found.append((first if first is not None and first <= now else now, device))
+            found.append((first or now, device))
     for first, device in sorted(found, key=lambda pair: (pair[0], pair[1].id))[:MAX_CANDIDATES]:
         plan.candidates[device.id] = first
     return plan
