@@ -112,3 +112,25 @@ def test_an_unlabelled_machine_keeps_the_class_it_names_until_it_is_gone() -> No
         store.delete(API, "Machine", "new", NS)
         mc.wait_for(lambda s: s.try_get(API, "MachineClass", "small", NS) is None,
                     message="the class goes once no Machine names it")
+
+
+def test_a_class_being_deleted_sees_a_machine_whose_label_is_stale() -> None:
+    """A Machine moved to `small` whose hook has not relabelled it yet still names `small`: deletion must see it."""
+    with class_controller() as (store, mc):
+        for obj in (machine_class("small"), machine_class("large"), machine("moved", "small", labelled=False)):
+            store.create(obj)
+        moved = store.get(API, "Machine", "moved", NS)
+        moved["metadata"]["labels"] = {machineclass.CLASS_LABEL: "large"}  # stale: it used `large` before
+        store.update(moved)
+        mc.wait_for(lambda s: syncs(mc, "small") >= 1 and syncs(mc, "large") >= 1, message="both classes synced")
+        quiet(mc)
+        assert in_use(store, "small") is None  # normal syncs miss it until the Machine hook relabels it
+        mc.stop()
+        store.delete(API, "MachineClass", "small", NS)
+        # The API server bumps metadata.generation with deletionTimestamp, so Metacontroller asks customize again.
+        # The emulator's store does not bump it; a fresh start (empty customize cache) stands in for the bump.
+        mc.start()
+        mc.wait_for(lambda s: in_use(s, "small") == "1 machine: moved", message="the deleting class sees it")
+        quiet(mc)
+        held = store.try_get(API, "MachineClass", "small", NS)
+        assert held is not None and held["metadata"].get("deletionTimestamp")
