@@ -1,8 +1,10 @@
 """`make bench`: measure the hooks at fleet scale (issue 8), print a table and write bench/results.json.
 
 Parts: 1 hook overhead (bench.overhead), 2 API calls with and without the device cache (bench.api_calls),
-3 large parents (bench.parents), 4 fleet convergence (bench.converge). A part that cannot run (a missing piece,
-an error) is reported as null with the reason in results.json instead of failing the whole run.
+3 large parents (bench.parents), 4 fleet convergence (bench.converge), 5 MachineClass sync bytes per Machine change
+(bench.classes), 6 what the device listing cache costs in bytes against the calls it saves (bench.cache_cost).
+A part that cannot run (a missing piece, an error) is reported as null with the reason in results.json instead of
+failing the whole run.
 
     python -m bench.run                      # everything, a few minutes
     python -m bench.run --parts 1,3          # some parts
@@ -23,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import api_calls, converge, overhead, parents
+from bench import api_calls, cache_cost, classes, converge, overhead, parents
 from bench.servers import Gunicorn, Simulator
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
@@ -34,6 +36,7 @@ TARGETS = {
     "machineset_1000_ms": ("<=", 20.0),
     "machinedeployment_10_ms": ("<=", 5.0),
     "converge_500_s": (None, None),
+    "class_sync_ratio_10_to_1": ("<=", 1.5),
 }
 STEADY_PROJECT = "b0000000-0000-4000-8000-00000000000a"
 NOCACHE_PROJECT = "b0000000-0000-4000-8000-00000000000b"
@@ -84,7 +87,7 @@ def run_part(results: Obj, name: str, work: Callable[[], Obj]) -> Obj | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", default="1,2,3,4", help="comma list of parts to run (default 1,2,3,4)")
+    parser.add_argument("--parts", default="1,2,3,4,5,6", help="comma list of parts to run (default 1,2,3,4,5,6)")
     parser.add_argument("--quick", action="store_true", help="tiny counts, to check the harness (no targets)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"results file (default {RESULTS})")
     parser.add_argument("--machines", type=int, default=200, help="part 2 fleet size (default 200)")
@@ -145,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 run_part(results, "convergence", lambda: converge.measure(
                     sim, hooks, replicas=replicas, timeout=60.0 if quick else 240.0))
+        if "5" in parts:
+            run_part(results, "class_syncs", lambda: classes.measure(per_class=5 if quick else 100))
+        if "6" in parts:
+            run_part(results, "cache_cost", lambda: cache_cost.measure(machines, others=(0, 50 if quick else 2000)))
     finally:
         for server in reversed(servers):
             server.stop()
@@ -161,6 +168,7 @@ def summarise(results: Obj, replicas: int) -> None:
     p = results["parts"]
     errors = results["errors"]
     o, a, lp, c = p.get("overhead"), p.get("api_calls"), p.get("large_parents"), p.get("convergence")
+    cs = p.get("class_syncs")
     figures = {
         "overhead_ratio": o and o["overhead_ratio"],
         "api_calls_per_steady_sync": o and o["api_calls_per_steady_sync"],
@@ -169,6 +177,8 @@ def summarise(results: Obj, replicas: int) -> None:
         "machineset_1000_ms": lp and lp["machineset_1000"]["hook_time_ms"],
         "machinedeployment_10_ms": lp and lp["machinedeployment_10"]["hook_time_ms"],
         "converge_500_s": c and c["seconds"],
+        "class_sync_bytes_per_machine_change": cs and cs["class_sync_bytes_per_machine_change"],
+        "class_sync_ratio_10_to_1": cs and cs["class_sync_bytes_per_machine_change"]["ratio"],
     }
     if c and not c["converged"]:
         errors.setdefault("convergence", f"{c['running']} of {c['replicas']} Running after {c['timeout_s']} s")
@@ -181,7 +191,8 @@ def summarise(results: Obj, replicas: int) -> None:
             part = {"overhead_ratio": "overhead", "api_calls_per_steady_sync": "overhead",
                     "api_calls_per_steady_sync_cached": "api_calls", "posts_per_machine": "api_calls",
                     "machineset_1000_ms": "large_parents", "machinedeployment_10_ms": "large_parents",
-                    "converge_500_s": "convergence"}[name]
+                    "converge_500_s": "convergence", "class_sync_bytes_per_machine_change": "class_syncs",
+                    "class_sync_ratio_10_to_1": "class_syncs"}[name]
             reasons[name] = errors.get(part) or errors.get("steady_machine") or "part not run"
     results.update({k: v for k, v in figures.items()})
     results["null_reasons"] = reasons
@@ -236,6 +247,14 @@ def print_table(results: Obj) -> None:
         rows.append((f"4 converge {c['replicas']}", f"{c['seconds']} s, {c['machines_per_second']} machines/s, "
                                                     f"{c['hook_calls']} hook calls, {c['api_calls']} API calls"
                      if c["converged"] else f"not converged: {c['running']}/{c['replicas']} Running"))
+    cs = p.get("class_syncs")
+    if cs:
+        f = cs["class_sync_bytes_per_machine_change"]
+        per = cs["after"]["1_classes"]["machines_per_class"]
+        rows.append(("5 class sync bytes per Machine change",
+                     f"1 class of {per}: {f['one_class']} B, 10 classes of {per}: {f['ten_classes']} B "
+                     f"(ratio {f['ratio']}, target <= 1.5); before: {f['before_one_class']} B and "
+                     f"{f['before_ten_classes']} B"))
     for name, reason in results["null_reasons"].items():
         rows.append((f"! {name}", f"null: {reason}"))
     width = max((len(k) for k, _ in rows), default=10)

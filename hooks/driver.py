@@ -62,6 +62,9 @@ class Device:
     created_at: datetime | None = None
     # The Machine UID the provider's ownership marks name, or None when the device is not ours.
     owner_uid: str | None = None
+    # The MachineClass the provider's marks tie the device to (`list_machines` gives the asking class's own name
+    # when the mark is that class's); None when unmarked (created before class marks, or not yet claimed).
+    owner_class: str | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,9 @@ class DriverError(Exception):
 class Driver(Protocol):
     """What the MCM logic may ask of a provider. Implementations are safe to share between threads."""
 
+    # The MachineClass `provider` value this driver serves (MCM: a class names its provider; others are not ours).
+    provider: str
+
     def validate(self, request: MachineRequest) -> Validation:
         """Every problem with the class, providerSpec and Secrets (no provider call); the hooks act only without."""
         ...
@@ -170,5 +176,10 @@ class Driver(Protocol):
         ...
 
     def delete_orphan(self, request: ClassRequest, device: Device) -> bool:
-        """Delete one device `list_machines` returned (MCM's orphan VM deletion); False when it was already gone."""
+        """Delete one device `list_machines` returned (MCM's orphan VM deletion), after reading it again: False when
+        it is already gone or its marks changed since (another owner, another class): nothing was deleted."""
+        ...
+
+    def claim_machine(self, request: ClassRequest, device: Device) -> bool:
+        """Mark a device as this class's (its Machine moved here, or it predates class marks); False when gone."""
         ...

@@ -40,6 +40,8 @@ def _meta(machine: Mapping[str, Any]) -> Mapping[str, Any]:
 class FakeDriver:
     """Devices by id; `owner_uid` marks ownership, as a provider's tags would."""
 
+    provider = "EquinixMetal"
+
     def __init__(self) -> None:
         self.devices: dict[str, Device] = {}
         self.calls: list[tuple[str, str]] = []

@@ -23,10 +23,7 @@ EQUINIX_FIELDS = frozenset({
 # Spelled as a key they are the API's; as an attribute they are the neutral `hooks.driver.Device`'s.
 NEUTRAL_ATTRIBUTES = frozenset({"created_at"})
 # Modules that may name them anyway, with the reason; each entry is an expected failure until it is resolved.
-PENDING = {
-    "hooks/mcm/machineclass.py": "orphan collection still reads API devices; moves behind Driver.list_machines with "
-                                 "the class helper's branch (hooks/equinix/inventory.py)",
-}
+PENDING: dict[str, str] = {}
 
 
 def modules() -> list[Path]:

@@ -45,4 +45,9 @@ def test_quick_bench_writes_every_figure(tmp_path, capsys) -> None:
     assert cached["device_gets"] == 0 and 1 <= cached["list_calls"] <= 2  # one listing per gunicorn worker at most
     assert parts["large_parents"]["machineset_1000"]["children_answered"] == 1000
     assert parts["convergence"]["converged"] and parts["convergence"]["running"] == 5
+    # One Machine change syncs only its own class: ten classes cost what one does (exact byte counts, any speed).
+    bytes_per_change = results["class_sync_bytes_per_machine_change"]
+    assert 0 < bytes_per_change["ten_classes"] <= 1.5 * bytes_per_change["one_class"]
+    assert bytes_per_change["before_ten_classes"] > 5 * bytes_per_change["ten_classes"]
+    assert parts["class_syncs"]["after"]["10_classes"]["class_syncs"] == 1
     assert "overhead_ratio" in capsys.readouterr().out  # the table was printed

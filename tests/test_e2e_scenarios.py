@@ -238,6 +238,7 @@ def test_machine_class_collects_only_old_orphans_of_its_cluster(metal_factory: C
     fresh = sim.add_device(project, hostname="fresh-orphan", tags=ours(_cluster_tag()))
 
     monkeypatch.setattr(machineclass, "SCAN_INTERVAL", 0.0)  # every class sync scans (rate limit is per process)
+    monkeypatch.setattr(machineclass, "ORPHAN_CONFIRM_SECONDS", 1.0)  # two sightings a second apart, not 10 minutes
     controllers = load_controllers(CONTROLLERS)
     for controller in controllers:
         if controller["metadata"]["name"] == "metal-machineclasses":

@@ -83,7 +83,8 @@ def created(driver: FakeDriver, clock: Clock) -> dict:
 
 
 def test_a_new_machine_gets_one_device_and_records_it(driver, clock) -> None:
-    response = sync(sync_request(), driver, clock)
+    body = sync_request()
+    response = sync(body, driver, clock)
     assert driver.ops() == ["get_machine_status", "create_machine"]
     (device,) = driver.devices.values()
     assert device.owner_uid == UID and device.hostname == NAME
@@ -93,7 +94,7 @@ def test_a_new_machine_gets_one_device_and_records_it(driver, clock) -> None:
     assert response["annotations"]["metal-machine-hooks/device-id"] == device.id
     assert response["annotations"]["metal-machine-hooks/provider-id"] == f"fake://{device.id}"
     assert response["annotations"]["machinepriority.machine.sapcloud.io"] == "3"
-    assert response["labels"] == {"node": NAME}
+    assert response["labels"] == {"node": NAME, "metal-machine-hooks/class": decorated(body)["spec"]["class"]["name"]}
     assert response["status"]["lastKnownState"] == f"device {device.id} is provisioning"
     assert 0 < response["resyncAfterSeconds"] <= 10
 
@@ -196,6 +197,10 @@ def test_duplicates_are_reported_and_the_oldest_kept(driver, clock) -> None:
 def test_a_failed_machine_is_left_alone(driver, clock) -> None:
     body = sync_request()
     decorated(body)["status"] = {"currentStatus": {"phase": "Failed", "lastUpdateTime": "2026-11-25T10:00:00Z"}}
+    class_name = decorated(body)["spec"]["class"]["name"]
+    # Only the class label is written once (so its MachineClass relates it); nothing else, no API call.
+    assert sync(body, driver, clock) == {"labels": {"metal-machine-hooks/class": class_name}}
+    decorated(body)["metadata"].setdefault("labels", {})["metal-machine-hooks/class"] = class_name
     assert sync(body, driver, clock) == {}
     assert driver.calls == []
 

@@ -73,7 +73,7 @@ def test_fresh_machine_creates_one_device_and_goes_pending(fake, clock) -> None:
     assert response["annotations"]["metal-machine-hooks/device-id"] == device["id"]
     assert response["annotations"]["metal-machine-hooks/provider-id"] == f"equinixmetal://ny/{device['id']}"
     assert response["annotations"]["machinepriority.machine.sapcloud.io"] == "3"
-    assert response["labels"] == {"node": NAME}
+    assert response["labels"] == {"node": NAME, "metal-machine-hooks/class": "metal-small"}
     assert 0 < response["resyncAfterSeconds"] <= 10
     assert fake.tokens == [TOKEN, TOKEN]  # one client per driver call: the status lookup, the create
 
@@ -93,6 +93,7 @@ def test_create_request_carries_spec_userdata_and_ownership_tags(fake, clock) ->
         "team: platform",
         "metal-machine-hooks:managed",
         UID_TAG,
+        "metal-machine-hooks:class:metal-small",  # its class's mark from birth
     ]
 
 

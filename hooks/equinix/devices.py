@@ -117,7 +117,7 @@ def to_device(raw: Mapping[str, Any], *, fallback_metro: str, hostname: str) -> 
 
 
 def create_body(spec: ProviderSpec, name: str, uid: str, user_data: str | None,
-                reservation: str | None) -> DeviceCreate:
+                reservation: str | None, *, class_name: str = "") -> DeviceCreate:
     """A fresh create request for one attempt (attempts never share one); `<<MACHINE_NAME>>` in userData, plain
     or URL-encoded, becomes the Machine name."""
     text = (user_data or "").replace(MACHINE_NAME_PLACEHOLDER, name)
@@ -129,7 +129,7 @@ def create_body(spec: ProviderSpec, name: str, uid: str, user_data: str | None,
         hostname=name,
         billing_cycle=spec.billing_cycle,
         userdata=text,
-        tags=[*spec.tags, *tags.ownership_tags(uid)],
+        tags=[*spec.tags, *tags.ownership_tags(uid), *([tags.class_tag(class_name)] if class_name else [])],
         project_ssh_keys=list(spec.ssh_keys) or None,
         hardware_reservation_id=reservation,
         ipxe_script_url=spec.ipxe_script_url,

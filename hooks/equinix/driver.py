@@ -23,7 +23,6 @@ from hooks.driver import (
     INVALID_ARGUMENT,
     RESOURCE_EXHAUSTED,
     UNAVAILABLE,
-    UNIMPLEMENTED,
     UNKNOWN_CODE,
     ClassRequest,
     DeleteResult,
@@ -45,7 +44,8 @@ from hooks.equinix.errors import (
     UnexpectedResponse,
     Unprocessable,
 )
-from hooks.equinix.providerspec import Resolution, resolve
+from hooks.equinix.inventory import EquinixInventory
+from hooks.equinix.providerspec import PROVIDER, Resolution, resolve
 from hooks.redact import redact
 
 # Its lines are about Machines (created, deleted, duplicate): the logger name they always had.
@@ -83,11 +83,15 @@ class EquinixDriver:
     """The Driver for Equinix Metal. `metal` builds an API client for a token (tests pass a fake); `cache` replaces
     the worker's shared device cache (tests and the bench pass their own)."""
 
+    provider = PROVIDER
+
     def __init__(self, settings: Settings, metal: Callable[[str], Any],
                  *, cache: device_cache.DeviceCache | None = None) -> None:
         self.settings = settings
         self.metal = metal
         self.cache = cache
+        # The MachineClass side (ListMachines, orphans, class marks); deletes go through the same cached clients.
+        self.inventory = EquinixInventory(self.client_for)
 
     # -- checks without a call -------------------------------------------------------------------------------
 
@@ -205,7 +209,8 @@ class EquinixDriver:
         assert spec is not None and creds is not None
         refused: list[str] = []
         for reservation in spec.reservation_ids:
-            body = devices.create_body(spec, call.name, call.uid, creds.user_data, reservation)
+            body = devices.create_body(spec, call.name, call.uid, creds.user_data, reservation,
+                                       class_name=call.res.class_name)
             try:
                 return call.client.create_device(call.project, body)
             except CapacityError as exc:
@@ -221,7 +226,8 @@ class EquinixDriver:
                     f"({tried})")
             raise DriverError(redact(text, call.res.secrets()), RESOURCE_EXHAUSTED)
         return call.client.create_device(call.project, devices.create_body(spec, call.name, call.uid,
-                                                                           creds.user_data, None))
+                                                                           creds.user_data, None,
+                                                                           class_name=call.res.class_name))
 
     # -- DeleteMachine ---------------------------------------------------------------------------------------
 
@@ -267,10 +273,13 @@ class EquinixDriver:
     # -- ListMachines (the MachineClass side) ----------------------------------------------------------------
 
     def list_machines(self, request: ClassRequest) -> list[Device]:
-        raise DriverError("ListMachines is not implemented by this driver yet", UNIMPLEMENTED)
+        return self.inventory.list_machines(request)
 
     def delete_orphan(self, request: ClassRequest, device: Device) -> bool:
-        raise DriverError("orphan deletion is not implemented by this driver yet", UNIMPLEMENTED)
+        return self.inventory.delete_orphan(request, device)
+
+    def claim_machine(self, request: ClassRequest, device: Device) -> bool:
+        return self.inventory.claim_machine(request, device)
 
     # -- machinery -------------------------------------------------------------------------------------------
 

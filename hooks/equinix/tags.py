@@ -6,13 +6,18 @@ its UID tag, and nothing without our tags is ever deleted.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
+from typing import Any
 
 PREFIX = "metal-machine-hooks"
 MANAGED_TAG = f"{PREFIX}:managed"
 UID_TAG_PREFIX = f"{PREFIX}:uid:"
 MAX_TAG_LENGTH = 80
 CLUSTER_TAG_MARKER = "kubernetes.io/cluster/"
+# Marks a device as a MachineClass's, so a class that relates only its own Machines can tell another class's living
+# device from an orphan (hooks/equinix/inventory.py).
+CLASS_TAG_PREFIX = f"{PREFIX}:class:"
 ROLE_TAG_MARKER = "kubernetes.io/role/"
 
 
@@ -46,3 +51,24 @@ def cluster_tag(tags: Iterable[str]) -> str | None:
         if isinstance(tag, str) and CLUSTER_TAG_MARKER in tag:
             found = tag
     return found
+
+
+def class_tag(class_name: str) -> str:
+    """The tag marking a device as a class's; a name too long for the API's 80 characters keeps a prefix and a hash."""
+    tag = f"{CLASS_TAG_PREFIX}{class_name}"
+    if len(tag) <= MAX_TAG_LENGTH:
+        return tag
+    digest = hashlib.sha256(class_name.encode()).hexdigest()[:16]
+    return f"{CLASS_TAG_PREFIX}{class_name[:MAX_TAG_LENGTH - len(CLASS_TAG_PREFIX) - 17]}~{digest}"
+
+
+def class_marks(device_tags: Iterable[Any]) -> list[str]:
+    return [t for t in device_tags if isinstance(t, str) and t.startswith(CLASS_TAG_PREFIX)]
+
+
+def owner_class(device_tags: list[str], class_name: str) -> str | None:
+    """`class_name` when the device carries that class's mark, else the other class's mark as written, else None."""
+    marks = class_marks(device_tags)
+    if class_tag(class_name) in marks:
+        return class_name
+    return marks[-1][len(CLASS_TAG_PREFIX):] if marks else None

@@ -50,6 +50,7 @@ from hooks.config import CREDENTIALS_LABEL, CREDENTIALS_LABEL_VALUE, ConfigError
 from hooks.context import HookContext
 from hooks.driver import DEVICE_ID_ANNOTATION, PROVIDER_ID_ANNOTATION, Device, Driver, DriverError, StatusResponse
 from hooks.mcm import machine_state as state
+from hooks.mcm import machineclass
 from hooks.mcm import vocabulary as mcm
 from hooks.mcm.drain import INITIATE_DRAIN, JOB_KEY, DrainSettings, plan_drain
 from hooks.mcm.machine_request import Checked, HookRequest, check, check_machine, parse_request
@@ -139,7 +140,12 @@ def _answer(req: HookRequest, seen: state.Observed, step: state.Transition, **st
 
 def sync(body: dict[str, Any], ctx: HookContext) -> dict[str, Any]:
     req = parse_request(body)
-    return reconcile(req, ctx).response()
+    outcome = reconcile(req, ctx)
+    # Every Machine carries its class's label, so a MachineClass relates only its own Machines (machineclass.py).
+    class_label = machineclass.machine_class_label(req.machine)
+    if req.labels.get(machineclass.CLASS_LABEL) != class_label:
+        outcome.labels[machineclass.CLASS_LABEL] = class_label
+    return outcome.response()
 
 
 def reconcile(req: HookRequest, ctx: HookContext) -> Outcome:

@@ -1,47 +1,60 @@
 """MachineClass hooks (DecoratorController `metal-machineclasses`): in-use protection and orphan collection.
 
-- In use: while any Machine references the class (deleting ones too: their finalizer still needs the class's
-  credentials to delete the device), finalize answers `finalized: false`, and the annotation
+- Related Machines: only the class's own. The Machine hook labels every Machine `metal-machine-hooks/class:
+  <class>`, and the class relates the Machines with its label plus those with no label yet (a Machine whose first
+  sync has not run, or every Machine right after an upgrade), so one Machine change re-syncs one class, not all
+  of the namespace's. A class being deleted relates every Machine of its namespace (Kubernetes bumps
+  `metadata.generation` when it sets `deletionTimestamp`, so Metacontroller asks customize again): a label that
+  is stale or wrong can never let a class go while a Machine still names it.
+- In use: while any related Machine's spec.class names the class (deleting ones too: their finalizer still needs
+  the class's credentials to delete the device), finalize answers `finalized: false`, and the annotation
   `metal-machine-hooks/in-use-by` says which Machines hold it (MachineClass has no status subresource).
-- Orphans: a device is deleted only if it carries our ownership tags AND the class's cluster tag, no Machine of the
-  namespace has its owner UID (whatever class that Machine uses now) or records its device id, and it was created
-  longer ago than the creation timeout. Anything else — untagged, another cluster's, fresh — is never touched.
-  The count and time of a run that deleted something are written as annotations; a run that deleted nothing
-  changes nothing, so an idle class gets an unchanged response.
-- Every Machine change re-syncs the class (they are related objects), so devices are listed at most once per
-  SCAN_INTERVAL per class and hook process; the rate limit is the only state kept, and losing it costs one listing.
+- Orphans, decided here from what the provider driver (`ctx.driver`, hooks.driver) lists: a device is deleted only
+  if the driver lists it for this class's installation, it is marked for this class (or for no class yet), no
+  related Machine has its owner UID or records its id, it is older than the creation timeout, and it was found
+  so on two scans at least ORPHAN_CONFIRM_SECONDS apart (first sightings are kept in the annotation
+  `metal-machine-hooks/orphan-candidates`, since hooks keep no state). In between, the class a Machine now uses
+  claims its device (re-marks it), so a Machine that moved to another class never loses its device. A class
+  claims the devices of its own Machines that carry another class's mark or none.
+- Devices are listed at most once per SCAN_INTERVAL per class and hook process; a sync that does not scan repeats
+  what the last scan wrote, so an idle class gets an unchanged response.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from hooks import decorator_request
+from hooks import decorator_request, events, objects
 from hooks.config import CREDENTIALS_LABEL, CREDENTIALS_LABEL_VALUE
 from hooks.context import BadRequest, HookContext
-from hooks.equinix import providerspec, tags
-from hooks.equinix.errors import MetalError, NotFound
+from hooks.driver import ClassRequest, Device, DeviceState, Driver, DriverError
 from hooks.mcm import vocabulary as mcm
 from hooks.mcm.machineset import names_list, plural
 from hooks.mcm.timefmt import format_time, parse_time
-from hooks.server import metrics
 
 log = logging.getLogger("hooks.machineclass")
 
 MACHINE_KEY = f"Machine.{mcm.API_VERSION}"
+CLASS_LABEL = "metal-machine-hooks/class"
 IN_USE_ANNOTATION = "metal-machine-hooks/in-use-by"
 ORPHANS_ANNOTATION = "metal-machine-hooks/orphans-collected"
 ORPHANS_AT_ANNOTATION = "metal-machine-hooks/orphans-collected-at"
 SCAN_PROBLEM_ANNOTATION = "metal-machine-hooks/orphan-scan-problem"
-DEVICE_ID_ANNOTATION = "metal-machine-hooks/device-id"
-PROVIDER_ID_SCHEME = "equinixmetal://"
+CANDIDATES_ANNOTATION = "metal-machine-hooks/orphan-candidates"
 SCAN_INTERVAL = 240.0  # seconds; below the controller's 300 s resync period, so every periodic resync may scan
+# Two sightings of an orphan must be this far apart: more than two resync periods of the class a moved Machine
+# now uses, which claims its device in between.
+ORPHAN_CONFIRM_SECONDS = 600.0
+MAX_CANDIDATES = 100  # first sightings kept per class (about 60 bytes each); more wait for a later scan
 FINALIZE_RESYNC = 30.0
-GONE_STATES = ("deprovisioning", "deleted")
 _SCANS = "machineclass.last_scan"
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
 # ------------------------------------------------------------------------------------------------------ requests
@@ -73,11 +86,41 @@ def _related(body: dict[str, Any]) -> Mapping[str, Any]:
     return related
 
 
+def class_label_value(class_name: str) -> str:
+    """The value of CLASS_LABEL for Machines of `class_name`: the name itself when it is a valid label value
+    (63 characters at most), else a readable prefix and a hash. The Machine hook and customize both use this."""
+    if _LABEL_VALUE.match(class_name) and len(class_name) <= 63:
+        return class_name
+    digest = hashlib.sha256(class_name.encode()).hexdigest()[:10]
+    prefix = re.sub(r"[^A-Za-z0-9._-]", "", class_name)[:52].strip("-._")
+    return f"{prefix}-{digest}" if prefix else digest
+
+
+def machine_class_label(machine: Any) -> str:
+    """CLASS_LABEL's value for a Machine: its class's, or "" when it names no MachineClass (so it is labelled and
+    no class has to relate it as 'not labelled yet')."""
+    ref = objects.mapping(machine, "spec", "class")
+    name = objects.string(ref, "name")
+    if not name or objects.string(ref, "kind") not in ("", "MachineClass"):
+        return ""
+    return class_label_value(name)
+
+
 def customize(body: dict[str, Any], ctx: HookContext) -> dict[str, Any]:
-    """Every Machine of the class's namespace, and the labelled credentials Secrets there (as the Machine hooks)."""
-    namespace = _object(body, "parent")["metadata"]["namespace"]
+    """The class's own Machines (labelled for it, or not labelled yet) — every Machine of the namespace once the
+    class is being deleted — and the labelled credentials Secrets of the namespace (as the Machine hooks)."""
+    parent = _object(body, "parent")
+    namespace = parent["metadata"]["namespace"]
+    machines: dict[str, Any] = {"apiVersion": mcm.API_VERSION, "resource": "machines", "namespace": namespace}
+    if objects.meta(parent).get("deletionTimestamp"):
+        machine_rules = [machines]
+    else:
+        machine_rules = [
+            {**machines, "labelSelector": {"matchLabels": {CLASS_LABEL: class_label_value(objects.name(parent))}}},
+            {**machines, "labelSelector": {"matchExpressions": [{"key": CLASS_LABEL, "operator": "DoesNotExist"}]}},
+        ]
     return {"relatedResources": [
-        {"apiVersion": mcm.API_VERSION, "resource": "machines", "namespace": namespace},
+        *machine_rules,
         {"apiVersion": "v1", "resource": "secrets", "namespace": namespace,
          "labelSelector": {"matchLabels": {CREDENTIALS_LABEL: CREDENTIALS_LABEL_VALUE}}},
     ]}
@@ -88,17 +131,13 @@ def customize(body: dict[str, Any], ctx: HookContext) -> dict[str, Any]:
 
 def users(machine_class: dict[str, Any], machines: Iterable[Any]) -> list[str]:
     """Names of the Machines (in the class's namespace) whose spec.class names this class."""
-    meta = machine_class["metadata"]
     found = []
     for machine in machines:
-        if not isinstance(machine, dict):
+        ref = objects.mapping(machine, "spec", "class")
+        if not ref or objects.namespace(machine) != objects.namespace(machine_class):
             continue
-        mmeta = machine.get("metadata") if isinstance(machine.get("metadata"), dict) else {}
-        ref = (machine.get("spec") or {}).get("class") if isinstance(machine.get("spec"), dict) else None
-        if not isinstance(ref, dict) or mmeta.get("namespace") != meta["namespace"]:
-            continue
-        if ref.get("name") == meta["name"] and ref.get("kind") in (None, "", "MachineClass"):
-            found.append(str(mmeta.get("name")))
+        if objects.string(ref, "name") == objects.name(machine_class) and ref.get("kind") in (None, "", "MachineClass"):
+            found.append(objects.name(machine))
     return sorted(found)
 
 
@@ -109,89 +148,78 @@ def in_use_text(names: list[str]) -> str | None:
 # ------------------------------------------------------------------------------------------------------ orphans
 
 
-def known_owners(machines: Iterable[Any]) -> tuple[set[str], set[str]]:
-    """(Machine UIDs, device ids recorded on Machines) of every Machine in the namespace, any class."""
+RecordedId = Callable[[Mapping[str, Any]], str | None]
+
+
+def known_owners(machines: Iterable[Any], recorded_id: RecordedId) -> tuple[set[str], set[str]]:
+    """(UIDs, recorded device ids) of the given Machines. Both the hooks' annotation and spec.providerID count
+    (they may disagree on a Machine MCM made), each read by the driver, the one place that parses a providerID."""
     uids: set[str] = set()
     devices: set[str] = set()
     for machine in machines:
-        if not isinstance(machine, dict):
-            continue
-        meta = machine.get("metadata") if isinstance(machine.get("metadata"), dict) else {}
-        if meta.get("uid"):
-            uids.add(str(meta["uid"]))
-        annotations = meta.get("annotations") if isinstance(meta.get("annotations"), dict) else {}
-        if annotations.get(DEVICE_ID_ANNOTATION):
-            devices.add(str(annotations[DEVICE_ID_ANNOTATION]).strip())
-        provider_id = (machine.get("spec") or {}).get("providerID") if isinstance(machine.get("spec"), dict) else None
-        if isinstance(provider_id, str) and provider_id.startswith(PROVIDER_ID_SCHEME):
-            devices.add(provider_id.rstrip("/").rsplit("/", 1)[-1])
+        if objects.uid(machine):
+            uids.add(objects.uid(machine))
+        for view in (machine, {"spec": objects.mapping(machine, "spec")}):
+            recorded = recorded_id(view) if isinstance(machine, dict) else None
+            if recorded:
+                devices.add(recorded)
     return uids, devices
 
 
-def orphans(devices: Iterable[dict[str, Any]], cluster_tag: str, machine_uids: set[str], device_ids: set[str],
-            now: datetime, grace_seconds: float) -> list[dict[str, Any]]:
-    """The devices that are ours, this cluster's, owned by no existing Machine, and old enough to be sure."""
-    found = []
+def parse_candidates(text: Any) -> dict[str, datetime]:
+    """`id=time,...` as CANDIDATES_ANNOTATION holds it; malformed entries are dropped (they are seen again)."""
+    found: dict[str, datetime] = {}
+    for entry in text.split(",") if isinstance(text, str) else ():
+        device_id, _, seen = entry.strip().partition("=")
+        moment = parse_time(seen)
+        if device_id and moment is not None:
+            found[device_id] = moment
+    return found
+
+
+def format_candidates(candidates: Mapping[str, datetime]) -> str | None:
+    return ",".join(f"{i}={format_time(t)}" for i, t in sorted(candidates.items())) or None
+
+
+@dataclass
+class ScanPlan:
+    """What one scan decided: devices to claim, first sightings to keep, and orphans confirmed for deletion."""
+
+    claims: list[Device] = field(default_factory=list)
+    candidates: dict[str, datetime] = field(default_factory=dict)
+    confirmed: list[Device] = field(default_factory=list)
+
+
+def plan_scan(machine_class: dict[str, Any], devices: Iterable[Device], machines: list[Any],
+              seen_before: Mapping[str, datetime], now: datetime, grace_seconds: float,
+              recorded_id: RecordedId) -> ScanPlan:
+    """The pure orphan decision over one listing; see the module docstring for the rules. `recorded_id` is the
+    driver's reading of the device id a Machine records."""
+    name = objects.name(machine_class)
+    own = set(users(machine_class, machines))
+    own_uids = {objects.uid(m) for m in machines if objects.name(m) in own and objects.uid(m)}
+    uids, device_ids = known_owners(machines, recorded_id)
+    plan = ScanPlan()
+    found: list[tuple[datetime, Device]] = []
     for device in devices:
-        device_tags = device.get("tags") if isinstance(device.get("tags"), list) else []
-        owner = tags.owner_uid(device_tags)
-        if owner is None or cluster_tag not in device_tags:
+        if device.state is DeviceState.GONE or device.owner_uid is None:
             continue
-        if owner in machine_uids or str(device.get("id")) in device_ids:
+        if device.owner_class != name and device.owner_uid in own_uids:
+            plan.claims.append(device)  # by owner UID only: a recorded id whose device is not its own is no claim
+        if device.owner_uid in uids or device.id in device_ids or device.owner_class not in (name, None):
             continue
-        if device.get("state") in GONE_STATES:
+        if device.created_at is None or (now - device.created_at).total_seconds() < grace_seconds:
             continue
-        created = parse_time(device.get("created_at"))
-        if created is None or (now - created).total_seconds() < grace_seconds:
-            continue
-        found.append(device)
-    return sorted(found, key=lambda d: str(d.get("id")))
-
-
-def _scan_target(machine_class: dict[str, Any], related: Mapping[str, Any]) -> tuple[Any, str, str] | str:
-    """(credentials, project, cluster tag) for a scan, or why this class is not scanned."""
-    if machine_class.get("provider") != providerspec.PROVIDER:
-        return f"not scanned: provider is {machine_class.get('provider')!r}, not {providerspec.PROVIDER!r}"
-    raw = machine_class.get("providerSpec") if isinstance(machine_class.get("providerSpec"), dict) else {}
-    folded, _ = providerspec.fold_keys(raw)
-    project = folded.get("projectID")
-    class_tags = folded.get("tags") if isinstance(folded.get("tags"), list) else []
-    cluster = tags.cluster_tag(t for t in class_tags if isinstance(t, str))
-    if not isinstance(project, str) or not project:
-        return "not scanned: providerSpec.projectID is missing"
-    if not cluster:
-        return (f"not scanned: providerSpec.tags has no {tags.CLUSTER_TAG_MARKER} tag, so this cluster's devices "
-                "cannot be told apart from others'")
-    namespace = machine_class["metadata"]["namespace"]
-    creds, access, _ = providerspec.credentials(machine_class, namespace, related.get(mcm.SECRET_KEY) or {})
-    if creds is None:
-        return "not scanned: " + "; ".join(access or ["no API token"])
-    return creds, project, cluster
-
-
-def collect(client: Any, project: str, cluster: str, machines: list[Any], now: datetime,
-            grace_seconds: float) -> tuple[list[dict[str, Any]], str | None]:
-    """Delete this cluster's orphaned devices; return (deleted devices, first problem met)."""
-    uids, device_ids = known_owners(machines)
-    try:
-        listed = client.list_devices(project, tag=tags.MANAGED_TAG)
-    except MetalError as exc:
-        return [], f"listing devices of project {project} failed: {exc}"
-    deleted: list[dict[str, Any]] = []
-    problem = None
-    for device in orphans(listed, cluster, uids, device_ids, now, grace_seconds):
-        try:
-            client.delete_device(str(device["id"]))
-        except NotFound:
-            continue
-        except MetalError as exc:
-            problem = problem or f"deleting orphaned device {device.get('id')} failed: {exc}"
-            continue
-        log.info("deleted orphaned device %s (hostname %s, owner uid %s)", device.get("id"), device.get("hostname"),
-                 tags.owner_uid(device.get("tags") or []))
-        deleted.append(device)
-    metrics.orphans_collected(len(deleted))
-    return deleted, problem
+        first = seen_before.get(device.id)
+        if first is not None and not device.created_at <= first <= now:
+            first = None  # a sighting before the device existed, or in the future, is no sighting
+        if first is not None and (now - first).total_seconds() >= ORPHAN_CONFIRM_SECONDS:
+            plan.confirmed.append(device)
+        else:
+            found.append((first or now, device))
+    for first, device in sorted(found, key=lambda pair: (pair[0], pair[1].id))[:MAX_CANDIDATES]:
+        plan.candidates[device.id] = first
+    return plan
 
 
 def _scan_due(ctx: HookContext, uid: str, now: datetime) -> bool:
@@ -203,22 +231,57 @@ def _scan_due(ctx: HookContext, uid: str, now: datetime) -> bool:
     return True
 
 
+def _apply(driver: Driver, request: ClassRequest, plan: ScanPlan, seen_before: Mapping[str, datetime]
+           ) -> tuple[list[Device], str | None]:
+    """Claims, then deletions; returns (deleted devices, first problem). A failed deletion stays a candidate."""
+    problem = None
+    for device in plan.claims:
+        try:
+            driver.claim_machine(request, device)
+        except DriverError as exc:
+            problem = problem or exc.message
+    deleted: list[Device] = []
+    for device in plan.confirmed:
+        try:
+            if driver.delete_orphan(request, device):
+                deleted.append(device)
+        except DriverError as exc:
+            problem = problem or exc.message
+            plan.candidates[device.id] = seen_before[device.id]
+    events.emit(events.ORPHANS_COLLECTED, len(deleted))
+    return deleted, problem
+
+
 def orphan_annotations(machine_class: dict[str, Any], related: Mapping[str, Any], machines: list[Any],
                        ctx: HookContext, now: datetime) -> dict[str, str | None]:
     """The annotation changes of one orphan scan (a class that cannot be scanned says why, every time)."""
-    meta = machine_class["metadata"]
-    target = _scan_target(machine_class, related)
-    if isinstance(target, str):
-        return {SCAN_PROBLEM_ANNOTATION: target}
-    if not _scan_due(ctx, str(meta.get("uid") or f"{meta['namespace']}/{meta['name']}"), now):
+    driver = ctx.driver
+    if driver is None:
+        return {SCAN_PROBLEM_ANNOTATION: "not scanned: no provider driver is configured", CANDIDATES_ANNOTATION: None}
+    if machine_class.get("provider") != driver.provider:
+        return {SCAN_PROBLEM_ANNOTATION: f"not scanned: provider is {machine_class.get('provider')!r}, "
+                                         f"not {driver.provider!r}", CANDIDATES_ANNOTATION: None}
+    observed = objects.annotations(machine_class)
+    key = objects.uid(machine_class) or f"{objects.namespace(machine_class)}/{objects.name(machine_class)}"
+    if not _scan_due(ctx, key, now):
         # Not due: repeat what the last scan wrote, so a quiet class gets the same answer every time.
-        observed = meta.get("annotations") if isinstance(meta.get("annotations"), dict) else {}
-        last = observed.get(SCAN_PROBLEM_ANNOTATION)
-        return {SCAN_PROBLEM_ANNOTATION: last if isinstance(last, str) else None}
-    creds, project, cluster = target
-    deleted, problem = collect(ctx.metal(creds.token), project, cluster, machines, now,
-                               ctx.settings.creation_timeout)
-    out: dict[str, str | None] = {SCAN_PROBLEM_ANNOTATION: problem}
+        return {k: observed[k] if isinstance(observed.get(k), str) else None
+                for k in (SCAN_PROBLEM_ANNOTATION, CANDIDATES_ANNOTATION)}
+    request = ClassRequest(machine_class, objects.mapping(related, mcm.SECRET_KEY))
+    try:
+        devices = driver.list_machines(request)
+    except DriverError as exc:
+        return {SCAN_PROBLEM_ANNOTATION: exc.message, CANDIDATES_ANNOTATION: observed.get(CANDIDATES_ANNOTATION)
+                if isinstance(observed.get(CANDIDATES_ANNOTATION), str) else None}
+    seen_before = parse_candidates(observed.get(CANDIDATES_ANNOTATION))
+    plan = plan_scan(machine_class, devices, machines, seen_before, now, ctx.settings.creation_timeout,
+                     driver.recorded_device_id)
+    deleted, problem = _apply(driver, request, plan, seen_before)
+    for device in deleted:
+        log.info("class %s/%s collected orphaned device %s (owner uid %s)", objects.namespace(machine_class),
+                 objects.name(machine_class), device.id, device.owner_uid)
+    out: dict[str, str | None] = {SCAN_PROBLEM_ANNOTATION: problem,
+                                  CANDIDATES_ANNOTATION: format_candidates(plan.candidates)}
     if deleted:
         out[ORPHANS_ANNOTATION] = str(len(deleted))
         out[ORPHANS_AT_ANNOTATION] = format_time(now)
@@ -246,7 +309,8 @@ def sync(body: dict[str, Any], ctx: HookContext) -> dict[str, Any]:
 
 
 def finalize(body: dict[str, Any], ctx: HookContext) -> dict[str, Any]:
-    """Hold the class while Machines use it; a last orphan scan before it goes (its devices would leak)."""
+    """Hold the class while Machines use it, then until its orphan candidates are confirmed and collected (its
+    devices would leak once the class is gone); a scan problem does not hold it."""
     machine_class = _decorated(body)
     related = _related(body)
     machines = _machines(related)
@@ -256,4 +320,7 @@ def finalize(body: dict[str, Any], ctx: HookContext) -> dict[str, Any]:
         return {"labels": {}, "annotations": annotations, "status": None, "resyncAfterSeconds": FINALIZE_RESYNC,
                 "finalized": False}
     annotations.update(orphan_annotations(machine_class, related, machines, ctx, ctx.clock()))
+    if annotations.get(CANDIDATES_ANNOTATION) and not annotations.get(SCAN_PROBLEM_ANNOTATION):
+        return {"labels": {}, "annotations": annotations, "status": None, "resyncAfterSeconds": FINALIZE_RESYNC,
+                "finalized": False}
     return {"labels": {}, "annotations": annotations, "status": None, "finalized": True}

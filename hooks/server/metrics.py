@@ -27,6 +27,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from hooks import events
+
 if TYPE_CHECKING:
     from hooks.equinix.client import ApiCall, RateLimit
 
@@ -131,6 +133,9 @@ def observe_rate_limit(rate_limit: RateLimit | None) -> None:
 def orphans_collected(n: int = 1) -> None:
     if n > 0:
         ORPHANS_COLLECTED.inc(n)
+
+
+events.subscribe(events.ORPHANS_COLLECTED, orphans_collected)
 
 
 def multiprocess_dir() -> str | None:

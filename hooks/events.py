@@ -1,0 +1,35 @@
+"""What the hooks did, told to whoever listens: the MCM logic reports, the server counts.
+
+The MCM package must not import the HTTP server (tests/test_architecture.py), yet the server's metrics count what
+the MCM logic does (orphans collected, drains started). So the logic emits named events here and
+hooks.server.metrics subscribes to them; with no subscriber, an event costs a dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+log = logging.getLogger("hooks.events")
+
+ORPHANS_COLLECTED = "orphans_collected"
+DRAIN_STARTED = "drain_started"
+
+Listener = Callable[[int], None]
+_listeners: dict[str, list[Listener]] = {}
+
+
+def subscribe(event: str, listener: Listener) -> None:
+    """Call `listener(count)` for every `emit(event, count)`; subscribing the same listener twice is a no-op."""
+    listeners = _listeners.setdefault(event, [])
+    if listener not in listeners:
+        listeners.append(listener)
+
+
+def emit(event: str, count: int = 1) -> None:
+    """Tell every listener of `event`; a failing listener is logged and never fails the hook."""
+    for listener in _listeners.get(event, ()):
+        try:
+            listener(count)
+        except Exception:  # a metric must never break a hook call
+            log.warning("listener of %s failed", event, exc_info=True)
