@@ -69,7 +69,7 @@ from hooks.equinix.errors import (
 )
 from hooks.equinix.providerspec import Resolution, resolve
 from hooks.mcm import vocabulary as mcm
-from hooks.mcm.drain import INITIATE_DRAIN, INITIATE_VM_DELETION, JOB_KEY, DrainSettings, plan_drain
+from hooks.mcm.drain import INITIATE_DRAIN, INITIATE_VM_DELETION, JOB_KEY, plan_drain
 from hooks.mcm.machine_status import (
     Operation,
     backoff,
@@ -694,7 +694,7 @@ def release(req: MachineRequest, ctx: HookContext) -> Outcome:
                 f"{req.name} is left as it is")
         return Outcome(status=_terminating(req, now, text, mcm.SUCCESSFUL), finalized=True, attachments=[])
     try:
-        step = plan_drain(*_drain_inputs(req), DrainSettings.from_env(settings=ctx.settings), now)
+        step = plan_drain(*_drain_inputs(req), ctx.settings.drain, now)
     except ConfigError as exc:
         text = f"Drain failed due to - the hook server's drain settings are invalid: {exc}. {INITIATE_DRAIN}"
         status = _terminating(req, now, text, mcm.STATE_FAILED, mcm.FAILED_PRECONDITION)
