@@ -15,7 +15,7 @@ import pytest
 
 from bench.fleet import Fleet, apply, device_id, machine_request, phase
 from hooks.config import ConfigError, Settings
-from hooks.context import HookContext
+from hooks.context import HookContext, Runtime
 from hooks.equinix.client import MetalClient
 from hooks.equinix.device_cache import CachedClient, CacheKey, DeviceCache, client_for, token_hash
 from hooks.equinix.errors import RateLimited
@@ -181,8 +181,7 @@ def context(metal_sim, cache: DeviceCache | None) -> HookContext:
     def build(token: str) -> MetalClient:
         return MetalClient(token, base_url=metal_sim.url, sleep=lambda _: None, retry_budget=1.0)
 
-    extras = {"device_cache": cache} if cache is not None else {}
-    return HookContext(settings=Settings(metal_api_url=metal_sim.url), metal=build, extras=extras)
+    return HookContext(settings=Settings(metal_api_url=metal_sim.url), metal=build, runtime=Runtime(device_cache=cache))
 
 
 def running_fleet(metal_sim, ctx: HookContext, n: int) -> Fleet:

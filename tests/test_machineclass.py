@@ -169,7 +169,7 @@ def test_a_scan_that_finds_nothing_changes_nothing_and_scans_are_rate_limited(wo
     assert machineclass.ORPHANS_ANNOTATION not in again["annotations"]
     later_ctx = HookContext(settings=Settings(), metal=world["ctx"].metal,
                             clock=lambda: world["ctx"].clock() + timedelta(seconds=machineclass.SCAN_INTERVAL),
-                            extras=world["ctx"].extras)
+                            runtime=world["ctx"].runtime)
     later = machineclass.sync(world["body"], later_ctx)
     assert world["sim"].sim.calls["GET /projects/{id}/devices"] == lists_before + 1
     assert set(later["annotations"]) == {machineclass.IN_USE_ANNOTATION, machineclass.SCAN_PROBLEM_ANNOTATION}

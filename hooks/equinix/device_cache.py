@@ -238,10 +238,10 @@ os.register_at_fork(after_in_child=_forget_after_fork)
 def client_for(ctx: Any, token: str) -> Any:
     """The context's client for this token, wrapped in the worker's cache when the setting turns it on.
 
-    A test or the bench may put its own DeviceCache in `ctx.extras["device_cache"]`.
+    A test or the bench may put its own DeviceCache in `ctx.runtime.device_cache`.
     """
     client = ctx.metal(token)
-    cache = ctx.extras.get("device_cache") if isinstance(getattr(ctx, "extras", None), dict) else None
+    cache = ctx.runtime.device_cache
     max_age = getattr(ctx.settings, "device_cache_seconds", 0.0)
     if cache is None and max_age > 0:
         cache = shared_cache(max_age)

@@ -195,7 +195,7 @@ def collect(client: Any, project: str, cluster: str, machines: list[Any], now: d
 
 
 def _scan_due(ctx: HookContext, uid: str, now: datetime) -> bool:
-    scans: dict[str, datetime] = ctx.extras.setdefault(_SCANS, {})
+    scans: dict[str, datetime] = ctx.runtime.scan_times
     last = scans.get(uid)
     if last is not None and 0 <= (now - last).total_seconds() < SCAN_INTERVAL:
         return False

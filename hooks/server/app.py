@@ -18,7 +18,7 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from hooks.config import ConfigError, Settings
-from hooks.context import BadRequest, HookContext, utc_now
+from hooks.context import BadRequest, HookContext, Runtime, utc_now
 from hooks.equinix import sessions
 from hooks.server import logs, metrics
 from hooks.server.auth import check_bearer
@@ -100,6 +100,7 @@ def create_app(
         settings=settings,
         metal=metal or _default_metal_factory(settings),
         clock=clock or utc_now,
+        runtime=Runtime(),  # one per app: the class scan clock and, when a test sets one, the device cache
     )
     app.extensions["hook_context"] = ctx
 
