@@ -188,6 +188,27 @@ def test_a_deployment_being_deleted_changes_nothing() -> None:
     assert list(by_name(response)) == [OLD] and by_name(response)[OLD]["spec"]["replicas"] == 3
 
 
+def test_a_deployment_being_deleted_creates_no_machineset() -> None:
+    # Kubernetes' syncDeployment and MCM's reconcileClusterMachineDeployment: a deployment with a deletionTimestamp
+    # only gets its status synced (syncStatusOnly), whatever its sets; here it has none left and wants 3 Machines.
+    body = request()
+    body["parent"]["metadata"]["deletionTimestamp"] = "2026-11-25T09:59:00Z"
+    body["children"][md.SET_KEY] = {}
+    response = md.sync(body, ctx())
+    assert response["children"] == []
+    assert response["status"]["replicas"] == 0 and response["status"]["unavailableReplicas"] == 0
+    assert md.sync({**body, "parent": {**body["parent"], "metadata": {
+        k: v for k, v in body["parent"]["metadata"].items() if k != "deletionTimestamp"}}}, ctx())["children"]
+
+
+def test_a_deployment_being_deleted_neither_revives_nor_resizes_a_deleting_set() -> None:
+    body = request()
+    body["parent"]["metadata"]["deletionTimestamp"] = "2026-11-25T09:59:00Z"
+    body["children"][md.SET_KEY][f"{NS}/{OLD}"]["metadata"]["deletionTimestamp"] = "2026-11-25T09:59:01Z"
+    response = md.sync(body, ctx())
+    assert response["children"] == []  # the deleting set is left to the garbage collector, no new one declared
+
+
 @pytest.mark.parametrize("body", [{}, {"parent": {"metadata": {"name": "x", "namespace": "y"}}, "children": []}])
 def test_malformed_requests_are_bad_requests(body: dict[str, Any]) -> None:
     with pytest.raises(BadRequest):

@@ -42,6 +42,7 @@ def _routes() -> dict[str, Hook]:
     routes["/machine/finalize"] = machine.finalize
     from hooks.mcm import machineclass, machinedeployment, machineset
 
+    routes["/machineset/customize"] = machineset.customize
     routes["/machineset/sync"] = machineset.sync
     routes["/machinedeployment/sync"] = machinedeployment.sync
     routes["/machineclass/customize"] = machineclass.customize
