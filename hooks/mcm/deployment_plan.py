@@ -28,6 +28,15 @@ from hooks.mcm.deployment_sets import (
     template_hash,
 )
 
+# After a sync that found every set gone (see sets_vanished), look again this soon even if no event comes.
+VANISHED_RECHECK_SECONDS = 1.0
+
+
+def sets_vanished(observed_status: dict[str, Any], sets: list[MachineSet]) -> bool:
+    """No live set, yet the last status counted Machines: the sets were deleted under the deployment (see the
+    machinedeployment module docstring), so this sync must not create one."""
+    return (as_int(observed_status.get("replicas")) or 0) > 0 and not any(not ms.deleting for ms in sets)
+
 
 @dataclass
 class Step:

@@ -11,6 +11,12 @@ The sets themselves (naming, hashing, reading, checking, declaring) are in hooks
 A deployment that is being deleted, or whose spec cannot be used, creates and resizes nothing: every live set is
 declared as observed and only the status is written (Kubernetes' syncDeployment and MCM's
 reconcileClusterMachineDeployment call syncStatusOnly for a deployment with a deletionTimestamp).
+
+One more guard, ours: when every set is gone although the last status counted Machines, the sets were deleted under
+the deployment, most often by the garbage collector after the deployment itself was deleted, seen here from a cache
+that lags. That sync writes the status only (replicas 0) and the next one, woken by that write, creates the new set;
+if the deployment is really gone the write fails and nothing was created. A set deleted by hand is replaced one sync
+later than in Kubernetes, which has no such guard.
 """
 
 from __future__ import annotations
@@ -62,6 +68,9 @@ def reconcile(parent: dict[str, Any], sets: list[MachineSet], now: datetime) -> 
     problems = spec_problems(parent)
     if problems or objects.meta(parent).get("deletionTimestamp"):
         return _status_only(sets, problems, observed_conditions, conditions, now)
+    if steps.sets_vanished(observed, sets):
+        return {**_status_only(sets, [], observed_conditions, conditions, now),
+                "resyncAfterSeconds": steps.VANISHED_RECHECK_SECONDS}
 
     how = strategy(spec)
     conds.check_paused(conditions, bool(spec.get("paused")), now)
