@@ -69,7 +69,9 @@ class Server:
             try:
                 if requests.get(self.url + "/healthz", timeout=2, verify=verify).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
+                # Not ready yet: the master accepts connections before a booting worker reads them, and on a busy
+                # machine that boot (or the TLS handshake) can take longer than one try's timeout.
                 pass
             time.sleep(0.05)
         raise AssertionError(f"no worker answered /healthz within {START_TIMEOUT} s:\n{self.output()}")
