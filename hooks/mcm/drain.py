@@ -105,8 +105,7 @@ def plan_drain(
     now: datetime,
 ) -> DrainStep:
     """Decide the drain step of a Machine being finalized from what is observed now."""
-    labels = (machine.get("metadata") or {}).get("labels") or {}
-    node_name = str(labels.get(mcm.NODE_LABEL) or "")
+    node_name = str(objects.labels(machine).get(mcm.NODE_LABEL) or "")
     job = latest(drain_jobs(attachments), node_name)
     # Declare the Job we observe on every call, rebuilt from its own annotations: one left out would be deleted
     # under a running drain. Older tries and Jobs for another Node are left out, so Metacontroller removes them.
@@ -194,11 +193,10 @@ def _force_reason(
     machine: dict[str, Any], node: dict[str, Any], settings: DrainSettings, now: datetime
 ) -> tuple[str, str] | None:
     """(reason, MCM-style phrase) of the first rule that says not to wait for the drain, or None."""
-    meta = machine.get("metadata") or {}
-    if str((meta.get("labels") or {}).get(FORCE_DELETION_LABEL, "")).lower() == "true":
+    if str(objects.labels(machine).get(FORCE_DELETION_LABEL, "")).lower() == "true":
         return "force-label", f"the {FORCE_DELETION_LABEL} label is set"
     timeout = drain_timeout(machine, settings)
-    deleted_at = parse_time(meta.get("deletionTimestamp"))
+    deleted_at = parse_time(objects.meta(machine).get("deletionTimestamp"))
     if deleted_at is not None and (now - deleted_at).total_seconds() > timeout:
         return "drain-timeout", f"the drain timeout of {go_duration(timeout)} has passed since deletion"
     since = _unhealthy_since(node, "Ready", "True")
@@ -207,7 +205,7 @@ def _force_reason(
     since = _unhealthy_since(node, "ReadonlyFilesystem", "False")
     if since is not None and now - since > NODE_UNHEALTHY_GRACE:
         return "node-readonly-filesystem", "machine is in ReadonlyFilesystem for over 5minutes"
-    if ((machine.get("status") or {}).get("currentStatus") or {}).get("phase") == mcm.FAILED:
+    if objects.mapping(machine, "status", "currentStatus").get("phase") == mcm.FAILED:
         return "machine-failed", "machine is Failed"
     return None
 
@@ -215,7 +213,7 @@ def _force_reason(
 def _next_look(machine: dict[str, Any], node: dict[str, Any], settings: DrainSettings, now: datetime) -> float:
     """Seconds until the next finalize call: the poll interval, or sooner when a force rule is about to apply."""
     moments = []
-    deleted_at = parse_time((machine.get("metadata") or {}).get("deletionTimestamp"))
+    deleted_at = parse_time(objects.meta(machine).get("deletionTimestamp"))
     if deleted_at is not None:
         moments.append(deleted_at + timedelta(seconds=drain_timeout(machine, settings)))
     for kind, healthy in (("Ready", "True"), ("ReadonlyFilesystem", "False")):

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+from hooks import objects
 from hooks.config import DrainSettings
 from hooks.mcm.timefmt import parse_duration, parse_time
 
@@ -36,7 +37,7 @@ MAX_ERROR_CHARS = 400
 
 def drain_timeout(machine: dict[str, Any], settings: DrainSettings) -> float:
     """Seconds from deletionTimestamp until the drain is forced: `spec.drainTimeout` if it parses, else the default."""
-    raw = (machine.get("spec") or {}).get("drainTimeout")
+    raw = objects.mapping(machine, "spec").get("drainTimeout")
     seconds = parse_duration(raw)
     return seconds if seconds is not None and seconds > 0 else settings.timeout
 
@@ -61,7 +62,7 @@ def build_job(
     previous_error: str = "",
 ) -> dict[str, Any]:
     """The drain Job for one try; the same inputs always give the same Job (Metacontroller compares them)."""
-    meta = machine.get("metadata") or {}
+    meta = objects.meta(machine)
     machine_name = str(meta.get("name") or "")
     timeout = drain_timeout(machine, settings)
     args = [node_name, "--timeout", str(round(timeout))]
@@ -158,13 +159,13 @@ def drain_jobs(attachments: Mapping[str, Any]) -> list[dict[str, Any]]:
     jobs = []
     for job in observed.values():
         meta = job.get("metadata") if isinstance(job, dict) else None
-        if isinstance(meta, dict) and NODE_ANNOTATION in (meta.get("annotations") or {}) and meta.get("name"):
+        if isinstance(meta, dict) and NODE_ANNOTATION in objects.annotations(job) and meta.get("name"):
             jobs.append(job)
     return jobs
 
 
 def attempt_of(job: dict[str, Any]) -> int:
-    raw = ((job.get("metadata") or {}).get("annotations") or {}).get(ATTEMPT_ANNOTATION)
+    raw = objects.annotations(job).get(ATTEMPT_ANNOTATION)
     try:
         return max(1, int(str(raw)))
     except ValueError:
@@ -192,18 +193,18 @@ def redeclare(machine: dict[str, Any], job: dict[str, Any], settings: DrainSetti
 
 
 def conditions_of(obj: dict[str, Any]) -> list[dict[str, Any]]:
-    return [c for c in (obj.get("status") or {}).get("conditions") or [] if isinstance(c, dict)]
+    return objects.mappings(obj, "status", "conditions")
 
 
 def job_outcome(job: dict[str, Any]) -> str:
     """ "succeeded", "failed" or "running", from the Job controller's conditions and counters."""
-    status = job.get("status") or {}
+    status = objects.mapping(job, "status")
     conditions = {c.get("type"): c.get("status") for c in conditions_of(job)}
     if conditions.get("Complete") == "True" or _int(status.get("succeeded")) >= 1:
         return "succeeded"
     if conditions.get("Failed") == "True":
         return "failed"
-    limit = _int((job.get("spec") or {}).get("backoffLimit"), BACKOFF_LIMIT)
+    limit = _int(objects.mapping(job, "spec").get("backoffLimit"), BACKOFF_LIMIT)
     if _int(status.get("failed")) > limit and not _int(status.get("active")):
         return "failed"
     return "running"
@@ -215,7 +216,7 @@ def job_problem(job: dict[str, Any]) -> str:
         if cond.get("type") == "Failed" and cond.get("status") == "True":
             detail = ": ".join(str(cond[k]).rstrip(". ") for k in ("reason", "message") if cond.get(k))
             return f"drain job {name} failed ({detail or 'no reason given'})"
-    failed = _int((job.get("status") or {}).get("failed"))
+    failed = _int(objects.mapping(job, "status").get("failed"))
     return f"drain job {name} failed ({failed} pod(s) failed)"
 
 
