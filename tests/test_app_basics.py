@@ -1,8 +1,11 @@
 """The hook server answers health checks and refuses bodies that are not JSON objects with a JSON 400."""
 
+from datetime import UTC, datetime
+
 import pytest
 
 from hooks.config import ConfigError, DrainSettings, Settings
+from hooks.context import Runtime
 from hooks.server.app import create_app
 
 
@@ -38,3 +41,12 @@ def test_drain_settings_are_part_of_the_settings() -> None:
         False, "r.example/x:9", "d", 600.0)
     assert Settings.from_env({}).drain == DrainSettings()
     assert not Settings.from_env({"NO_TARGET_CLUSTER": "true"}).drain.enabled  # no Nodes to drain, as in MCM
+
+
+def test_each_app_keeps_its_own_typed_runtime_state() -> None:
+    """The class scan clock lives in the app's Runtime: a second app (a restarted worker) scans afresh."""
+    first, second = create_app(Settings()), create_app(Settings())
+    runtime = first.extensions["hook_context"].runtime
+    assert isinstance(runtime, Runtime) and runtime.scan_times == {} and runtime.device_cache is None
+    runtime.scan_times["class-uid"] = datetime(2026, 12, 3, tzinfo=UTC)
+    assert second.extensions["hook_context"].runtime.scan_times == {}

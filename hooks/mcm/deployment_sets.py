@@ -20,7 +20,7 @@ from hooks.mcm.conditions import REPLICA_FAILURE
 from hooks.mcm.naming import MAX_MACHINE_NAME, SUFFIX_LENGTH, short_hash
 from hooks.mcm.validation import int_field, template_problems
 
-SET_KEY = mcm.MACHINESET_KEY
+SET_KEY = mcm.MACHINESET_KEY  # the name the MachineDeployment hook and its tests use for it
 HASH_LABEL = "machine-template-hash"
 HASH_LENGTH = 8
 REVISION = "deployment.kubernetes.io/revision"

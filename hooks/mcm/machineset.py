@@ -47,8 +47,8 @@ from hooks.mcm.naming import MAX_MACHINE_NAME, SUFFIX_LENGTH, machine_name, new_
 from hooks.mcm.text import names_list, plural
 from hooks.mcm.timefmt import parse_time
 from hooks.mcm.validation import int_field, template_problems
+from hooks.mcm.vocabulary import MACHINE_KEY
 
-MACHINE_KEY = mcm.MACHINE_KEY
 # `names_list` and `plural` are re-exported for hooks/mcm/machineclass.py (it imports them from here) until the
 # MachineClass work merges and imports them from hooks.mcm.text; no other module should import them from here.
 __all__ = ["LAST_APPLIED", "MACHINE_KEY", "Machine", "Plan", "customize", "names_list", "plural", "sync"]
