@@ -1,15 +1,27 @@
-"""Settings read once from the environment, so every hook sees the same validated configuration."""
+"""Settings read once from the environment, so every hook sees the same validated configuration.
+
+`Settings.from_env` runs at create_app; a value that cannot be used is a ConfigError there, which the app reports
+on /readyz (the pod never becomes ready) instead of on every hook call that would read it.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
+
+from hooks import __version__
 
 DEFAULT_API_URL = "https://api.equinix.com/metal/v1"
 # Label the credentials Secrets must carry: Metacontroller can only hand us Secrets it selects by label.
 CREDENTIALS_LABEL = "metal-machine-hooks/credentials"
 CREDENTIALS_LABEL_VALUE = "true"
+DEFAULT_DRAIN_IMAGE = f"ghcr.io/metal-machine-hooks/metal-machine-hooks:{__version__}"
+DEFAULT_DRAIN_SERVICE_ACCOUNT = "metal-machine-drain"
+DEFAULT_DRAIN_TIMEOUT = 2 * 60 * 60.0
+_SA_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 class ConfigError(ValueError):
@@ -42,6 +54,44 @@ def env_bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     raise ConfigError(f"{name}={raw!r} is not a boolean (use true or false)")
 
 
+def _blank_is_unset_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """env_bool, except that a blank value (spaces only) counts as unset rather than as a typo (DRAIN_ENABLED)."""
+    if not (env.get(name) or "").strip():
+        return default
+    return env_bool(env, name, default)
+
+
+def _drain_env(env: Mapping[str, str]) -> tuple[bool, str, str]:
+    """(DRAIN_ENABLED, DRAIN_IMAGE, DRAIN_SERVICE_ACCOUNT), checked: a Job built from them must be accepted."""
+    image = (env.get("DRAIN_IMAGE") or DEFAULT_DRAIN_IMAGE).strip()
+    account = (env.get("DRAIN_SERVICE_ACCOUNT") or DEFAULT_DRAIN_SERVICE_ACCOUNT).strip()
+    if not _SA_NAME.match(account) or len(account) > 253:
+        raise ConfigError(f"DRAIN_SERVICE_ACCOUNT={account!r} is not a valid ServiceAccount name")
+    if any(ch.isspace() for ch in image):
+        raise ConfigError(f"DRAIN_IMAGE={image!r} must not contain spaces")
+    return _blank_is_unset_bool(env, "DRAIN_ENABLED", True), image, account
+
+
+@dataclass(frozen=True)
+class DrainSettings:
+    """How drains run (hooks/mcm/drain.py): on or off, which image and ServiceAccount, the default drain timeout."""
+
+    enabled: bool = True
+    image: str = DEFAULT_DRAIN_IMAGE
+    service_account: str = DEFAULT_DRAIN_SERVICE_ACCOUNT
+    timeout: float = DEFAULT_DRAIN_TIMEOUT
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, settings: Settings | None = None) -> DrainSettings:
+        """DRAIN_ENABLED, DRAIN_IMAGE, DRAIN_SERVICE_ACCOUNT from `env`; timeout and target cluster from `settings`
+        (read from `env` when not given). The hooks use Settings.drain, read once; this is for tools and tests."""
+        env = os.environ if env is None else env
+        settings = settings or Settings.from_env(env)
+        enabled, image, account = _drain_env(env)
+        return cls(enabled=enabled and not settings.no_target_cluster, image=image, service_account=account,
+                   timeout=settings.drain_timeout)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the hooks read from outside the request."""
@@ -53,7 +103,10 @@ class Settings:
     retry_budget: float = 6.0
     creation_timeout: float = 20 * 60.0
     health_timeout: float = 10 * 60.0
-    drain_timeout: float = 2 * 60 * 60.0
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    drain_enabled: bool = True
+    drain_image: str = DEFAULT_DRAIN_IMAGE
+    drain_service_account: str = DEFAULT_DRAIN_SERVICE_ACCOUNT
     # MCM's "--target-kubeconfig=none": an active device makes the Machine Available, no Node is awaited.
     no_target_cluster: bool = False
     # Seconds a worker may answer device looks from one listing (hooks/equinix/device_cache.py); 0 = off.
@@ -61,12 +114,19 @@ class Settings:
     hook_auth_token: str = field(default="", repr=False)
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 
+    @cached_property
+    def drain(self) -> DrainSettings:
+        """The drain settings: without a target cluster (NO_TARGET_CLUSTER) there are no Nodes to drain, as in MCM."""
+        return DrainSettings(enabled=self.drain_enabled and not self.no_target_cluster, image=self.drain_image,
+                             service_account=self.drain_service_account, timeout=self.drain_timeout)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         url = (env.get("METAL_API_URL") or DEFAULT_API_URL).rstrip("/")
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"METAL_API_URL={url!r} must start with http:// or https://")
+        drain_enabled, drain_image, drain_account = _drain_env(env)
         return cls(
             metal_api_url=url,
             connect_timeout=_float(env, "METAL_CONNECT_TIMEOUT", 3.0, 0.1),
@@ -74,7 +134,10 @@ class Settings:
             retry_budget=_float(env, "METAL_RETRY_BUDGET", 6.0, 0.0),
             creation_timeout=_float(env, "MACHINE_CREATION_TIMEOUT", 20 * 60.0, 1.0),
             health_timeout=_float(env, "MACHINE_HEALTH_TIMEOUT", 10 * 60.0, 1.0),
-            drain_timeout=_float(env, "MACHINE_DRAIN_TIMEOUT", 2 * 60 * 60.0, 1.0),
+            drain_timeout=_float(env, "MACHINE_DRAIN_TIMEOUT", DEFAULT_DRAIN_TIMEOUT, 1.0),
+            drain_enabled=drain_enabled,
+            drain_image=drain_image,
+            drain_service_account=drain_account,
             no_target_cluster=env_bool(env, "NO_TARGET_CLUSTER"),
             device_cache_seconds=_float(env, "METAL_DEVICE_CACHE_SECONDS", 0.0, 0.0),
             hook_auth_token=env.get("HOOK_AUTH_TOKEN", "").strip(),

@@ -6,6 +6,8 @@ type into the empty value of the expected type, so every caller reads `mapping(o
 repeating `x.get("k") if isinstance(x.get("k"), dict) else {}`.
 """
 
+# No `from __future__ import annotations` here: it would bind the name `annotations`, which this module defines as a
+# reader, and type checkers then take `objects.annotations` for the __future__ feature (all hints here work without).
 from typing import Any
 
 

@@ -1,6 +1,11 @@
 """The hook server answers health checks and refuses bodies that are not JSON objects with a JSON 400."""
 
-from hooks.config import Settings
+from datetime import UTC, datetime
+
+import pytest
+
+from hooks.config import ConfigError, DrainSettings, Settings
+from hooks.context import Runtime
 from hooks.server.app import create_app
 
 
@@ -15,3 +20,33 @@ def test_readyz_reports_bad_configuration(monkeypatch) -> None:
     response = create_app().test_client().get("/readyz")
     assert response.status_code == 503
     assert "METAL_API_URL" in response.json["error"]
+
+
+@pytest.mark.parametrize("variable,value", [("DRAIN_SERVICE_ACCOUNT", "Not A Name"), ("DRAIN_ENABLED", "maybe"),
+                                            ("DRAIN_IMAGE", "a b")])
+def test_bad_drain_settings_are_refused_at_start_up(monkeypatch, variable: str, value: str) -> None:
+    """Drain settings are read once with the rest: a bad one keeps the pod unready instead of failing each finalize."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=variable):
+        Settings.from_env()
+    response = create_app().test_client().get("/readyz")
+    assert response.status_code == 503
+    assert variable in response.json["error"]
+
+
+def test_drain_settings_are_part_of_the_settings() -> None:
+    settings = Settings.from_env({"DRAIN_ENABLED": "false", "DRAIN_IMAGE": "r.example/x:9",
+                                  "DRAIN_SERVICE_ACCOUNT": "d", "MACHINE_DRAIN_TIMEOUT": "600"})
+    assert (settings.drain.enabled, settings.drain.image, settings.drain.service_account, settings.drain.timeout) == (
+        False, "r.example/x:9", "d", 600.0)
+    assert Settings.from_env({}).drain == DrainSettings()
+    assert not Settings.from_env({"NO_TARGET_CLUSTER": "true"}).drain.enabled  # no Nodes to drain, as in MCM
+
+
+def test_each_app_keeps_its_own_typed_runtime_state() -> None:
+    """The class scan clock lives in the app's Runtime: a second app (a restarted worker) scans afresh."""
+    first, second = create_app(Settings()), create_app(Settings())
+    runtime = first.extensions["hook_context"].runtime
+    assert isinstance(runtime, Runtime) and runtime.scan_times == {}
+    runtime.scan_times["class-uid"] = datetime(2026, 12, 3, tzinfo=UTC)
+    assert second.extensions["hook_context"].runtime.scan_times == {}

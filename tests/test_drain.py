@@ -482,3 +482,13 @@ def test_finalize_calls_in_a_row_show_each_step_in_order() -> None:
     ]
     assert device_deleted_at == 3
     assert len(observed_jobs) == 1  # one Job all along, kept until the Machine is gone
+
+
+@pytest.mark.parametrize("field,value", [("status", ["not", "a", "map"]), ("spec", "x"),
+                                         ("status", {"conditions": "Failed"})])
+def test_an_observed_job_of_an_odd_shape_is_still_followed(field: str, value: Any) -> None:
+    job = first_job()
+    job[field] = value
+    step = plan_drain(machine(), node(), attachments(job), SETTINGS, NOW)
+    assert not step.ready_to_delete_device and step.reason == "draining"  # still running, as far as anyone can tell
+    assert [j["metadata"]["name"] for j in step.attachments] == [job["metadata"]["name"]]

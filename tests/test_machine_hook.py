@@ -58,8 +58,8 @@ def sync(body: dict, driver: FakeDriver, clock: Clock, **settings: Any) -> dict:
     return response
 
 
-def finalize(body: dict, driver: FakeDriver, clock: Clock) -> dict:
-    response = machine.finalize(body, context(driver, clock))
+def finalize(body: dict, driver: FakeDriver, clock: Clock, **settings: Any) -> dict:
+    response = machine.finalize(body, context(driver, clock, **settings))
     assert set(response) <= DECORATOR_KEYS
     assert response["status"]["currentStatus"]["phase"] == "Terminating"
     assert response["status"]["lastOperation"]["type"] == "Delete"

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from hooks.config import Settings
-from hooks.context import BadRequest, HookContext
+from hooks.context import BadRequest, HookContext, Runtime
 from hooks.driver import DEVICE_ID_ANNOTATION, Device, DeviceState
 from hooks.equinix import tags
 from hooks.equinix.client import MetalClient
@@ -182,15 +182,16 @@ class World:
         # pool-b-1 uses metal-large and carries its label: Metacontroller no longer relates it to metal-small.
         self.pool_b = machines.pop("shoot--demo--cluster/pool-b-1")
         self.pool_b["metadata"]["labels"][machineclass.CLASS_LABEL] = OTHER_CLASS
-        self.extras: dict[str, Any] = {}
-        self.large_extras: dict[str, Any] = {}
+        self.runtime = Runtime()
+        self.large_runtime = Runtime()
 
-    def ctx(self, extras: dict[str, Any] | None = None) -> HookContext:
+    def ctx(self, runtime: Runtime | None = None) -> HookContext:
         def metal(token: str) -> MetalClient:
             return MetalClient(token, base_url=self.sim.url)
 
         return HookContext(settings=Settings(), metal=metal, clock=lambda: self.now,
-                           extras=self.extras if extras is None else extras, driver=EquinixDriver(Settings(), metal))
+                           runtime=self.runtime if runtime is None else runtime,
+                           driver=EquinixDriver(Settings(), metal))
 
     def scan(self) -> dict[str, Any]:
         """One sync of metal-small at the current time; its annotations are applied like Metacontroller would."""
@@ -206,7 +207,7 @@ class World:
         return body
 
     def scan_large(self, *machines: dict[str, Any]) -> dict[str, Any]:
-        return machineclass.sync(self.large_body(*machines), self.ctx(self.large_extras))
+        return machineclass.sync(self.large_body(*machines), self.ctx(self.large_runtime))
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)

@@ -188,6 +188,44 @@ def test_a_deployment_being_deleted_changes_nothing() -> None:
     assert list(by_name(response)) == [OLD] and by_name(response)[OLD]["spec"]["replicas"] == 3
 
 
+def test_a_deployment_being_deleted_creates_no_machineset() -> None:
+    # Kubernetes' syncDeployment and MCM's reconcileClusterMachineDeployment: a deployment with a deletionTimestamp
+    # only gets its status synced (syncStatusOnly), whatever its sets; here it has none left and wants 3 Machines.
+    body = request()
+    body["parent"]["metadata"]["deletionTimestamp"] = "2026-11-25T09:59:00Z"
+    body["children"][md.SET_KEY] = {}
+    response = md.sync(body, ctx())
+    assert response["children"] == []
+    assert response["status"]["replicas"] == 0 and response["status"]["unavailableReplicas"] == 0
+    del body["parent"]["metadata"]["deletionTimestamp"]
+    body["parent"]["status"] = response["status"]
+    assert [c["metadata"]["name"] for c in md.sync(body, ctx())["children"]] == [new_name(body)]  # alive: creates
+
+
+def test_sets_deleted_under_the_deployment_are_recreated_only_after_the_status_says_so() -> None:
+    # The garbage collector removed the sets of a deleted deployment, and this sync sees the deployment from a cache
+    # that has not caught up: its last status still counts 3 Machines. Creating a set now would create Machines
+    # for a deployment that is gone; writing the status first costs a live deployment one sync.
+    body = request()
+    assert body["parent"]["status"]["replicas"] == 3
+    body["children"][md.SET_KEY] = {}
+    held = md.sync(body, ctx())
+    assert held["children"] == [] and held["status"]["replicas"] == 0
+    assert held["resyncAfterSeconds"] == 1.0
+    body["parent"]["status"] = held["status"]  # the write succeeded: the deployment exists
+    again = md.sync(body, ctx())
+    assert [c["metadata"]["name"] for c in again["children"]] == [new_name(body)]
+    assert again["children"][0]["spec"]["replicas"] == 3
+
+
+def test_a_deployment_being_deleted_neither_revives_nor_resizes_a_deleting_set() -> None:
+    body = request()
+    body["parent"]["metadata"]["deletionTimestamp"] = "2026-11-25T09:59:00Z"
+    body["children"][md.SET_KEY][f"{NS}/{OLD}"]["metadata"]["deletionTimestamp"] = "2026-11-25T09:59:01Z"
+    response = md.sync(body, ctx())
+    assert response["children"] == []  # the deleting set is left to the garbage collector, no new one declared
+
+
 @pytest.mark.parametrize("body", [{}, {"parent": {"metadata": {"name": "x", "namespace": "y"}}, "children": []}])
 def test_malformed_requests_are_bad_requests(body: dict[str, Any]) -> None:
     with pytest.raises(BadRequest):

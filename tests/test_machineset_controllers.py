@@ -66,7 +66,7 @@ def test_children_rules_name_exactly_the_kinds_the_hooks_return() -> None:
     assert sets["parentResource"] == {"apiVersion": mcm.API_VERSION, "resource": "machinesets"}
     assert [rule_key(r) for r in sets["childResources"]] == [machineset.MACHINE_KEY]
     assert sets["childResources"][0]["updateStrategy"]["method"] == "OnDelete"
-    assert set(sets["hooks"]) == {"sync"}
+    assert set(sets["hooks"]) == {"customize", "sync"}  # customize relates the owning MachineDeployment
 
     deployments = load("machinedeployments.yaml")["spec"]
     assert deployments["parentResource"] == {"apiVersion": mcm.API_VERSION, "resource": "machinedeployments"}

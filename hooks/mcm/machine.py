@@ -46,13 +46,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hooks import objects
-from hooks.config import CREDENTIALS_LABEL, CREDENTIALS_LABEL_VALUE, ConfigError
+from hooks.config import CREDENTIALS_LABEL, CREDENTIALS_LABEL_VALUE
 from hooks.context import HookContext
 from hooks.driver import DEVICE_ID_ANNOTATION, PROVIDER_ID_ANNOTATION, Device, Driver, DriverError, StatusResponse
 from hooks.mcm import machine_state as state
 from hooks.mcm import machineclass
 from hooks.mcm import vocabulary as mcm
-from hooks.mcm.drain import INITIATE_DRAIN, JOB_KEY, DrainSettings, plan_drain
+from hooks.mcm.drain import JOB_KEY, plan_drain
 from hooks.mcm.machine_request import Checked, HookRequest, check, check_machine, parse_request
 from hooks.mcm.machine_status import build_status, node_conditions, observed_operation, observed_phase
 
@@ -248,14 +248,8 @@ def release(req: HookRequest, ctx: HookContext) -> Outcome:
         outcome = _answer(req, seen, state.next_status(seen, state.CleanupSkipped(text)))
         outcome.attachments = []
         return outcome
-    try:
-        step = plan_drain(*_drain_inputs(req), DrainSettings.from_env(settings=ctx.settings), seen.now)
-    except ConfigError as exc:
-        text = f"Drain failed due to - the hook server's drain settings are invalid: {exc}. {INITIATE_DRAIN}"
-        event = state.DrainStep(text, mcm.STATE_FAILED, code=mcm.FAILED_PRECONDITION)
-        outcome = _answer(req, seen, state.next_status(seen, event))
-        outcome.attachments = _observed_jobs(req)
-        return outcome
+    # Drain settings were read and checked once, at start-up (hooks.config.Settings.drain).
+    step = plan_drain(*_drain_inputs(req), ctx.settings.drain, seen.now)
     if not step.ready_to_delete_device:
         event = state.DrainStep(step.description, step.state, step.resync_after)
         outcome = _answer(req, seen, state.next_status(seen, event))
@@ -286,15 +280,6 @@ def _drain_inputs(req: HookRequest) -> tuple[dict[str, Any], dict[str, Any] | No
     }
     return machine_view, node, {JOB_KEY: jobs}
 
-
-def _observed_jobs(req: HookRequest) -> list[dict[str, Any]]:
-    """The drain Jobs as observed, declared again so that Metacontroller keeps them while we cannot plan."""
-    kept = []
-    for job in (req.attachments.get(JOB_KEY) or {}).values():
-        if isinstance(job, dict) and isinstance(job.get("metadata"), dict):
-            meta = {k: v for k, v in job["metadata"].items() if k in ("name", "namespace", "labels", "annotations")}
-            kept.append({"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job.get("spec") or {}})
-    return kept
 
 
 def _release_devices(req: HookRequest, ctx: HookContext, seen: state.Observed, *,

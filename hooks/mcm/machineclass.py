@@ -35,12 +35,12 @@ from hooks.config import CREDENTIALS_LABEL, CREDENTIALS_LABEL_VALUE
 from hooks.context import BadRequest, HookContext
 from hooks.driver import ClassRequest, Device, DeviceState, Driver, DriverError
 from hooks.mcm import vocabulary as mcm
-from hooks.mcm.machineset import names_list, plural
+from hooks.mcm.text import names_list, plural
 from hooks.mcm.timefmt import format_time, parse_time
 
 log = logging.getLogger("hooks.machineclass")
 
-MACHINE_KEY = f"Machine.{mcm.API_VERSION}"
+MACHINE_KEY = mcm.MACHINE_KEY
 CLASS_LABEL = "metal-machine-hooks/class"
 IN_USE_ANNOTATION = "metal-machine-hooks/in-use-by"
 ORPHANS_ANNOTATION = "metal-machine-hooks/orphans-collected"
@@ -53,7 +53,6 @@ SCAN_INTERVAL = 240.0  # seconds; below the controller's 300 s resync period, so
 ORPHAN_CONFIRM_SECONDS = 600.0
 MAX_CANDIDATES = 100  # first sightings kept per class (about 60 bytes each); more wait for a later scan
 FINALIZE_RESYNC = 30.0
-_SCANS = "machineclass.last_scan"
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
@@ -223,7 +222,7 @@ def plan_scan(machine_class: dict[str, Any], devices: Iterable[Device], machines
 
 
 def _scan_due(ctx: HookContext, uid: str, now: datetime) -> bool:
-    scans: dict[str, datetime] = ctx.extras.setdefault(_SCANS, {})
+    scans: dict[str, datetime] = ctx.runtime.scan_times
     last = scans.get(uid)
     if last is not None and 0 <= (now - last).total_seconds() < SCAN_INTERVAL:
         return False

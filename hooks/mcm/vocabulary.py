@@ -19,7 +19,10 @@ from hooks.driver import UNKNOWN_CODE as UNKNOWN_CODE
 API_GROUP = "machine.sapcloud.io"
 API_VERSION = f"{API_GROUP}/v1alpha1"
 
-# Keys of the v2 `related` map (Kind.group/version, or Kind.version for the core group).
+# Keys of the v2 `children` and `related` maps (Kind.group/version, or Kind.version for the core group).
+MACHINE_KEY = f"Machine.{API_VERSION}"
+MACHINESET_KEY = f"MachineSet.{API_VERSION}"
+MACHINEDEPLOYMENT_KEY = f"MachineDeployment.{API_VERSION}"
 MACHINECLASS_KEY = f"MachineClass.{API_VERSION}"
 SECRET_KEY = "Secret.v1"
 NODE_KEY = "Node.v1"

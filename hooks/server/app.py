@@ -18,7 +18,7 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from hooks.config import ConfigError, Settings
-from hooks.context import BadRequest, HookContext, utc_now
+from hooks.context import BadRequest, HookContext, Runtime, utc_now
 from hooks.driver import Driver
 from hooks.equinix.driver import EquinixDriver, client_factory
 from hooks.server import logs, metrics
@@ -43,6 +43,7 @@ def _routes() -> dict[str, Hook]:
     routes["/machine/finalize"] = machine.finalize
     from hooks.mcm import machineclass, machinedeployment, machineset
 
+    routes["/machineset/customize"] = machineset.customize
     routes["/machineset/sync"] = machineset.sync
     routes["/machinedeployment/sync"] = machinedeployment.sync
     routes["/machineclass/customize"] = machineclass.customize
@@ -84,6 +85,7 @@ def create_app(
         metal=metal,
         clock=clock or utc_now,
         driver=driver or EquinixDriver(settings, metal),
+        runtime=Runtime(),  # one per app: the class scan clock
     )
     app.extensions["hook_context"] = ctx
 
