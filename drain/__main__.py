@@ -1,6 +1,7 @@
 """`python -m drain NODE [--timeout S] [--deadline RFC3339] [--retry-interval S]`: exit 0 once the Node is drained.
 
-Exit 1 when it is not: the reason is printed and written to the pod's termination message (`kubectl describe pod`),
+Exit 1 when it is not: the reason is printed and written to the pod's termination message (`kubectl describe pod`;
+the file is TERMINATION_MESSAGE_PATH, default /dev/termination-log, the container's terminationMessagePath),
 and the Job, once out of retries, turns the Machine's lastOperation into "Drain failed due to - ...". Exit 2 on bad
 arguments.
 """
@@ -63,10 +64,12 @@ def main(
     monotonic: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    termination_log: Path = TERMINATION_LOG,
+    termination_log: Path | None = None,
 ) -> int:
     args = parse_args(argv)
     env = os.environ if env is None else env
+    if termination_log is None:
+        termination_log = Path(env.get("TERMINATION_MESSAGE_PATH") or TERMINATION_LOG)
     budget = args.timeout
     if args.deadline is not None:
         budget = min(budget, (args.deadline - wall_clock()).total_seconds())

@@ -1,4 +1,4 @@
-"""The four Kubernetes API calls a drain makes, over plain HTTPS with the pod's ServiceAccount token."""
+"""The four Kubernetes API calls a drain makes, over HTTPS with the pod's ServiceAccount token."""
 
 from __future__ import annotations
 
@@ -56,17 +56,28 @@ class KubeApi:
 
     @classmethod
     def in_cluster(cls, env: Mapping[str, str] | None = None, root: Path = SERVICE_ACCOUNT_DIR) -> KubeApi:
+        """The API server a pod is given: KUBERNETES_SERVICE_HOST/PORT, the mounted token and CA.
+
+        KUBE_TOKEN_FILE and KUBE_CA_FILE move the token and CA (defaults: `token` and `ca.crt` in `root`, the
+        ServiceAccount mount). KUBE_API_SCHEME=http talks plain HTTP, for the emulator's loopback API only; it
+        must be asked for, the default is HTTPS verified against the CA.
+        """
         env = os.environ if env is None else env
         host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT", "443")
         if not host:
             raise KubeError("not running in a cluster: KUBERNETES_SERVICE_HOST is not set")
-        token_file = root / "token"
+        scheme = (env.get("KUBE_API_SCHEME") or "https").strip().lower()
+        if scheme not in ("https", "http"):
+            raise KubeError(f"KUBE_API_SCHEME={scheme!r}: must be https (or http, for a local emulator only)")
+        token_file = Path(env.get("KUBE_TOKEN_FILE") or root / "token")
         if not token_file.is_file():
             raise KubeError(f"no ServiceAccount token at {token_file} (is automountServiceAccountToken off?)")
         host = f"[{host}]" if ":" in host else host
-        ca = root / "ca.crt"
+        ca = Path(env.get("KUBE_CA_FILE") or root / "ca.crt")
+        if env.get("KUBE_CA_FILE") and not ca.is_file():
+            raise KubeError(f"KUBE_CA_FILE={ca}: no such file")
         verify: str | bool = str(ca) if ca.is_file() else True
-        return cls(f"https://{host}:{port}", lambda: token_file.read_text().strip(), verify=verify)
+        return cls(f"{scheme}://{host}:{port}", lambda: token_file.read_text().strip(), verify=verify)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         headers = {"Authorization": f"Bearer {self._token()}", "Accept": "application/json"}

@@ -20,6 +20,8 @@ API (every object in and out is a plain JSON-like dict; every returned dict is a
     store.try_get(...) -> dict | None;  store.get_by_uid(uid) -> dict | None
     store.list(api_version, kind, namespace=None, label_selector=None) -> list[dict]
     store.delete(api_version, kind, name, namespace="", uid=None)   (uid = precondition)
+    store.delete_gracefully(api_version, kind, name, namespace="", uid=None, grace_seconds=30) -> dict
+    store.resource_version() -> str           (the newest resourceVersion, for list answers)
     store.watch(callback) -> unsubscribe;   callback(WatchEvent(type, object, old))
     store.snapshot() -> list[dict]          (every object, for debugging and demo output)
 
@@ -41,7 +43,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +125,7 @@ BUILTINS = (
     ResourceType("", "v1", "Node", "nodes", False, status_subresource=True),
     ResourceType("", "v1", "Namespace", "namespaces", False, status_subresource=True),
     ResourceType("batch", "v1", "Job", "jobs", True, status_subresource=True),
+    ResourceType("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", True, status_subresource=True),
     ResourceType("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", False),
 )
 
@@ -336,6 +339,44 @@ class Store:
                     raise Conflict(f"Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}")
                 self._delete_key(key)
                 self._collect_garbage()
+        finally:
+            self._dispatch()
+
+    def resource_version(self) -> str:
+        """The newest resourceVersion handed out: what a list answer reports as its own `metadata.resourceVersion`."""
+        with self._lock:
+            return str(self._last_rv)
+
+    def delete_gracefully(
+        self, api_version: str, kind: str, name: str, namespace: str = "", *, uid: str | None = None,
+        grace_seconds: int = 30,
+    ) -> Obj:
+        """Mark an object as deleting without removing it, as the API server does for a pod bound to a Node.
+
+        The kubelet removes such a pod once its containers stopped (the emulator's REST API plays that part and
+        then calls `delete`). `deletionTimestamp` is when the grace period ends. Already deleting: unchanged.
+        As for any deleting object without finalizers, a later update removes it at once.
+        """
+        try:
+            with self._lock:
+                rt = self.resource_for(api_version, kind=kind)
+                key = self._key(rt, namespace, name)
+                current = self._objects.get(key)
+                if current is None:
+                    raise NotFound(f'{rt.plural}.{rt.group or "core"} "{name}" not found')
+                if uid is not None and current["metadata"]["uid"] != uid:
+                    actual = current["metadata"]["uid"]
+                    raise Conflict(f"Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}")
+                if current["metadata"].get("deletionTimestamp"):
+                    return copy.deepcopy(current)
+                new = copy.deepcopy(current)
+                ends = self._clock() + timedelta(seconds=grace_seconds)
+                new["metadata"]["deletionTimestamp"] = format_time(ends)
+                new["metadata"]["deletionGracePeriodSeconds"] = grace_seconds
+                new["metadata"]["resourceVersion"] = self._next_rv()
+                self._objects[key] = new
+                self._emit("MODIFIED", new, current)
+                return copy.deepcopy(new)
         finally:
             self._dispatch()
 

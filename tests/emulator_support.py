@@ -194,19 +194,23 @@ class RealCluster:
     store: Store
     mc: Metacontroller
     joiner: Any  # emulator.nodes.NodeJoiner
-    jobs: Any  # emulator.jobs.JobRunner
+    jobs: Any  # emulator.jobs.JobRunner, or emulator.job_pods.ProgramJobRunner with jobs="program"
     app: Any
     hooks_url: str
+    kube_api: Any = None  # emulator.kubeapi.KubeApiServer the Jobs' programs talk to (jobs="program")
 
 
 @contextmanager
 def real_cluster(sim_url: str, sim_base_url: str, *, settings: Any = None, controllers: list[Obj] | None = None,
-                 **mc_kwargs: Any) -> Iterator[RealCluster]:
+                 jobs: str = "program", **mc_kwargs: Any) -> Iterator[RealCluster]:
     """Our hook app (werkzeug, ephemeral port) under the emulator with the repo's CRDs and controllers.
 
     `settings` defaults to the simulator's URL with a 1 s retry budget; `controllers` to metacontroller/*.yaml
     (tests may lower a resync period first); other keywords go to Metacontroller. Nodes join as devices turn
-    active and drain Jobs succeed at once (both polled every 20 ms). Everything is stopped afterwards.
+    active (polled every 20 ms). Jobs' pods run their real programs (`python -m drain ...`) as subprocesses
+    against a Kubernetes REST API over the store (`kube_api`), with a 0.5 s back-off between failed pods;
+    `jobs="stand-in"` uses the in-process JobRunner instead (drain Jobs succeed at once, nothing is evicted).
+    Everything, subprocesses included, is stopped afterwards.
     """
     from werkzeug.serving import make_server
 
@@ -226,14 +230,26 @@ def real_cluster(sim_url: str, sim_base_url: str, *, settings: Any = None, contr
     mc = Metacontroller(store, controllers if controllers is not None else load_controllers(REPO / "metacontroller"),
                         service_urls={HOOK_SERVICE: hooks_url}, **mc_kwargs)
     joiner = NodeJoiner(store, sim_base_url, poll_interval=0.02)
-    jobs = JobRunner(store, poll_interval=0.02)
+    kube_api = None
+    if jobs == "program":
+        from emulator.job_pods import ProgramJobRunner
+        from emulator.kubeapi import KubeApiServer
+
+        kube_api = KubeApiServer(store).start()
+        runner: Any = ProgramJobRunner(store, kube_api, poll_interval=0.02, backoff=0.5)
+    elif jobs == "stand-in":
+        runner = JobRunner(store, poll_interval=0.02)
+    else:
+        raise ValueError(f"jobs must be 'stand-in' or 'program', not {jobs!r}")
     mc.start()
     joiner.start()
-    jobs.start()
+    runner.start()
     try:
-        yield RealCluster(store, mc, joiner, jobs, app, hooks_url)
+        yield RealCluster(store, mc, joiner, runner, app, hooks_url, kube_api)
     finally:
-        jobs.stop()
+        runner.stop()
+        if kube_api is not None:
+            kube_api.stop()
         joiner.stop()
         mc.stop()
         http.shutdown()

@@ -325,6 +325,34 @@ def test_in_cluster_configuration(tmp_path: Path) -> None:
         KubeApi.in_cluster({"KUBERNETES_SERVICE_HOST": "10.96.0.1"}, tmp_path / "missing")
 
 
+def test_token_ca_and_scheme_come_from_the_environment(tmp_path: Path) -> None:
+    (tmp_path / "t").write_text("other-token\n")
+    (tmp_path / "ca.pem").write_text("---CA---")
+    env = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": "8080",
+           "KUBE_TOKEN_FILE": str(tmp_path / "t"), "KUBE_CA_FILE": str(tmp_path / "ca.pem")}
+    api = KubeApi.in_cluster(env, tmp_path / "no-mount")
+    assert api.base_url == "https://127.0.0.1:8080" and api._verify == str(tmp_path / "ca.pem")
+    assert api._token() == "other-token"
+    plain = KubeApi.in_cluster({**env, "KUBE_API_SCHEME": "http"}, tmp_path / "no-mount")
+    assert plain.base_url == "http://127.0.0.1:8080"  # only when asked for: the emulator's loopback API
+    with pytest.raises(KubeError, match="KUBE_API_SCHEME"):
+        KubeApi.in_cluster({**env, "KUBE_API_SCHEME": "ftp"}, tmp_path)
+    with pytest.raises(KubeError, match="KUBE_CA_FILE"):
+        KubeApi.in_cluster({**env, "KUBE_CA_FILE": str(tmp_path / "missing.pem")}, tmp_path)
+    with pytest.raises(KubeError, match="token"):
+        KubeApi.in_cluster({**env, "KUBE_TOKEN_FILE": str(tmp_path / "missing")}, tmp_path)
+
+
+def test_termination_message_path_from_the_environment(cluster: tuple[FakeCluster, KubeApi], tmp_path: Path) -> None:
+    fake, api = cluster
+    fake.pods = [pod("web-1")]
+    fake.evict_status = 403
+    message = tmp_path / "message"
+    env = {"TERMINATION_MESSAGE_PATH": str(message)}
+    assert main([NODE], env=env, api=api, monotonic=SleepClock().monotonic, sleep=SleepClock().sleep) == 1
+    assert "HTTP 403" in message.read_text()
+
+
 def test_outside_a_cluster_the_program_fails_clearly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([NODE], env={}, termination_log=tmp_path / "t") == 1
     assert "KUBERNETES_SERVICE_HOST" in capsys.readouterr().err
