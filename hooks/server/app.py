@@ -47,6 +47,11 @@ def _routes() -> dict[str, Hook]:
     routes["/machineclass/customize"] = machineclass.customize
     routes["/machineclass/sync"] = machineclass.sync
     routes["/machineclass/finalize"] = machineclass.finalize
+    from hooks.mcm import credentials
+
+    routes["/credentials/customize"] = credentials.customize
+    routes["/credentials/sync"] = credentials.sync
+    routes["/credentials/finalize"] = credentials.finalize
     return routes
 
 
