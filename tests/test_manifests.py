@@ -169,7 +169,7 @@ EXPECTED_COLUMNS = {
         "Age": ".metadata.creationTimestamp",
         "Node": ".metadata.labels.node",
         "Device": ".metadata.annotations.metal-machine-hooks/device-id",
-        "ProviderID": ".spec.providerID",
+        "ProviderID": ".metadata.annotations.metal-machine-hooks/provider-id",
     },
     "MachineClass": {},
     "MachineSet": {
@@ -271,9 +271,9 @@ def test_machine_columns_show_what_the_hooks_write() -> None:
     machine = {
         "metadata": {
             "name": "m", "labels": {"node": "node-a"},
-            "annotations": {"metal-machine-hooks/device-id": "9f0c2e4a-1b2c-4d5e-8f90-a1b2c3d4e5f6"},
+            "annotations": {"metal-machine-hooks/device-id": "9f0c2e4a-1b2c-4d5e-8f90-a1b2c3d4e5f6",
+                            "metal-machine-hooks/provider-id": "equinixmetal://ny/9f0c2e4a-1b2c-4d5e-8f90-a1b2c3d4e5f6"},
         },
-        "spec": {"providerID": "equinixmetal://ny/9f0c2e4a-1b2c-4d5e-8f90-a1b2c3d4e5f6"},
         "status": {"currentStatus": {"phase": "Running"}},
     }
     shown = {c["name"]: evaluate(machine, c["jsonPath"]) for c in version_of(crd)["additionalPrinterColumns"]}
