@@ -13,7 +13,7 @@ import base64
 from dataclasses import dataclass, field
 from typing import Any
 
-from emulator.store import Store
+from emulator.store import Conflict, Store
 from hooks.migrate.plan import MC_SECRET_FINALIZER, MCM_FINALIZER, MCM_NODE_FINALIZER
 
 MACHINE_API = "machine.sapcloud.io/v1alpha1"
@@ -114,11 +114,20 @@ def build_mcm_state(store: Store, sim: Any, namespace: str = "shoot--dev--eqx", 
                                                               "4m12s", "state": "Successful", "type": "Create",
                                                "lastUpdateTime": "2026-12-01T10:00:00Z"}}
         store.update_status(machine)
-        store.create({"apiVersion": "v1", "kind": "Node",
-                      "metadata": {"name": name, "finalizers": [MCM_NODE_FINALIZER],
-                                   "labels": {"kubernetes.io/hostname": name}},
-                      "spec": {"providerID": f"equinixmetal://{facility}/{device['id']}"},
-                      "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+        node = store.try_get("v1", "Node", name)
+        if node is None:  # else the emulator's kubelet stand-in (emulator/nodes.py) was quicker
+            node = store.create({"apiVersion": "v1", "kind": "Node",
+                                 "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+                                 # As the kubelet and cloud provider would set it (and emulator/nodes.py keeps it).
+                                 "spec": {"providerID": f"equinixmetal://da/{device['id']}"},
+                                 "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+        for _ in range(20):  # the kubelet stand-in writes the Node's status meanwhile: retry on its conflicts
+            node["metadata"]["finalizers"] = [MCM_NODE_FINALIZER]
+            try:
+                store.update(node)
+                break
+            except Conflict:
+                node = store.get("v1", "Node", name)
         state.machines.append(name)
         state.devices[name] = device["id"]
     if stray:
