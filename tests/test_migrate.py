@@ -4,6 +4,8 @@ finalizers where it would), and the RBAC that must allow exactly what it calls."
 from __future__ import annotations
 
 import io
+import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -312,3 +314,20 @@ def test_roles_grant_exactly_what_the_program_uses(world: World) -> None:
             granted |= {(verb, resource, name) for verb in rule["verbs"] for resource in rule["resources"]
                         for name in names}
     assert used == granted
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with kustomize) not installed")
+def test_kustomize_moves_everything_to_the_namespace_being_migrated(tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    shutil.copytree(MIGRATE_DIR, base)
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text("namespace: shoot--p--c\nresources:\n  - ../base\n")
+    built = subprocess.run(["kubectl", "kustomize", str(overlay)], capture_output=True, text=True, timeout=60,
+                           check=True).stdout
+    docs = {d["kind"]: d for d in yaml.safe_load_all(built) if d}
+    for kind in ("ServiceAccount", "Role", "RoleBinding", "Job"):
+        assert docs[kind]["metadata"]["namespace"] == "shoot--p--c", kind
+    for kind in ("RoleBinding", "ClusterRoleBinding"):
+        assert docs[kind]["subjects"][0]["namespace"] == "shoot--p--c", kind
+    assert "namespace" not in docs["ClusterRole"]["metadata"]
