@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from emulator.kubeapi import KubeApiServer
 from emulator.metal import MetalSimulator
@@ -167,7 +166,7 @@ def test_after_the_migration_scale_down_rollout_and_delete_leak_nothing(migrated
         return all(f"metal-machine-hooks:uid:{uids[name]}" in by_id[device]["tags"]
                    for name, device in state.devices.items())
 
-    _wait(adopted, 30, "MCM's servers adopted")
+    _wait(adopted, 20, "MCM's servers adopted")
     for machine in _machines(cluster):
         assert machine["status"]["currentStatus"]["phase"] == "Running"
         assert machine["status"]["lastOperation"]["state"] != "Failed", machine["status"]["lastOperation"]
@@ -207,4 +206,4 @@ def test_after_the_migration_scale_down_rollout_and_delete_leak_nothing(migrated
     _wait(lambda: store.try_get("v1", "Secret", "cloudprovider", NS) is None
           and not store.list(MACHINE_API, "MachineClass", NS), 60, "classes and Secret gone")
     assert [d["id"] for d in _live_devices(sim)] == [state.stray_device]
-    assert yaml.safe_dump(seen_hostnames)  # the duplicate check ran throughout
+    assert len(seen_hostnames) > 3  # the duplicate check ran throughout
