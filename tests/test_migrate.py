@@ -27,6 +27,8 @@ from hooks.migrate.plan import (
     MCM_FINALIZER,
     MCM_NODE_FINALIZER,
     PROVIDER_ID_ANNOTATION,
+    Step,
+    safe_to_release,
 )
 from tests.migrate_support import MACHINE_API, PROJECT, TOKEN, McmState, build_mcm_state
 
@@ -114,6 +116,9 @@ def test_a_dry_run_prints_the_plan_and_changes_nothing(world: World) -> None:
     for machine in world.state.machines:
         assert f"Machine {machine} lacks {HOOK_FINALIZERS['Machine']}" in out
         assert f"Machine {machine}: record equinixmetal://" in out
+        assert f"Machine {machine}: remove MCM's finalizer {MCM_FINALIZER}" in out
+        assert f"Node {machine}: remove MCM's finalizer {MCM_NODE_FINALIZER}" in out
+    assert out.index("3. Wait for Metacontroller's finalizers: 4") < out.index("4. Remove MCM's finalizers: 9")
     # What cannot be adopted, from the Metal API: the device with the class's tags that no Machine records.
     assert f"device {world.state.stray_device} (hostname 'workers-lost-1') carries MachineClass eqx-small's" in out
 
@@ -263,6 +268,17 @@ def test_rollback_writes_spec_provider_id_back_and_removes_the_hooks_finalizers(
     for machine in world.state.machines:
         assert world.finalizers("Machine", machine) == []
     assert world.finalizers("MachineClass", "eqx-small") == [] and world.finalizers("Secret", "cloudprovider") == []
+
+
+def test_mcms_finalizer_never_goes_before_metacontrollers_is_there() -> None:
+    machine = {"metadata": {"name": "m", "finalizers": [MCM_FINALIZER]}}
+    step = Step("Machine", "m", "remove", remove_finalizers=(MCM_FINALIZER,))
+    assert not safe_to_release(machine, step)
+    machine["metadata"]["finalizers"].append(HOOK_FINALIZERS["Machine"])
+    assert safe_to_release(machine, step)
+    # Kinds the hooks hold without a finalizer (MachineSets, Nodes) have nothing to wait for.
+    assert safe_to_release({"metadata": {"finalizers": [MCM_NODE_FINALIZER]}},
+                           Step("Node", "n", "remove", remove_finalizers=(MCM_NODE_FINALIZER,)))
 
 
 def test_outside_a_cluster_the_program_fails_clearly() -> None:

@@ -86,6 +86,9 @@ def apply_step(api: MigrationApi, namespace: str, step: Step, out: TextIO) -> bo
         obj = api.get(step.kind, ns, step.name)
         if obj is None or not planning.still_needed(obj, step):
             return True
+        if not planning.safe_to_release(obj, step):
+            print(f"not done (Metacontroller's finalizer is missing again): {step.what}", file=out)
+            return False
         if api.patch(step.kind, ns, step.name, planning.json_patch(obj, step)) is not None:
             print(f"done: {step.what}", file=out)
             return True

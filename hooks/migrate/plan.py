@@ -237,7 +237,8 @@ def plan_migration(snapshot: Snapshot) -> Plan:
             continue
         plan.awaiting.append(f"{kind} {name_of(obj)} lacks {hook_finalizer}")
     for kind, obj in held:
-        if HOOK_FINALIZERS[kind] in finalizers(obj):
+        # Listed now, done only once nothing awaits Metacontroller (the program plans again after the wait).
+        if HOOK_FINALIZERS[kind] in finalizers(obj) or not deleting(obj):
             step = _release(kind, obj)
             if step:
                 plan.release.append(step)
@@ -318,6 +319,14 @@ def json_patch(obj: Obj, step: Step) -> list[Obj]:
     return ops
 
 
+def safe_to_release(obj: Obj, step: Step) -> bool:
+    """Whether MCM's finalizer may go from `obj` as read now: a Machine, class or Secret must already carry
+    Metacontroller's, so that it is never without a holder."""
+    hook_finalizer = HOOK_FINALIZERS.get(step.kind)
+    removes_mcm = any(f == MCM_FINALIZERS.get(step.kind) for f in step.remove_finalizers)
+    return not (removes_mcm and hook_finalizer and hook_finalizer not in finalizers(obj))
+
+
 def still_needed(obj: Obj, step: Step) -> bool:
     """Whether `step` still changes `obj` (a re-run, or another writer, may have done it already)."""
     labels = meta(obj).get("labels") or {}
@@ -330,18 +339,16 @@ def still_needed(obj: Obj, step: Step) -> bool:
 
 def describe(plan: Plan, *, rollback: bool = False) -> Iterable[str]:
     """The plan as the lines the program prints."""
+    sections: tuple[tuple[str, list[str]], ...]
     if rollback:
-        sections = (("Write spec.providerID back (else MCM duplicates servers)", plan.annotate),
-                    ("Remove the hooks' finalizers", plan.release))
+        sections = (("Write spec.providerID back (else MCM duplicates servers)", [s.what for s in plan.annotate]),
+                    ("Remove the hooks' finalizers", [s.what for s in plan.release]))
     else:
-        sections = (("Label the credentials Secrets the classes use", plan.label),
-                    ("Record MCM's provider IDs where kubectl shows them", plan.annotate),
-                    ("Remove MCM's finalizers (once Metacontroller's are on every object)", plan.release))
-    for number, (title, steps) in enumerate(sections, 1):
-        yield f"{number}. {title}: {'nothing to do' if not steps else len(steps)}"
-        for step in steps:
-            yield f"   - {step.what}"
-    if not rollback:
-        yield f"Waiting for Metacontroller's finalizers: {'none missing' if not plan.awaiting else len(plan.awaiting)}"
-        for line in plan.awaiting:
+        sections = (("Label the credentials Secrets the classes use", [s.what for s in plan.label]),
+                    ("Record MCM's provider IDs where kubectl shows them", [s.what for s in plan.annotate]),
+                    ("Wait for Metacontroller's finalizers", plan.awaiting),
+                    ("Remove MCM's finalizers", [s.what for s in plan.release]))
+    for number, (title, lines) in enumerate(sections, 1):
+        yield f"{number}. {title}: {'nothing to do' if not lines else len(lines)}"
+        for line in lines:
             yield f"   - {line}"
