@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from hooks.equinix import adoption
-from hooks.equinix.adoption import Claim, adopt, class_markers, prove
+from hooks.equinix.adoption import Claim, adopt, claim_for, class_markers, prove
 from hooks.equinix.client import MetalClient
 from hooks.equinix.tags import MANAGED_TAG, uid_tag
 from hooks.equinix.tenancy import installation_tag, namespace_tag, tenant_tags
@@ -141,3 +141,13 @@ def test_adopt_through_the_metal_api(metal_sim: MetalSim) -> None:
     (stored,) = metal_sim.sim.devices()
     assert stored["id"] == seeded["id"]
     assert set(stored["tags"]) == {*CLASS_TAGS, MANAGED_TAG, uid_tag(UID), *tenant_tags(INSTALLATION, claim.namespace)}
+
+
+def test_the_claim_is_read_from_the_machine_and_its_class_as_the_go_provider_reads_them() -> None:
+    machine = {"metadata": {"name": "worker-a-1", "uid": UID, "namespace": CLAIM.namespace}}
+    machine_class = {"providerSpec": {"projectid": PROJECT, "Tags": list(CLASS_TAGS)}}  # keys in any case
+    assert claim_for(machine, machine_class, INSTALLATION) == CLAIM
+    assert prove(mcm_device(), claim_for(machine, machine_class, INSTALLATION)).adoptable
+    # A class without a project proves nothing about any device.
+    empty = claim_for(machine, {})
+    assert empty.project_id == "" and not prove(mcm_device(), empty).adoptable

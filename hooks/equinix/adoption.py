@@ -17,12 +17,13 @@ one tag update through the Metal client, and nothing when the device already car
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from hooks.equinix import tags as owner_tags
 from hooks.equinix import tenancy
+from hooks.equinix.providerspec import fold_keys
 
 GONE_STATES = ("deprovisioning", "deleted")
 
@@ -51,6 +52,24 @@ class Claim:
     project_id: str
     class_tags: Sequence[str]
     installation_id: str = ""  # "" skips the tenant proof (a caller that does not know the installation id)
+
+
+def claim_for(machine: Mapping[str, Any], machine_class: Mapping[str, Any], installation_id: str = "") -> Claim:
+    """The Claim of a Machine (its metadata) with its MachineClass (providerSpec keys matched as the Go provider
+    does, hooks.equinix.providerspec.fold_keys); anything missing becomes "" and fails the matching proof."""
+    meta = machine.get("metadata") if isinstance(machine.get("metadata"), dict) else {}
+    raw = machine_class.get("providerSpec") if isinstance(machine_class.get("providerSpec"), dict) else {}
+    spec, _ = fold_keys(raw)
+    project = spec.get("projectID")
+    class_tags = spec.get("tags") if isinstance(spec.get("tags"), list) else []
+    return Claim(
+        machine_name=str(meta.get("name") or ""),
+        machine_uid=str(meta.get("uid") or ""),
+        namespace=str(meta.get("namespace") or ""),
+        project_id=project if isinstance(project, str) else "",
+        class_tags=tuple(t for t in class_tags if isinstance(t, str)),
+        installation_id=installation_id,
+    )
 
 
 @dataclass(frozen=True)
