@@ -166,7 +166,7 @@ def test_after_the_migration_scale_down_rollout_and_delete_leak_nothing(migrated
         return all(f"metal-machine-hooks:uid:{uids[name]}" in by_id[device]["tags"]
                    for name, device in state.devices.items())
 
-    _wait(adopted, 20, "MCM's servers adopted")
+    _wait(adopted, 10, "MCM's servers adopted")
     for machine in _machines(cluster):
         assert machine["status"]["currentStatus"]["phase"] == "Running"
         assert machine["status"]["lastOperation"]["state"] != "Failed", machine["status"]["lastOperation"]
