@@ -349,3 +349,15 @@ def test_kustomize_moves_everything_to_the_namespace_being_migrated(tmp_path: Pa
     for kind in ("RoleBinding", "ClusterRoleBinding"):
         assert docs[kind]["subjects"][0]["namespace"] == "shoot--p--c", kind
     assert "namespace" not in docs["ClusterRole"]["metadata"]
+
+
+def test_the_awaited_finalizers_are_those_of_the_shipped_controllers() -> None:
+    """Metacontroller names a DecoratorController's finalizer after it: metacontroller.io/decoratorcontroller-<name>."""
+    decorated: dict[str, str] = {}
+    for path in sorted((REPO / "metacontroller").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "DecoratorController" and doc["spec"]["hooks"].get("finalize"):
+                for resource in doc["spec"]["resources"]:
+                    decorated[resource["resource"]] = f"metacontroller.io/decoratorcontroller-{doc['metadata']['name']}"
+    assert {"Machine": decorated["machines"], "MachineClass": decorated["machineclasses"],
+            "Secret": decorated["secrets"]} == HOOK_FINALIZERS
