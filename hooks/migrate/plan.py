@@ -258,11 +258,6 @@ def plan_migration(snapshot: Snapshot) -> Plan:
     return plan
 
 
-def hooks_finalizer_missing(plan: Plan) -> bool:
-    """Whether MCM's finalizers must wait: some object still lacks Metacontroller's."""
-    return bool(plan.awaiting)
-
-
 # ---------------------------------------------------------------------------------------------------- rollback
 
 
