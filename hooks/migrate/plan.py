@@ -80,10 +80,6 @@ class Plan:
     release: list[Step] = field(default_factory=list)
     attention: list[str] = field(default_factory=list)
 
-    @property
-    def changes(self) -> list[Step]:
-        return [*self.label, *self.annotate, *self.release]
-
 
 def meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     found = obj.get("metadata")
