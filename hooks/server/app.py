@@ -49,6 +49,11 @@ def _routes() -> dict[str, Hook]:
     routes["/machineclass/customize"] = machineclass.customize
     routes["/machineclass/sync"] = machineclass.sync
     routes["/machineclass/finalize"] = machineclass.finalize
+    from hooks.mcm import credentials
+
+    routes["/credentials/customize"] = credentials.customize
+    routes["/credentials/sync"] = credentials.sync
+    routes["/credentials/finalize"] = credentials.finalize
     return routes
 
 
@@ -199,20 +204,23 @@ def _subject(body: dict[str, Any]) -> str | None:
 def _secret_values(body: dict[str, Any]) -> list[str]:
     """Every value of every Secret in a hook request (API tokens, userData), decoded, so no log line can show one.
 
-    Metacontroller hands us Secrets in the `related`, `attachments` and `children` maps (kind key, then name key).
+    Metacontroller hands us Secrets in the `related`, `attachments` and `children` maps (kind key, then name key),
+    and a Secret decorator (the credentials controller) gets one as the decorated object itself.
     """
-    values: list[str] = []
+    secrets: list[Any] = [body.get(key) for key in ("object", "parent")]
     for group in ("related", "attachments", "children"):
         kinds = body.get(group)
         for objects in kinds.values() if isinstance(kinds, dict) else ():
-            for obj in objects.values() if isinstance(objects, dict) else ():
-                if not isinstance(obj, dict) or obj.get("kind") != "Secret":
-                    continue
-                for field in ("data", "stringData"):
-                    data = obj.get(field)
-                    for value in data.values() if isinstance(data, dict) else ():
-                        if isinstance(value, str):
-                            values += [value, *_decoded(value)] if field == "data" else [value]
+            secrets += objects.values() if isinstance(objects, dict) else ()
+    values: list[str] = []
+    for obj in secrets:
+        if not isinstance(obj, dict) or obj.get("kind") != "Secret":
+            continue
+        for field in ("data", "stringData"):
+            data = obj.get(field)
+            for value in data.values() if isinstance(data, dict) else ():
+                if isinstance(value, str):
+                    values += [value, *_decoded(value)] if field == "data" else [value]
     return values
 
 
