@@ -283,7 +283,7 @@ def test_kube_state_metrics_covers_the_four_kinds_and_may_read_them() -> None:
 
 
 def test_service_monitor_scrapes_the_hook_service_port() -> None:
-    monitor = yaml.safe_load((MONITORING / "servicemonitor.yaml").read_text())
+    monitor = yaml.safe_load((MONITORING / "servicemonitor" / "servicemonitor.yaml").read_text())
     service = yaml.safe_load((REPO / "kubernetes" / "deploy" / "service.yaml").read_text())
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert monitor["spec"]["namespaceSelector"]["matchNames"] == [service["metadata"]["namespace"]]
