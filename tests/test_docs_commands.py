@@ -1,0 +1,99 @@
+"""The install, upgrade and uninstall commands in the docs work when followed exactly, as far as that can be known
+without a cluster: one directory per `kubectl apply|delete -k` (kubectl keeps only the last `-k`), every directory
+named exists and builds offline, and the steps come in the order finalizers need."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.test_manifests import kustomize_build
+
+REPO = Path(__file__).resolve().parent.parent
+DOCS = [REPO / "README.md", REPO / "kubernetes" / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+KUBECTL_K = re.compile(r"kubectl\s+(apply|delete)\b[^\n`|]*")
+
+
+def commands() -> list[tuple[str, str]]:
+    """(file, command) for every kubectl apply/delete in the docs, code blocks and inline code alike."""
+    found = []
+    for path in DOCS:
+        for match in KUBECTL_K.finditer(path.read_text()):
+            found.append((str(path.relative_to(REPO)), match.group(0).split("#")[0].strip()))
+    return found
+
+
+def directories(command: str) -> list[str]:
+    return re.findall(r"-k\s+(\S+)", command)
+
+
+def local_directories() -> list[str]:
+    found = set()
+    for _, command in commands():
+        for target in directories(command):
+            target = target.strip("\"'")
+            if "://" in target or "<" in target or "$" in target:
+                continue
+            found.add(target.rstrip("/"))
+    return sorted(found)
+
+
+def test_commands_are_found() -> None:
+    assert len(commands()) >= 10
+    assert "kubernetes/crds" in local_directories()
+
+
+@pytest.mark.parametrize(("doc", "command"), commands(), ids=lambda v: str(v)[:60])
+def test_one_directory_per_kubectl_k(doc: str, command: str) -> None:
+    assert len(directories(command)) <= 1, f"{doc}: `{command}` would only use its last -k"
+
+
+@pytest.mark.parametrize("directory", local_directories())
+def test_documented_directory_exists(directory: str) -> None:
+    assert (REPO / directory / "kustomization.yaml").is_file(), f"{directory} has no kustomization.yaml"
+
+
+@pytest.mark.slow  # runs kubectl kustomize
+@pytest.mark.parametrize("directory", local_directories())
+def test_documented_directory_builds(directory: str) -> None:
+    assert kustomize_build(REPO / directory)
+
+
+def _section(path: Path, heading: str) -> str:
+    text = path.read_text()
+    start = text.index(heading)
+    end = text.find("\n## ", start + len(heading))
+    return text[start:end if end > 0 else len(text)]
+
+
+def _order(text: str, verb: str) -> list[str]:
+    return [directories(c)[0].rstrip("/") for c in (m.group(0) for m in KUBECTL_K.finditer(text))
+            if c.startswith(f"kubectl {verb}") and directories(c)]
+
+
+@pytest.mark.parametrize(("doc", "heading"), [("docs/operations.md", "## Uninstall"),
+                                              ("kubernetes/README.md", "To uninstall")])
+def test_uninstall_deletes_finalized_objects_first_then_controllers_server_crds(doc: str, heading: str) -> None:
+    section = _section(REPO / doc, heading)
+    order = _order(section, "delete")
+    wanted = ["metacontroller", "kubernetes/drain", "kubernetes/deploy", "kubernetes/crds"]
+    assert [d for d in order if d in wanted] == wanted
+    if "kubectl delete machinedeployments" in section:
+        first_k = section.index("kubectl delete -k")
+        machines = section.index("kubectl delete machinedeployments,machinesets,machines")
+        assert machines < section.index("kubectl delete machineclasses") < first_k
+
+
+def test_upgrade_applies_crds_first_and_controllers_last() -> None:
+    order = _order(_section(REPO / "docs" / "operations.md", "## Upgrade"), "apply")
+    assert order[0] == "kubernetes/crds" and order[-1] == "metacontroller"
+    assert "kubernetes/deploy" in order
+
+
+@pytest.mark.parametrize("doc", ["README.md", "kubernetes/README.md", "docs/operations.md"])
+def test_install_puts_crds_and_hook_server_before_the_controllers(doc: str) -> None:
+    order = _order((REPO / doc).read_text(), "apply")
+    assert order.index("kubernetes/crds") < order.index("metacontroller")
+    assert order.index("kubernetes/deploy") < order.index("metacontroller")
