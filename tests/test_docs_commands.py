@@ -97,3 +97,36 @@ def test_install_puts_crds_and_hook_server_before_the_controllers(doc: str) -> N
     order = _order((REPO / doc).read_text(), "apply")
     assert order.index("kubernetes/crds") < order.index("metacontroller")
     assert order.index("kubernetes/deploy") < order.index("metacontroller")
+
+
+def _anchors(markdown: str) -> set[str]:
+    found = set()
+    for line in markdown.splitlines():
+        if line.startswith("#"):
+            found.add(re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-"))
+    return found
+
+
+@pytest.mark.parametrize("doc", [*DOCS, REPO / "CHANGELOG.md"], ids=lambda p: str(p.relative_to(REPO)))
+def test_relative_links_and_anchors_resolve(doc: Path) -> None:
+    broken = []
+    for match in re.finditer(r"\]\(([^)\s]+)\)", doc.read_text()):
+        link = match.group(1)
+        if "://" in link:
+            continue
+        path, _, anchor = link.partition("#")
+        target = (doc.parent / path) if path else doc
+        if not target.exists() or (anchor and target.suffix == ".md" and anchor not in _anchors(target.read_text())):
+            broken.append(link)
+    assert broken == []
+
+
+def test_operations_links_every_new_piece() -> None:
+    text = (REPO / "docs" / "operations.md").read_text()
+    for piece in ("troubleshooting.md", "sets-and-deployments.md", "upgrading.md", "CHANGELOG.md", "LICENSE",
+                  "kubernetes/monitoring", "kube-state-metrics-crs.yaml", "prometheusrule.yaml",
+                  "grafana-dashboard.json", "kubernetes/components/", "make image", "make lock", "requirements.lock",
+                  "pip install .", "metal-api-simulator", "HOOK_AUTH_TOKEN_NEXT", "HOOK_AUTH_DISABLED"):
+        assert piece in text, piece
+    for overlay in sorted(p.name for p in (REPO / "kubernetes" / "overlays").iterdir() if p.is_dir()):
+        assert f"kubernetes/overlays/{overlay}" in text, overlay
