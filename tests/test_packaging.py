@@ -18,7 +18,8 @@ import hooks
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE = "ghcr.io/metal-machine-hooks/metal-machine-hooks"
-SCRIPTS = {"metal-machine-hooks": "replay", "metal-machine-drain": "name of the Node to drain", "metal-api-simulator": "--port"}
+SCRIPTS = {"metal-machine-hooks": "replay", "metal-machine-drain": "name of the Node to drain",
+           "metal-api-simulator": "--port"}
 PIN = re.compile(r"^([A-Za-z0-9_.-]+)==([^\s;\\]+)", re.M)
 
 
