@@ -290,3 +290,25 @@ def test_service_monitor_scrapes_the_hook_service_port() -> None:
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
     assert endpoint["path"] == "/metrics"
+
+
+def test_an_api_failure_in_a_request_makes_its_outcome_api_error() -> None:
+    """The per-request scope the app opens (metrics.begin_request): a failure reported from anywhere while the
+    request is answered is counted under that hook and turns a 2xx into `api_error`; other requests stay `ok`."""
+    errors = metrics.API_ERRORS.labels(hook="/machine/sync", operation="list_devices", error_code="Unauthenticated")
+    before = errors._value.get()
+    token = metrics.begin_request("/machine/sync")
+    try:
+        assert metrics.outcome_for_status(200, api_failed=metrics.request_api_failed()) == "ok"
+        metrics.api_failure("list_devices", "Unauthenticated")
+        assert metrics.outcome_for_status(200, api_failed=metrics.request_api_failed()) == "api_error"
+        assert metrics.outcome_for_status(500, api_failed=metrics.request_api_failed()) == "error"
+    finally:
+        metrics.end_request(token)
+    assert errors._value.get() == before + 1
+    assert not metrics.request_api_failed()
+    other = metrics.begin_request("/machine/sync")
+    try:
+        assert metrics.outcome_for_status(200, api_failed=metrics.request_api_failed()) == "ok"
+    finally:
+        metrics.end_request(other)

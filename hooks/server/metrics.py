@@ -18,10 +18,12 @@ Other modules call the small functions below rather than touching the metric obj
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ParamSpec
 
 from prometheus_client import (
@@ -213,6 +215,45 @@ def orphans_collected(n: int = 1) -> None:
 def observe_api_error(hook: str, operation: str, error_code: str | None) -> None:
     """One Metal API operation that failed for good (after retries) while answering `hook`."""
     API_ERRORS.labels(hook=hook, operation=operation, error_code=bounded_error_code(error_code)).inc()
+
+
+@dataclass
+class _RequestScope:
+    """The hook being answered and whether a Metal API operation failed while answering it."""
+
+    hook: str
+    api_failures: int = 0
+
+
+# Per request: gunicorn's gthread worker answers each request in one thread, and a ContextVar set there is seen by
+# everything the hook calls, so hooks/mcm can report a failure without knowing about Flask or the request.
+_SCOPE: contextvars.ContextVar[_RequestScope | None] = contextvars.ContextVar("metal_machine_hooks_scope",
+                                                                           default=None)
+
+
+def begin_request(hook: str) -> contextvars.Token[_RequestScope | None]:
+    """Called by the app when a hook request starts; end_request(token) when it is answered."""
+    return _SCOPE.set(_RequestScope(hook))
+
+
+def end_request(token: contextvars.Token[_RequestScope | None] | None) -> None:
+    if token is not None:
+        _SCOPE.reset(token)
+
+
+def api_failure(operation: str, error_code: str | None) -> None:
+    """A Metal API operation failed for good while answering the current hook request: counted by hook, operation
+    and MCM code, and remembered so the request's outcome is `api_error` rather than `ok`."""
+    scope = _SCOPE.get()
+    if scope is not None:
+        scope.api_failures += 1
+    observe_api_error(scope.hook if scope else "none", operation or "unknown", error_code)
+
+
+def request_api_failed() -> bool:
+    """Whether the current hook request saw a Metal API failure (for outcome_for_status's api_failed)."""
+    scope = _SCOPE.get()
+    return scope is not None and scope.api_failures > 0
 
 
 @_never_raises
