@@ -121,3 +121,21 @@ def test_drain_start_is_counted_once_per_job(fake: FakeMetal, clock: Clock) -> N
     body = observe_jobs(apply(body, first), first["attachments"], complete=False)
     machine.finalize(body, context(fake, clock))
     assert sample(DRAINS, attempt="first") == started + 1
+
+
+@WIRED
+def test_rate_limit_waits_are_counted(requests_mock: Any) -> None:
+    """The client the app builds reports the seconds it sleeps because a 429 asked it to (metrics.rate_limit_wait)."""
+    from hooks.server import app as app_module
+
+    url = "https://metal.invalid/metal/v1"
+    requests_mock.get(f"{url}/devices/dev-1", [
+        {"status_code": 429, "json": {"errors": ["Rate limit exceeded"]},
+         "headers": {"Content-Type": "application/json", "Retry-After": "1"}},
+        {"status_code": 200, "json": {"id": "dev-1", "state": "active"},
+         "headers": {"Content-Type": "application/json"}},
+    ])
+    waited = sample("metal_machine_hooks_api_rate_limit_wait_seconds_total", operation="get_device")
+    client = app_module._default_metal_factory(Settings(metal_api_url=url))("token-for-waits")
+    client.get_device("dev-1")
+    assert sample("metal_machine_hooks_api_rate_limit_wait_seconds_total", operation="get_device") >= waited + 1.0
