@@ -124,6 +124,7 @@ def test_drain_start_is_counted_once_per_job(fake: FakeMetal, clock: Clock) -> N
 
 
 @WIRED
+@pytest.mark.slow  # the client really waits the 1 s Retry-After
 def test_rate_limit_waits_are_counted(requests_mock: Any) -> None:
     """The client the app builds reports the seconds it sleeps because a 429 asked it to (metrics.rate_limit_wait)."""
     from hooks.server import app as app_module

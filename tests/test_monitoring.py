@@ -113,6 +113,20 @@ def test_dashboard_panel_queries_only_exported_metrics(title: str, expr: str) ->
     assert names - exported() == set(), title
 
 
+def test_dashboard_panels_do_not_overlap_and_use_the_datasource_variable() -> None:
+    taken: dict[tuple[int, int], str] = {}
+    for panel in dashboard()["panels"]:
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, panel["title"]
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                assert (x, y) not in taken, f"{panel['title']} overlaps {taken[(x, y)]}"
+                taken[(x, y)] = panel["title"]
+        if panel["type"] != "row":
+            assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+    assert len({p["id"] for p in dashboard()["panels"]}) == len(dashboard()["panels"])
+
+
 def test_a_misspelt_metric_is_noticed() -> None:
     """Guards the two tests above: a typo in a suffix rule or a name is reported."""
     assert "metal_machine_hooks_hook_duration_seconds_bucket" in exported()
