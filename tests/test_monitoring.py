@@ -326,3 +326,31 @@ def test_an_api_failure_in_a_request_makes_its_outcome_api_error() -> None:
         assert metrics.outcome_for_status(200, api_failed=metrics.request_api_failed()) == "ok"
     finally:
         metrics.end_request(other)
+
+
+@pytest.mark.parametrize("alert", alerts(), ids=lambda a: a["alert"])
+def test_alert_expressions_are_balanced(alert: dict[str, Any]) -> None:
+    """No promtool offline: at least every bracket closes and every string ends, the mistakes a hand edit makes."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', alert["expr"])
+    assert expr.count('"') % 2 == 0
+    depth = {"(": 0, "{": 0, "[": 0}
+    closing = {")": "(", "}": "{", "]": "["}
+    for char in expr:
+        if char in depth:
+            depth[char] += 1
+        elif char in closing:
+            depth[closing[char]] -= 1
+            assert depth[closing[char]] >= 0, alert["expr"]
+    assert set(depth.values()) == {0}, alert["expr"]
+
+
+def test_kube_state_metrics_metric_types_carry_their_settings() -> None:
+    for resource in ksm_config()["spec"]["resources"]:
+        for metric in resource["metrics"]:
+            each = metric["each"]
+            assert each["type"] in {"Gauge", "StateSet", "Info"}, metric["name"]
+            key = each["type"][0].lower() + each["type"][1:]
+            assert set(each) == {"type", key}, f"{metric['name']}: settings belong under `{key}`"
+            assert metric.get("help"), metric["name"]
+            if each["type"] == "StateSet":
+                assert each[key]["labelName"] and each[key]["list"] and each[key]["path"], metric["name"]

@@ -251,3 +251,18 @@ def test_metrics_overlay_admits_the_scraper_and_keeps_metacontroller() -> None:
     assert all(rule["ports"] == [{"protocol": "TCP", "port": 8080}] for rule in policy["spec"]["ingress"])
     monitor = one(objects, "ServiceMonitor")
     assert monitor["spec"]["selector"]["matchLabels"].items() <= one(objects, "Service")["metadata"]["labels"].items()
+
+
+def test_components_combine_tls_and_metrics_scraping(tmp_path: Path) -> None:
+    """Your own overlay may list several components: with TLS, the scrape follows to HTTPS. Components apply in
+    order, so metrics-scraping (which adds the ServiceMonitor) comes before tls (which patches it)."""
+    overlay = tmp_path / "mine"
+    overlay.mkdir()
+    components = [os.path.relpath(KUBERNETES / "components" / name, overlay) for name in ("metrics-scraping", "tls")]
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(
+        {"resources": [os.path.relpath(KUBERNETES / "deploy", overlay)], "components": components}))
+    objects = kustomize_build(overlay)
+    (endpoint,) = one(objects, "ServiceMonitor")["spec"]["endpoints"]
+    (port,) = one(objects, "Service")["spec"]["ports"]
+    assert endpoint["scheme"] == "https" and endpoint["port"] == port["name"] == "https"
+    assert endpoint["tlsConfig"]["serverName"] == "metal-machine-hooks.metal-machine-hooks"
