@@ -130,3 +130,45 @@ def test_operations_links_every_new_piece() -> None:
         assert piece in text, piece
     for overlay in sorted(p.name for p in (REPO / "kubernetes" / "overlays").iterdir() if p.is_dir()):
         assert f"kubernetes/overlays/{overlay}" in text, overlay
+
+
+def test_troubleshooting_explains_every_error_code_and_state_the_hooks_write() -> None:
+    from hooks.equinix import errors
+    from hooks.mcm import vocabulary as mcm
+
+    text = (REPO / "docs" / "troubleshooting.md").read_text()
+    codes = {mcm.INVALID_ARGUMENT, mcm.NOT_FOUND, mcm.UNAVAILABLE, mcm.RESOURCE_EXHAUSTED, mcm.UNKNOWN_CODE,
+             mcm.UNAUTHENTICATED, mcm.PERMISSION_DENIED, mcm.FAILED_PRECONDITION}
+    codes |= {cls.mcm_code for cls in vars(errors).values() if isinstance(cls, type)
+              and issubclass(cls, errors.MetalError)}
+    for code in codes:
+        assert f"| `{code}` |" in text, f"no row for errorCode {code}"
+    for state in (mcm.PROCESSING, mcm.SUCCESSFUL, mcm.STATE_FAILED):
+        assert f"| `{state}` |" in text, f"no row for lastOperation.state {state}"
+    for phase in (mcm.PENDING, mcm.AVAILABLE, mcm.RUNNING, mcm.UNKNOWN, mcm.FAILED, mcm.CRASH_LOOP, mcm.TERMINATING):
+        assert f"| `{phase}` |" in text, f"no row for phase {phase}"
+
+
+def _spec_fields(kind_file: str) -> set[str]:
+    import yaml
+
+    crd = yaml.safe_load((REPO / "kubernetes" / "crds" / kind_file).read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    return set(spec)
+
+
+@pytest.mark.parametrize("kind_file", ["machinesets.yaml", "machinedeployments.yaml"])
+def test_sets_and_deployments_covers_every_spec_field(kind_file: str) -> None:
+    text = (REPO / "docs" / "sets-and-deployments.md").read_text()
+    missing = sorted(f for f in _spec_fields(kind_file) if f"`spec.{f}" not in text)
+    assert missing == []
+
+
+def test_upgrade_notes_have_a_section_per_released_version() -> None:
+    changelog = (REPO / "CHANGELOG.md").read_text()
+    notes = (REPO / "docs" / "upgrading.md").read_text()
+    versions = re.findall(r"^## \[(\d+\.\d+\.\d+)\]", changelog, re.M)
+    assert versions
+    for version in versions:
+        assert re.search(rf"^## {re.escape(version)}\b", notes, re.M), f"no upgrade notes for {version}"
+    assert re.search(r"^## Unreleased", notes, re.M)
