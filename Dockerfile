@@ -1,5 +1,5 @@
 # Hook server image: gunicorn + Flask on Python 3.11, non-root, ready for a read-only root filesystem.
-# Build: docker build -t metal-machine-hooks .   Run: docker run --read-only --tmpfs /tmp -p 8080:8080 metal-machine-hooks
+# Build: make image (docker, podman or buildah; tagged hooks.__version__)   Run: docker run --read-only --tmpfs /tmp -p 8080:8080 metal-machine-hooks
 
 # -- builder: resolve the pinned requirements into a virtualenv (every pin ships a wheel: no compiler needed) --------
 FROM python:3.11.14-slim-bookworm AS builder
@@ -10,9 +10,10 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 
 RUN python -m venv /opt/venv
 
-# Requirements alone first, so a code change reuses the dependency layer.
-COPY requirements.txt /tmp/requirements.txt
-RUN /opt/venv/bin/pip install --no-cache-dir --only-binary=:all: -r /tmp/requirements.txt
+# Requirements alone first, so a code change reuses the dependency layer. requirements.lock pins every runtime
+# package, direct or transitive, with its hashes (`make lock`): a changed or substituted file fails the build.
+COPY requirements.lock /tmp/requirements.lock
+RUN /opt/venv/bin/pip install --no-cache-dir --only-binary=:all: --require-hashes --no-deps -r /tmp/requirements.lock
 
 # -- runtime: the same base, the venv and the product files only ----------------------------------------------------
 FROM python:3.11.14-slim-bookworm
@@ -34,7 +35,7 @@ ENV PATH="/opt/venv/bin:${PATH}" \
 COPY --from=builder /opt/venv /opt/venv
 
 WORKDIR /app
-COPY requirements.txt gunicorn.conf.py ./
+COPY requirements.lock gunicorn.conf.py ./
 COPY hooks/ ./hooks/
 # The drain Jobs run `python -m drain NODE` from this same image (working directory /app).
 COPY drain/ ./drain/

@@ -4,6 +4,8 @@
 #                   A new test file is unit unless its top says `pytestmark = pytest.mark.e2e` (or slow); keep each
 #                   unit test under ~0.5 s: `.venv/bin/python -m pytest -q -m unit --durations=15` names the slow ones
 #   make typecheck  mypy over hooks/, drain/ and emulator/ (config in pyproject.toml)
+#   make image      build the hook image (docker, podman or buildah, whichever is installed), tagged hooks.__version__
+#   make lock       refresh requirements.lock (hashed, every transitive pin) from requirements.txt with pip-compile
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,7 +13,13 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: venv test test-unit lint typecheck run demo chaos bench simulator clean
+.PHONY: venv test test-unit lint typecheck run demo chaos bench simulator clean image lock
+
+# The image: its name is the one kubernetes/deploy names, its tag is hooks.__version__ (the one version source).
+IMAGE ?= ghcr.io/metal-machine-hooks/metal-machine-hooks
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' hooks/__init__.py)
+# The first container builder on PATH; BUILDER=podman (or a full path) chooses one.
+BUILDER ?= $(firstword $(foreach tool,docker podman buildah,$(shell command -v $(tool) 2>/dev/null)))
 
 venv: $(STAMP)
 
@@ -47,6 +55,19 @@ chaos: venv
 
 bench: venv
 	$(BIN)/python -m bench.run
+
+image:
+	@if [ -z "$(BUILDER)" ]; then \
+		echo "make image: no container builder found on PATH: install docker, podman or buildah, or set BUILDER=<tool>" >&2; \
+		exit 1; \
+	fi
+	@if [ -z "$(VERSION)" ]; then echo "make image: no __version__ in hooks/__init__.py" >&2; exit 1; fi
+	$(BUILDER) build --label org.opencontainers.image.version=$(VERSION) -t $(IMAGE):$(VERSION) .
+
+# Every runtime package the image installs, pinned with its hashes (the Dockerfile installs with --require-hashes).
+lock: venv
+	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links \
+		--output-file requirements.lock requirements.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build *.egg-info

@@ -110,13 +110,13 @@ def _all_gone(obs: view.Observation) -> bool:
 # ---------------------------------------------------------------- output
 
 class Display:
-    """A table refreshed in place on a terminal; elsewhere (CI logs) a new table only when something changed."""
+    """A table refreshed in place on a terminal; elsewhere (CI logs, a file) one line per object that changed."""
 
     def __init__(self, out: TextIO, *, tty: bool | None = None) -> None:
         self.out = out
         self.tty = out.isatty() if tty is None else tty
         self.done: list[str] = []
-        self._last_key: list[str] | None = None
+        self._last_lines: dict[str, str] = {}
         self._last_obs: view.Observation | None = None
         self._frames = 0
 
@@ -126,7 +126,6 @@ class Display:
     def step_started(self, index: int, total: int, title: str) -> None:
         if not self.tty:
             self._print(f"\n==> [{index}/{total}] {title}")
-            self._last_key = None
 
     def step_finished(self, index: int, total: int, title: str, seconds: float) -> None:
         line = f"  ok [{index}/{total}] {title}  ({seconds:.1f} s)"
@@ -141,11 +140,10 @@ class Display:
         if self.tty:
             self._draw(obs, f"  .. {heading}  ({elapsed:.1f} s)")
             return
-        key = view.render(obs, volatile=False)
-        if key != self._last_key:
-            self._last_key = key
-            self._print(f"--- {elapsed:5.1f} s")
-            self._print("\n".join(view.render(obs, width=self.width())))
+        lines = view.snapshot(obs)
+        for change in view.changes(self._last_lines, lines):
+            self._print(f"{elapsed:6.1f} s  {change}")
+        self._last_lines = lines
 
     def _draw(self, obs: view.Observation, current: str | None) -> None:
         """Redraw the terminal from the top: finished steps, the running one, the tables."""

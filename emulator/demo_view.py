@@ -231,3 +231,29 @@ def summary(*, state: Obj, calls: Obj, events: Iterable[Obj], peak_machines: int
     else:
         lines.append(f"live devices: {leaked} (kept running), duplicates: {duplicates}")
     return lines
+
+
+def snapshot(obs: Observation) -> dict[str, str]:
+    """One short line per object (provisioning progress left out): what a log shows when the output is not a
+    terminal, one line per change instead of a table per change."""
+    lines: dict[str, str] = {}
+    for name, cls, shown_phase, node, device, state, _, operation in machine_rows(obs):
+        where = f"device {device} {state}" if device != "-" else "no device"
+        lines[f"Machine {name}"] = f"{shown_phase}, class {cls or '-'}, node {node}, {where}: {clip(operation, 100)}"
+    for name, desired, current, ready, available in machineset_rows(obs):
+        lines[f"MachineSet {name}"] = f"desired {desired}, current {current}, ready {ready}, available {available}"
+    for name, ready, _, updated, available, conditions in deployment_rows(obs):
+        lines[f"MachineDeployment {name}"] = (f"ready {ready}, up-to-date {updated}, available {available}, "
+                                              f"{conditions}")
+    others = len(obs.devices) - len(obs.ours())
+    lines["Simulator"] = (f"{len(obs.ours())} live devices of ours" + (f", {others} others" if others else "")
+                          + f", {len(obs.deleted)} deleted")
+    return lines
+
+
+def changes(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    """The lines of `after` that are new or different from `before`, and the objects that went away, in a stable
+    order (kind and name)."""
+    found = [f"{key}: {text}" for key, text in sorted(after.items()) if before.get(key) != text]
+    found += [f"{key}: gone" for key in sorted(before) if key not in after]
+    return found

@@ -12,24 +12,26 @@ from collections.abc import Callable
 
 log = logging.getLogger("hooks.events")
 
-ORPHANS_COLLECTED = "orphans_collected"
-DRAIN_STARTED = "drain_started"
+ORPHANS_COLLECTED = "orphans_collected"  # count
+DRAIN_STARTED = "drain_started"  # retry: bool
+API_FAILURE = "api_failure"  # operation: str, code: the MCM code
+RATE_LIMIT_WAIT = "rate_limit_wait"  # operation: str, seconds: float
 
-Listener = Callable[[int], None]
+Listener = Callable[..., None]
 _listeners: dict[str, list[Listener]] = {}
 
 
 def subscribe(event: str, listener: Listener) -> None:
-    """Call `listener(count)` for every `emit(event, count)`; subscribing the same listener twice is a no-op."""
+    """Call `listener(count, **labels)` for every `emit(event, count, **labels)`; subscribing twice is a no-op."""
     listeners = _listeners.setdefault(event, [])
     if listener not in listeners:
         listeners.append(listener)
 
 
-def emit(event: str, count: int = 1) -> None:
+def emit(event: str, count: int = 1, **labels: object) -> None:
     """Tell every listener of `event`; a failing listener is logged and never fails the hook."""
     for listener in _listeners.get(event, ()):
         try:
-            listener(count)
+            listener(count, **labels)
         except Exception:  # a metric must never break a hook call
             log.warning("listener of %s failed", event, exc_info=True)

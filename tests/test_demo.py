@@ -141,8 +141,31 @@ def test_terminal_redraws_in_place_and_logs_print_only_changes(monkeypatch: pyte
     plain = Display(log, tty=False)
     for seen in (obs, moved, moved):
         plain.frame(seen, "[1/5] apply", 1.0)
-    assert log.getvalue().count("Machines (2)") == 1  # progress alone does not print a new table
-    assert "\x1b[" not in log.getvalue()
+    text = log.getvalue()
+    assert "\x1b[" not in text
+    assert "Machines (2)" not in text, "no tables in a log"
+    lines = text.splitlines()
+    machines = [m["metadata"]["name"] for m in obs.machines]
+    assert len(lines) == len(view.snapshot(obs))  # one line per object, once: progress alone prints nothing
+    for name in machines:
+        assert sum(f"Machine {name}:" in line for line in lines) == 1
+
+
+def test_the_log_prints_one_line_per_change() -> None:
+    obs = _observation()
+    first = obs.machines[0]
+    done = {**first, "status": {**first.get("status", {}), "currentStatus": {"phase": "Running"}}}
+    later = dataclasses.replace(obs, machines=[done, *obs.machines[1:]])
+    log = io.StringIO()
+    plain = Display(log, tty=False)
+    plain.frame(obs, "[1/5] apply", 1.0)
+    before = len(log.getvalue().splitlines())
+    plain.frame(later, "[1/5] apply", 2.0)
+    new = log.getvalue().splitlines()[before:]
+    assert len(new) == 1 and f"Machine {first['metadata']['name']}: Running" in new[0] and "2.0 s" in new[0]
+    gone = dataclasses.replace(later, machines=later.machines[1:])
+    plain.frame(gone, "[1/5] apply", 3.0)
+    assert log.getvalue().splitlines()[-1].endswith(f"Machine {first['metadata']['name']}: gone")
 
 
 def _run(timing: Timing, **kwargs: Any) -> tuple[int, str, Demo]:

@@ -51,7 +51,8 @@ def test_hook_latency_is_observed_per_hook_and_outcome(client: Any) -> None:
     assert client.post("/test/sync", json={}).status_code == 401
     assert client.post("/test/sync", json={"crash": True}, headers=auth).status_code == 500
     after = {o: sample(HOOK_COUNT, hook="/test/sync", outcome=o) for o in metrics.OUTCOMES}
-    assert {o: after[o] - before[o] for o in metrics.OUTCOMES} == {"ok": 2, "bad_request": 3, "error": 1}
+    expected = {"ok": 2, "api_error": 0, "bad_request": 3, "error": 1}
+    assert {o: after[o] - before[o] for o in metrics.OUTCOMES} == expected
 
 
 def test_probes_and_unknown_paths_are_not_counted_as_hooks(client: Any) -> None:

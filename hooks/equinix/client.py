@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import requests  # type: ignore[import-untyped]
 
-from hooks import PROJECT, __version__
+from hooks import PROJECT, __version__, events
 from hooks.equinix.errors import (
     CapacityError,
     Forbidden,
@@ -353,6 +353,8 @@ class MetalClient:
             if self._monotonic() - started + wait > self.retry_budget:
                 raise error
             log.debug("%s: retrying in %.2f s after %s", operation, wait, status)
+            if isinstance(error, RateLimited):
+                events.emit(events.RATE_LIMIT_WAIT, operation=operation, seconds=wait)
             self._sleep(wait)
 
     def _headers(self) -> dict[str, str]:

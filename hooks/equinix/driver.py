@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from hooks import events
 from hooks.config import Settings
 from hooks.driver import (
     INVALID_ARGUMENT,
@@ -190,14 +191,13 @@ class EquinixDriver:
         try:
             raw = self._create(call)
         except AMBIGUOUS as exc:
-            log.warning("machine %s/%s: create answer lost (%s); next sync looks the device up by tag",
-                        call.namespace, call.name, type(exc).__name__)
+            _report(call, exc)
             raise DriverError(
                 f"the outcome of the create request is unknown ({redact(str(exc), secrets)}); the next sync looks "
                 f"for the device by its tag {tags.uid_tag(call.uid)} instead of creating another",
                 UNAVAILABLE, ambiguous=True) from exc
         except MetalError as exc:
-            raise _driver_error(exc, secrets, "creating the device failed: ") from exc
+            raise _driver_error(exc, call, "creating the device failed: ") from exc
         if not isinstance(raw, dict) or not isinstance(raw.get("id"), str) or not raw["id"].strip():
             raise DriverError("the create request was answered without a device id; the next sync looks the device "
                               "up by its tag", UNKNOWN_CODE, ambiguous=True)
@@ -336,9 +336,21 @@ def _resolve(request: MachineRequest) -> Resolution:
     return resolve(request.machine, request.machine_class, request.secrets)
 
 
-def _driver_error(exc: MetalError, secrets: list[str], prefix: str = "") -> DriverError:
+def _report(call: _Call, exc: MetalError) -> None:
+    """An API failure is visible outside .status: a WARN line naming the Machine, the operation, the HTTP status
+    and MCM's code (the log scope adds the hook route), and an event the server's metrics count."""
+    status = exc.status if exc.status is not None else "none (no answer)"
+    log.warning("machine %s/%s: Metal API %s failed: status %s, errorCode %s", call.namespace, call.name,
+                exc.operation or "call", status, exc.mcm_code,
+                extra={"machine": f"{call.namespace}/{call.name}", "api_status": exc.status,
+                       "error_code": exc.mcm_code, "operation": exc.operation})
+    events.emit(events.API_FAILURE, operation=exc.operation or "unknown", code=exc.mcm_code)
+
+
+def _driver_error(exc: MetalError, call: _Call, prefix: str = "") -> DriverError:
+    _report(call, exc)
     retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
-    return DriverError(prefix + redact(str(exc), secrets), exc.mcm_code, retry_after=retry_after)
+    return DriverError(prefix + redact(str(exc), call.res.secrets()), exc.mcm_code, retry_after=retry_after)
 
 
 @contextmanager
@@ -347,4 +359,4 @@ def _translated(call: _Call) -> Iterator[None]:
     try:
         yield
     except MetalError as exc:
-        raise _driver_error(exc, call.res.secrets()) from exc
+        raise _driver_error(exc, call) from exc

@@ -45,7 +45,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from hooks import objects
+from hooks import events, objects
 from hooks.config import CREDENTIALS_LABEL, CREDENTIALS_LABEL_VALUE
 from hooks.context import HookContext
 from hooks.driver import DEVICE_ID_ANNOTATION, PROVIDER_ID_ANNOTATION, Device, Driver, DriverError, StatusResponse
@@ -53,6 +53,7 @@ from hooks.mcm import machine_state as state
 from hooks.mcm import machineclass
 from hooks.mcm import vocabulary as mcm
 from hooks.mcm.drain import JOB_KEY, plan_drain
+from hooks.mcm.drain_job import ATTEMPT_ANNOTATION
 from hooks.mcm.machine_request import Checked, HookRequest, check, check_machine, parse_request
 from hooks.mcm.machine_status import build_status, node_conditions, observed_operation, observed_phase
 
@@ -250,6 +251,7 @@ def release(req: HookRequest, ctx: HookContext) -> Outcome:
         return outcome
     # Drain settings were read and checked once, at start-up (hooks.config.Settings.drain).
     step = plan_drain(*_drain_inputs(req), ctx.settings.drain, seen.now)
+    _count_new_drains(req, step.attachments)
     if not step.ready_to_delete_device:
         event = state.DrainStep(step.description, step.state, step.resync_after)
         outcome = _answer(req, seen, state.next_status(seen, event))
@@ -257,6 +259,15 @@ def release(req: HookRequest, ctx: HookContext) -> Outcome:
         outcome = _release_devices(req, ctx, seen, announce=step.description if step.announce else None)
     outcome.attachments = step.attachments
     return outcome
+
+
+def _count_new_drains(req: HookRequest, declared: list[dict[str, Any]]) -> None:
+    """A drain Job declared that Metacontroller has not created yet is a drain started (or retried)."""
+    observed = {objects.name(job) for job in (req.attachments.get(JOB_KEY) or {}).values()}
+    for job in declared:
+        if objects.name(job) not in observed:
+            attempt = objects.string(objects.annotations(job), ATTEMPT_ANNOTATION, default="1")
+            events.emit(events.DRAIN_STARTED, retry=attempt != "1")
 
 
 def _drain_inputs(req: HookRequest) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]]:

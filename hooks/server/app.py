@@ -139,6 +139,8 @@ def _instrument(app: Flask, settings: Settings, hook_paths: frozenset[str]) -> N
         g.hook = hook
         g.request_id = logs.new_request_id(request.headers.get(logs.REQUEST_ID_HEADER))
         g.log_scope = logs.begin_request(g.request_id, hook)
+        if hook:
+            g.metrics_scope = metrics.begin_request(hook)
         if hook and settings.hook_auth_token:
             problem = check_bearer(request.headers.get("Authorization"), settings.hook_auth_token)
             if problem:
@@ -157,9 +159,10 @@ def _instrument(app: Flask, settings: Settings, hook_paths: frozenset[str]) -> N
         hook = g.get("hook")
         if hook:
             seconds = time.perf_counter() - g.started
-            outcome = metrics.outcome_for_status(response.status_code)
+            outcome = metrics.outcome_for_status(response.status_code, api_failed=metrics.request_api_failed())
             metrics.observe_hook(hook, outcome, seconds)
-            level = {"ok": logging.INFO, "bad_request": logging.WARNING}.get(outcome, logging.ERROR)
+            level = {"ok": logging.INFO, "bad_request": logging.WARNING, "api_error": logging.WARNING}.get(
+                outcome, logging.ERROR)
             access_log.log(
                 level,
                 "%s answered %d",
@@ -171,6 +174,7 @@ def _instrument(app: Flask, settings: Settings, hook_paths: frozenset[str]) -> N
 
     @app.teardown_request
     def end(_exc: BaseException | None) -> None:
+        metrics.end_request(g.pop("metrics_scope", None))
         scope = g.pop("log_scope", None)
         if scope is not None:
             logs.end_request(scope)

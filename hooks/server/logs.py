@@ -158,6 +158,22 @@ def _access_fields(atoms: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
+_base_record_factory = logging.getLogRecordFactory()
+
+
+def _record_with_context(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    """Every record carries the hook route it was logged under (as `hook`), whatever handler formats it: a line from
+    the driver or the client names the route although neither knows it."""
+    record = _base_record_factory(*args, **kwargs)
+    hook = _hook.get()
+    if hook and "hook" not in vars(record):
+        record.hook = hook
+    return record
+
+
+logging.setLogRecordFactory(_record_with_context)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: time, level, logger, message, request context, extra fields, exception."""
 
