@@ -216,4 +216,8 @@ def test_node_removal_with_mcms_texts() -> None:
 
 def test_recorded_device_needs_a_matching_provider_id() -> None:
     assert recorded_device({"spec": {}}) is None
-    assert recorded_device(machine(), "d-2") is None
+    annotated = {"metadata": {"annotations": {"metal-machine-hooks/device-id": "d-2",
+                                              "metal-machine-hooks/provider-id": "equinixmetal://sv/d-2"}}}
+    assert recorded_device(annotated) == Device("d-2", "equinixmetal://sv/d-2", DeviceState.GONE)
+    annotated["metadata"]["annotations"]["metal-machine-hooks/device-id"] = "d-3"
+    assert recorded_device(annotated) is None

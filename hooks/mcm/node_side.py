@@ -268,13 +268,20 @@ def proof_args(device: Device) -> list[str]:
     return args
 
 
-def recorded_device(machine: Any, device_id: str = "") -> Device | None:
-    """The Machine's device as `spec.providerID` records it, for steps after the device is gone (proof by
-    providerID only). `device_id` (the recorded id annotation) must agree when given."""
-    provider_id = objects.string(machine, "spec", "providerID")
-    if "://" not in provider_id:
+# Where the Machine hook records its device (hooks/mcm/machine.py writes them; a decorator cannot set spec.providerID).
+DEVICE_ID_ANNOTATION = "metal-machine-hooks/device-id"
+PROVIDER_ID_ANNOTATION = "metal-machine-hooks/provider-id"
+
+
+def recorded_device(machine: Any) -> Device | None:
+    """The Machine's device as recorded on it (the provider-id annotation, else `spec.providerID`), for steps after
+    the device is gone: proof by providerID only. A recorded device id that disagrees with it gives None."""
+    notes = objects.annotations(machine)
+    provider_id = notes.get(PROVIDER_ID_ANNOTATION) or objects.string(machine, "spec", "providerID")
+    if not isinstance(provider_id, str) or "://" not in provider_id:
         return None
     last = provider_id.split("://", 1)[1].strip("/").rsplit("/", 1)[-1]
+    device_id = notes.get(DEVICE_ID_ANNOTATION)
     if not last or (device_id and device_id != last):
         return None
     return Device(id=last, provider_id=provider_id, state=DeviceState.GONE)
