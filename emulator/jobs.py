@@ -1,7 +1,7 @@
 """Stand-in for the Job controller and its pod: Jobs in the store finish, so hooks that wait on a Job can proceed.
 
-The e2e tests run Jobs' real programs instead (`emulator/job_pods.py`, against `emulator/kubeapi.py`); this
-stand-in remains for `make demo`, the chaos run and tests that want a Job's outcome without a program.
+The drain e2e tests run Jobs' real programs instead (`emulator/job_pods.py`, against `emulator/kubeapi.py`); this
+stand-in remains for `make demo`, the chaos run and the e2e flows that only need drains to finish quickly.
 
 Why: the Machine finalize hook declares a drain Job and waits for it to succeed or fail. The emulated cluster has
 no kubelet to run the drain program, so this runner plays its part: each Job gets the status the Job

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from emulator import disruption, patches
+from emulator.kube_discovery import discover
 from emulator.kube_query import QueryError, field_filter, label_filter
 from emulator.selectors import SelectorError
 from emulator.store import ApiError, Conflict, NotFound, ResourceType, Store, format_time, utc_now
@@ -29,7 +30,6 @@ JSON_PATCH = "application/json-patch+json"
 STRATEGIC_PATCH = "application/strategic-merge-patch+json"
 DEFAULT_GRACE_SECONDS = 30
 PATCH_ATTEMPTS = 10
-VERSION = {"major": "1", "minor": "33", "gitVersion": "v1.33.0-emulator", "platform": "linux/amd64"}
 
 
 class HttpError(Exception):
@@ -99,9 +99,10 @@ class ApiCore:
     # ---------------------------------------------------------------- entry
 
     def handle(self, method: str, path: str, query: Mapping[str, str], content_type: str, body: Any) -> Reply:
-        if path in ("/version", "/version/"):
-            return Reply(200, VERSION, "get", "version") if method == "GET" else self._error(
-                HttpError(405, "MethodNotAllowed", f"{method} is not allowed on /version"))
+        discovery = discover(self.store.resource_types(), path.rstrip("/"))
+        if discovery is not None:
+            return Reply(200, discovery, "get", "discovery") if method == "GET" else self._error(
+                HttpError(405, "MethodNotAllowed", f"{method} is not allowed on {path}"))
         try:
             target = self._route(path)
         except HttpError as exc:

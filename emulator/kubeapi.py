@@ -16,7 +16,8 @@ cluster), with the answers a real API server gives where a program can notice:
 * bearer-token authentication (401 without a known token) and `kind: Status` error bodies (404 NotFound, 409
   Conflict, 422 Invalid, 400 BadRequest, 415 UnsupportedMediaType, ...).
 
-Not served: watch, discovery beyond `/version`, RBAC authorization (every known token may do everything), TLS
+Discovery (`/version`, `/api`, `/apis`, `/api/v1`, `/apis/GROUP/VERSION`) lists what the store serves.
+Not served: watch, collection DELETE, RBAC authorization (every known token may do everything), TLS
 (plain http: the drain program uses http only when told to by KUBE_API_SCHEME=http).
 
 API:
@@ -63,7 +64,7 @@ class ApiRequest:
     name: str = ""
     items: tuple[str, ...] = ()  # lists: ns/name of every item answered
     terminating: tuple[str, ...] = ()  # lists: the items that carried a deletionTimestamp
-    body: Any = None
+    body: Any = None  # the request's JSON (never for Secrets: the log must not hold credentials)
 
 
 class _Server(ThreadingHTTPServer):
@@ -192,7 +193,7 @@ class KubeApiServer:
                 seq=len(self._log) + 1, at=self._monotonic(), method=method, path=path, query=query,
                 content_type=content_type, user=user or "", code=reply.code, verb=reply.verb or method.lower(),
                 resource=reply.resource, namespace=reply.namespace, name=reply.name, items=reply.items,
-                terminating=reply.terminating, body=parsed,
+                terminating=reply.terminating, body=None if reply.resource.startswith("secrets") else parsed,
             ))
         return reply
 

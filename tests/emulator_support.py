@@ -202,14 +202,16 @@ class RealCluster:
 
 @contextmanager
 def real_cluster(sim_url: str, sim_base_url: str, *, settings: Any = None, controllers: list[Obj] | None = None,
-                 jobs: str = "program", **mc_kwargs: Any) -> Iterator[RealCluster]:
+                 jobs: str = "stand-in", **mc_kwargs: Any) -> Iterator[RealCluster]:
     """Our hook app (werkzeug, ephemeral port) under the emulator with the repo's CRDs and controllers.
 
     `settings` defaults to the simulator's URL with a 1 s retry budget; `controllers` to metacontroller/*.yaml
     (tests may lower a resync period first); other keywords go to Metacontroller. Nodes join as devices turn
-    active (polled every 20 ms). Jobs' pods run their real programs (`python -m drain ...`) as subprocesses
-    against a Kubernetes REST API over the store (`kube_api`), with a 0.5 s back-off between failed pods;
-    `jobs="stand-in"` uses the in-process JobRunner instead (drain Jobs succeed at once, nothing is evicted).
+    active and, with the default `jobs="stand-in"`, drain Jobs succeed at once (both polled every 20 ms).
+    `jobs="program"` runs the Jobs' pods for real instead: their programs (`python -m drain ...`) as
+    subprocesses against a Kubernetes REST API over the store (`kube_api`), with a 0.5 s back-off between
+    failed pods. A subprocess per drain made the MachineDeployment lifecycle scenario take about twice as long
+    on a loaded machine, so the drain e2e tests use it and the flows that only need drains to finish do not.
     Everything, subprocesses included, is stopped afterwards.
     """
     from werkzeug.serving import make_server

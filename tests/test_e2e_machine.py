@@ -2,7 +2,7 @@
 
 The seed flow a user runs first: apply the CRDs, the credentials Secret, the MachineClass and one Machine; exactly
 one device appears with the Secret's userData and the class tags, the Machine reaches Running once its Node is
-Ready; deleting the Machine drains its Node (a Job whose pod runs `python -m drain`), removes the device,
+Ready; deleting the Machine drains its Node (a Job, completed here by the JobRunner stand-in), removes the device,
 and only then lets the Machine go. A MachineDeployment from the examples reaches its replicas, scales down (devices
 of the removed Machines go too), rolls out a new class within its surge and, once deleted, takes its MachineSets,
 Machines and devices with it. The flows also hold with the emulator dropping status writes and restarting.

@@ -117,6 +117,20 @@ def test_missing_objects_and_resources_are_404_status(kube: Client) -> None:
     assert kube("GET", "/version").json()["major"] == "1"
 
 
+def test_discovery_lists_what_is_served(kube: Client, store: Store) -> None:
+    store.load_yaml(sorted(p for p in (REPO / "kubernetes" / "crds").glob("*.yaml") if p.name != "kustomization.yaml"))
+    assert kube("GET", "/api").json()["versions"] == ["v1"]
+    groups = {g["name"]: g for g in kube("GET", "/apis").json()["groups"]}
+    assert {"batch", "policy", "machine.sapcloud.io"} <= set(groups)
+    core = {r["name"]: r for r in kube("GET", "/api/v1").json()["resources"]}
+    assert core["pods"]["namespaced"] and not core["nodes"]["namespaced"]
+    assert core["pods/eviction"]["verbs"] == ["create"] and "nodes/status" in core
+    machines = kube("GET", "/apis/machine.sapcloud.io/v1alpha1").json()
+    assert {"machines", "machinesets", "machinedeployments", "machineclasses"} <= {
+        r["name"] for r in machines["resources"]}
+    assert kube("GET", "/apis/nothing.example/v1").status_code == 404
+
+
 # ---------------------------------------------------------------- get, list, selectors
 
 
@@ -213,6 +227,7 @@ def test_create_update_and_resource_version_conflicts(kube: Client, store: Store
     invalid = kube("POST", "/api/v1/namespaces/default/secrets",
                    json={"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "Bad_Name"}})
     assert invalid.status_code == 422 and invalid.json()["reason"] == "Invalid"
+    assert [r.body for r in kube.api.requests()] == [None] * 7  # the request log keeps no Secret content
 
 
 def test_status_subresource_separates_status_from_the_rest(kube: Client, store: Store) -> None:
