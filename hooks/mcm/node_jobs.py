@@ -136,7 +136,8 @@ def build_job(machine: Mapping[str, Any], step: str, name: str, args: list[str],
         "automountServiceAccountToken": True,
         "restartPolicy": "Never",
         "enableServiceLinks": False,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
+        # fsGroup: the mounted key is group-readable by the program's group, nobody else's.
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
     }
@@ -147,7 +148,7 @@ def build_job(machine: Mapping[str, Any], step: str, name: str, args: list[str],
         container["volumeMounts"] = [{"name": "bootstrap-token-key", "mountPath": bootstrap.KEY_MOUNT_DIR,
                                       "readOnly": True}]
         pod["volumes"] = [{"name": "bootstrap-token-key", "secret": {
-            "secretName": settings.token.key_secret, "defaultMode": 0o400,
+            "secretName": settings.token.key_secret, "defaultMode": 0o440,
             "items": [{"key": bootstrap.KEY_FILE_NAME, "path": bootstrap.KEY_FILE_NAME}]}}]
     return {
         "apiVersion": "batch/v1",
