@@ -20,12 +20,7 @@ from typing import Any
 import pytest
 
 from hooks.mcm import bootstrap
-from hooks.mcm.deletion_request import (
-    MARKED_FOR_DELETION_TIME,
-    PRIORITY_ANNOTATION,
-    SCALER_TIME_ANNOTATION,
-    TRIGGER_DELETION_ANNOTATION,
-)
+from hooks.mcm.deletion_request import SCALER_TIME_ANNOTATION, SET_DELETION_ANNOTATION, TRIGGER_DELETION_ANNOTATION
 from hooks.mcm.node_side import MACHINE_NAME_LABEL
 from hooks.mcm.timefmt import parse_time
 from tests.emulator_support import RealCluster, real_cluster
@@ -163,11 +158,11 @@ def test_the_deletion_annotation_removes_exactly_the_named_machine(cluster: tupl
                 timeout=90, message="two Machines Running")
     names = sorted(m["metadata"]["name"] for m in machines(store))
     named = names[-1]  # the newest name: not necessarily the one a plain scale-down would pick
-    seen: list[Obj] = []  # every annotation map the named Machine carried, even if it is gone by the time we look
+    seen: list[str] = []  # every deletion list a MachineSet carried (the MachineDeployment hook passes it down)
 
     def record(event: Any) -> None:
-        if event.object.get("kind") == "Machine" and event.object["metadata"]["name"] == named:
-            seen.append(dict(event.object["metadata"].get("annotations") or {}))
+        if event.object.get("kind") == "MachineSet":
+            seen.append(str((event.object["metadata"].get("annotations") or {}).get(SET_DELETION_ANNOTATION) or ""))
 
     unsubscribe = store.watch(record)
     current = store.get(MACHINE_API, "MachineDeployment", deployment["metadata"]["name"], "default")
@@ -176,8 +171,8 @@ def test_the_deletion_annotation_removes_exactly_the_named_machine(cluster: tupl
         {TRIGGER_DELETION_ANNOTATION: f"{named}~{stamp}", SCALER_TIME_ANNOTATION: stamp})
     current["spec"]["replicas"] = 1
     store.update(current)
-    marked = _wait(lambda: [a for a in seen if a.get(PRIORITY_ANNOTATION) == "1"], 10, "the named Machine marked")
-    assert marked[0][MARKED_FOR_DELETION_TIME] == stamp
+    passed = _wait(lambda: [v for v in seen if v.startswith(f"{named}~")], 10, "the MachineSet is told the name")
+    assert passed[0] == f"{named}~{stamp}"
     mc.wait_for(lambda s: _machine(s, named) is None, timeout=120, message="the named Machine is gone")
     unsubscribe()
     assert [m["metadata"]["name"] for m in machines(store)] == [n for n in names if n != named]

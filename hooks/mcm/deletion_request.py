@@ -11,10 +11,13 @@ MachineSet deletes the lowest priority first, and (pkg/controller/machineset.go 
 Machine marked at or before the set's last-deployment-replica-change-by-scaler-time. So the replica decrease removes
 exactly the named Machines.
 
-Here the decisions are pure functions; where they run (a hook cannot write its own parent's annotations, and the
-MachineDeployment hook does not own Machines) is described in docs/nodes.md: the MachineDeployment hook passes the
-normalised list and the scaler time down to its MachineSets, and the MachineSet hook, which owns the Machines,
-writes the marks on them and deletes the marked ones first.
+Here the decisions are pure functions. Where they run: a hook cannot write its own parent's annotations, the
+MachineDeployment hook does not own Machines, and a MachineSet's Machines are OnDelete children (a hook cannot
+change an existing Machine's annotations). So the MachineDeployment hook passes the normalised list and the scaler
+time down to its MachineSets (`metal-machine-hooks/machines-to-delete`, `last-deployment-replica-change-by-scaler-
+time`; MachineSets are updated in place), and the MachineSet hook sees its Machines as MCM's marks would leave them
+(`with_marks`) when it picks which to delete: the named ones first, and every one marked at or before its scaler
+time (`marked_for_deletion`). The marks themselves are not written on the Machines (docs/nodes.md).
 """
 
 from __future__ import annotations
