@@ -132,6 +132,7 @@ def test_the_token_job_runs_before_the_user_data_is_given_out(tmp_path: Path) ->
     done = plan_token(machine(), user_data, _observed(job, COMPLETE), config, 1200.0)
     assert done.done and done.attachments == [job]
     assert done.user_data == f"kubeadm join --token {token.value}"
+    assert set(done.secrets) == {token.value, token.secret} and token.secret not in repr(done)
 
 
 def test_a_failed_token_job_is_retried_with_its_reason(tmp_path: Path) -> None:

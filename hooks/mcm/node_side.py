@@ -253,7 +253,9 @@ class NodeStep:
     description: str = ""
     state: str = ""
     resync: float = 0.0
-    user_data: str | None = None  # plan_token only: the rendered userData once the token exists
+    user_data: str | None = field(default=None, repr=False)  # plan_token: the rendered userData, once ready
+    # plan_token only: the token, for the request's log redaction (hooks.server.logs.register_secret), never to show.
+    secrets: tuple[str, ...] = field(default=(), repr=False)
 
 
 POLL_SECONDS = 5.0
@@ -316,12 +318,15 @@ def plan_token(machine: Any, user_data: str | None, attachments: Mapping[str, An
                                    previous_error=previous)
 
     step = node_jobs.plan_step(machine, attachments, node_jobs.TOKEN_CREATE, "token", build)
+    secrets = (token.value, token.secret)
     if step.outcome == "succeeded":
-        return NodeStep(step.attachments, True, user_data=bootstrap.render_user_data(text, name, token))
+        return NodeStep(step.attachments, True, user_data=bootstrap.render_user_data(text, name, token),
+                        secrets=secrets)
     if step.problem:
         return NodeStep(step.attachments, False, TOKEN_FAILED.format(machine=name, error=step.problem),
-                        mcm.STATE_FAILED, POLL_SECONDS)
-    return NodeStep(step.attachments, False, TOKEN_WAIT.format(machine=name), mcm.PROCESSING, POLL_SECONDS)
+                        mcm.STATE_FAILED, POLL_SECONDS, secrets=secrets)
+    return NodeStep(step.attachments, False, TOKEN_WAIT.format(machine=name), mcm.PROCESSING, POLL_SECONDS,
+                    secrets=secrets)
 
 
 def plan_token_cleanup(machine: Any, user_data: str | None, attachments: Mapping[str, Any],
