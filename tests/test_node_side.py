@@ -127,6 +127,13 @@ def test_unreadable_bookkeeping_removes_nothing() -> None:
     assert result["metadata"]["annotations"][LAST_APPLIED_ANNOTATION] == last_applied_json(NodeTemplate.of({}))
 
 
+def test_a_no_execute_taint_stamped_by_the_api_server_is_not_rewritten() -> None:
+    tmpl = template(taints=[{"key": "spot", "effect": "NoExecute"}])
+    on_node = applied(node(), tmpl)
+    on_node["spec"]["taints"][0]["timeAdded"] = "2026-12-03T10:00:01Z"  # the API server's stamp
+    assert node_template_patch(on_node, NodeTemplate.of(tmpl), "m-1") is None
+
+
 def test_the_patch_pins_the_resource_version() -> None:
     patch = node_template_patch(node(), NodeTemplate.of(template({"a": "1"})), "m-1")
     assert patch is not None and patch["metadata"]["resourceVersion"] == "7"

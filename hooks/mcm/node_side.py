@@ -159,6 +159,13 @@ def _merge_map(current: dict[str, str], wanted: dict[str, str], applied: dict[st
     return result
 
 
+def _same_taint(on_node: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Equal for our purpose: the API server stamps timeAdded on NoExecute taints, which a template rarely sets."""
+    ignore = () if "timeAdded" in wanted else ("timeAdded",)
+    return {k: v for k, v in on_node.items() if k not in ignore and v not in (None, "")} == \
+        {k: v for k, v in wanted.items() if v not in (None, "")}
+
+
 def _merge_taints(current: list[dict[str, Any]], wanted: list[dict[str, Any]],
                   applied: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """MCM's SyncMachineTaints, keyed by (key, effect); the Node's order is kept and new taints appended."""
@@ -171,7 +178,11 @@ def _merge_taints(current: list[dict[str, Any]], wanted: list[dict[str, Any]],
         if ident in gone:
             continue
         seen.add(ident)
-        result.append(want.get(ident, taint))  # type: ignore[arg-type]
+        wanted_taint = want.get(ident)  # type: ignore[arg-type]
+        if wanted_taint is None or _same_taint(taint, wanted_taint):
+            result.append(taint)
+        else:
+            result.append(wanted_taint)
     result.extend(t for ident, t in want.items() if ident not in seen)
     return result
 
