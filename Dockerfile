@@ -39,8 +39,10 @@ COPY requirements.lock gunicorn.conf.py ./
 COPY hooks/ ./hooks/
 # The drain Jobs run `python -m drain NODE` from this same image (working directory /app).
 COPY drain/ ./drain/
+# The Node-side Jobs (bootstrap tokens, Node labels/taints/removal) run `python -m nodejobs ...` from it too.
+COPY nodejobs/ ./nodejobs/
 # Compiled once at build time (as root, read-only afterwards), since the running container cannot write them.
-RUN python -m compileall -q /app/hooks /app/drain /app/gunicorn.conf.py
+RUN python -m compileall -q /app/hooks /app/drain /app/nodejobs /app/gunicorn.conf.py
 
 USER 10001:10001
 EXPOSE 8080

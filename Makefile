@@ -3,7 +3,7 @@
 #   make test-unit  ruff, then the tests marked unit (no servers; seconds): run it on every change.
 #                   A new test file is unit unless its top says `pytestmark = pytest.mark.e2e` (or slow); keep each
 #                   unit test under ~0.5 s: `.venv/bin/python -m pytest -q -m unit --durations=15` names the slow ones
-#   make typecheck  mypy over hooks/, drain/ and emulator/ (config in pyproject.toml)
+#   make typecheck  mypy over hooks/, drain/, nodejobs/ and emulator/ (config in pyproject.toml)
 #   make image      build the hook image (docker, podman or buildah, whichever is installed), tagged hooks.__version__
 #   make lock       refresh requirements.lock (hashed, every transitive pin) from requirements.txt with pip-compile
 PYTHON ?= python3
@@ -33,7 +33,7 @@ lint: venv
 	$(BIN)/ruff check .
 
 typecheck: venv
-	$(BIN)/mypy hooks drain emulator
+	$(BIN)/mypy hooks drain nodejobs emulator
 
 test: lint typecheck
 	$(BIN)/python -m pytest -q

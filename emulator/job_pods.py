@@ -9,7 +9,9 @@ this machine: `python -m drain NODE ...` from this repository, with the environm
   KUBE_API_SCHEME=http (the loopback API has no TLS), and the ServiceAccount token in a file named by
   KUBE_TOKEN_FILE (a fresh token per pod, known to the API server as
   `system:serviceaccount:NS:SERVICEACCOUNT`); no token when `automountServiceAccountToken: false`;
-* TERMINATION_MESSAGE_PATH, the file the program writes its termination message to.
+* TERMINATION_MESSAGE_PATH, the file the program writes its termination message to;
+* Secret volumes the container mounts, written to the pod's directory, with paths under the mount path in its
+  environment and arguments pointed there (`emulator/pod_volumes.py`).
 
 `python`/`python3` as the command's first word means this interpreter; the working directory is the repository.
 The program's exit code decides, as the Job controller does: exit 0 makes the Job Complete (`succeeded: 1`,
@@ -47,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from emulator import pod_volumes
 from emulator.kubeapi import KubeApiServer
 from emulator.poller import Poller
 from emulator.store import ApiError, Conflict, NotFound, Store, format_time, utc_now
@@ -187,7 +190,15 @@ class ProgramJobRunner(Poller):
         pod_dir = self._dir / name
         pod_dir.mkdir(parents=True)
         env = self._environment(pod, container, pod_dir)
-        command = [*(container.get("command") or []), *(container.get("args") or [])]
+        try:
+            mounts = pod_volumes.mount_secrets(self.store, pod, container, pod_dir / "volumes")
+        except pod_volumes.MountFailed as exc:
+            self._pod_status(pod, "Failed", exit_code=1, message=str(exc))
+            self._failed_pod(job, state, now)
+            return
+        env = pod_volumes.relocate_env(env, mounts)
+        command = pod_volumes.relocate_args([*(container.get("command") or []), *(container.get("args") or [])],
+                                            mounts)
         if not command:
             self._finish(job, state, failed=True, reason="PodCreateFailed", message="the container has no command")
             return

@@ -1,0 +1,178 @@
+"""The Node-side ServiceAccounts are usable only by their own Jobs: kubernetes/node-jobs/admission-policy.yaml,
+evaluated with a CEL interpreter against admission requests shaped as the API server sends them (as
+tests/test_drain_admission.py does for the drain account), door by door."""
+
+from __future__ import annotations
+
+import functools
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import celpy
+import pytest
+import yaml
+
+from hooks.mcm import bootstrap, node_jobs
+
+POLICY_FILE = Path(__file__).resolve().parent.parent / "kubernetes" / "node-jobs" / "admission-policy.yaml"
+METACONTROLLER = "system:serviceaccount:metacontroller:metacontroller"
+JOB_CONTROLLER = "system:serviceaccount:kube-system:job-controller"
+TOKEN_USER = "system:serviceaccount:shoot:metal-machine-bootstrap-token"
+JOB_OWNER = [{"apiVersion": "batch/v1", "kind": "Job", "name": "m-1-token", "uid": "u", "controller": True}]
+MACHINE = {"metadata": {"name": "m-1", "namespace": "shoot", "uid": "m-uid",
+                        "creationTimestamp": "2026-12-03T10:00:00Z"}}
+
+
+@functools.lru_cache(maxsize=1)
+def _policy() -> dict[str, Any]:
+    (policy,) = [d for d in yaml.safe_load_all(POLICY_FILE.read_text()) if d["kind"] == "ValidatingAdmissionPolicy"]
+    return policy
+
+
+ENV = celpy.Environment()
+
+
+@functools.cache
+def _program(expression: str) -> Any:
+    return ENV.program(ENV.compile(expression))
+
+
+def admit(resource: str, obj: dict[str, Any] | None, user: str, operation: str = "CREATE",
+          old: dict[str, Any] | None = None) -> list[str]:
+    """The messages of every validation that denies this request ([] = admitted)."""
+    spec = _policy()["spec"]
+    request = {"resource": {"group": "batch" if resource == "jobs" else "", "version": "v1", "resource": resource},
+               "operation": operation, "userInfo": {"username": user}}
+    variables: dict[str, Any] = {}
+
+    def run(expression: str) -> Any:
+        return _program(expression).evaluate({"object": celpy.json_to_cel(obj), "oldObject": celpy.json_to_cel(old),
+                                 "request": celpy.json_to_cel(request), "variables": celpy.json_to_cel(variables)})
+
+    for variable in spec["variables"]:
+        value = run(variable["expression"])
+        if isinstance(value, celpy.celtypes.BoolType):
+            value = bool(value)
+        elif isinstance(value, celpy.celtypes.StringType):
+            value = str(value)
+        elif isinstance(value, celpy.celtypes.MapType | celpy.celtypes.ListType):
+            value = _plain(value)
+        variables[variable["name"]] = value
+    return [v["message"] for v in spec["validations"] if not bool(run(v["expression"]))]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, celpy.celtypes.BoolType):
+        return bool(value)
+    if isinstance(value, celpy.celtypes.IntType):
+        return int(value)
+    return str(value) if isinstance(value, celpy.celtypes.StringType) else value
+
+
+def _declared(step: str) -> dict[str, Any]:
+    """A Job exactly as the hooks declare it for `step`."""
+    name, args = f"m-1-{step}", ["token", "create"] if step.startswith("token") else ["node", "sync", "m-1"]
+    return node_jobs.build_job(MACHINE, step, name, args, node_jobs.NodeJobSettings())
+
+
+def _pod_of(job: dict[str, Any], owners: list[dict[str, Any]] | None = JOB_OWNER) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": "p", "namespace": "shoot"}
+    if owners is not None:
+        meta["ownerReferences"] = owners
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": job["spec"]["template"]["spec"]}
+
+
+def _token_secret(**changes: Any) -> dict[str, Any]:
+    token = bootstrap.derive(b"k" * 40, "m-uid")
+    secret = bootstrap.token_secret(token, "m-1", "m-uid", datetime(2026, 12, 3, tzinfo=UTC))
+    secret.pop("stringData")
+    secret["data"] = {"token-id": "eHh4"}
+    secret.update(changes)
+    return secret
+
+
+@pytest.mark.parametrize("step", [node_jobs.TOKEN_CREATE, node_jobs.TOKEN_DELETE, node_jobs.NODE_SYNC,
+                                  node_jobs.NODE_TERMINATING, node_jobs.NODE_REMOVE])
+def test_the_hooks_jobs_and_their_pods_are_admitted(step: str) -> None:
+    job = _declared(step)
+    assert admit("jobs", job, METACONTROLLER) == []
+    assert admit("pods", _pod_of(job), JOB_CONTROLLER) == []
+
+
+def test_the_token_job_creates_and_deletes_its_bootstrap_token() -> None:
+    assert admit("secrets", _token_secret(), TOKEN_USER) == []
+    assert admit("secrets", None, TOKEN_USER, "DELETE", old=_token_secret()) == []
+
+
+TOKEN_JOB = _declared(node_jobs.TOKEN_CREATE)
+NODE_JOB = _declared(node_jobs.NODE_SYNC)
+
+
+def _with_labels(job: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
+    return {**job, "metadata": {**job["metadata"], "labels": labels}}
+
+
+def _user_pod_reading_key(how: str) -> dict[str, Any]:
+    container: dict[str, Any] = {"name": "c", "image": "i"}
+    spec: dict[str, Any] = {"serviceAccountName": "default", "containers": [container]}
+    if how == "volume":
+        spec["volumes"] = [{"name": "k", "secret": {"secretName": bootstrap.DEFAULT_KEY_SECRET}}]
+    elif how == "projected":
+        source = {"secret": {"name": bootstrap.DEFAULT_KEY_SECRET}}
+        spec["volumes"] = [{"name": "k", "projected": {"sources": [source]}}]
+    elif how == "env":
+        container["env"] = [{"name": "K", "valueFrom": {"secretKeyRef": {"name": bootstrap.DEFAULT_KEY_SECRET,
+                                                                         "key": "key"}}}]
+    else:
+        spec["initContainers"] = [{"name": "i", "image": "i", "envFrom": [{"secretRef": {
+            "name": bootstrap.DEFAULT_KEY_SECRET}}]}]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "shoot"}, "spec": spec}
+
+
+@pytest.mark.parametrize(
+    ("resource", "obj", "user", "operation", "old"),
+    [
+        ("pods", _pod_of(TOKEN_JOB, None), "alice", "CREATE", None),
+        ("pods", _pod_of(NODE_JOB), "alice", "CREATE", None),  # a forged owner reference
+        ("pods", _pod_of(NODE_JOB, [{**JOB_OWNER[0], "kind": "ReplicaSet"}]), JOB_CONTROLLER, "CREATE", None),
+        ("jobs", TOKEN_JOB, "alice", "CREATE", None),
+        ("jobs", _with_labels(TOKEN_JOB, {"app.kubernetes.io/name": "metal-machine-node"}), METACONTROLLER,
+         "CREATE", None),  # a token Job dressed as a node Job
+        ("jobs", _with_labels(NODE_JOB, {}), METACONTROLLER, "CREATE", None),
+        ("pods", _user_pod_reading_key("volume"), "alice", "CREATE", None),
+        ("pods", _user_pod_reading_key("projected"), "alice", "CREATE", None),
+        ("pods", _user_pod_reading_key("env"), "alice", "CREATE", None),
+        ("pods", _user_pod_reading_key("envFrom"), "alice", "CREATE", None),
+        ("secrets", {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+                     "metadata": {"name": "t", "annotations": {
+                         "kubernetes.io/service-account.name": "metal-machine-bootstrap-token"}}},
+         "alice", "CREATE", None),
+        ("secrets", {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cloudprovider"}}, TOKEN_USER,
+         "CREATE", None),  # any other Secret in kube-system
+        ("secrets", _token_secret(metadata={"name": "bootstrap-token-abcdef", "namespace": "kube-system"}),
+         TOKEN_USER, "CREATE", None),  # a bootstrap token not labelled as the hooks'
+        ("secrets", None, TOKEN_USER, "DELETE", {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                                                 "metadata": {"name": "etcd-backup"}}),
+        ("secrets", _token_secret(), TOKEN_USER, "UPDATE", _token_secret()),
+    ],
+    ids=["bare-token-pod", "forged-owner", "not-a-job-owner", "user-job", "token-job-as-node-job",
+         "unlabelled-node-job", "key-volume", "key-projected", "key-env", "key-envfrom", "minted-sa-token",
+         "other-secret", "foreign-bootstrap-token", "delete-other-secret", "update-token"],
+)
+def test_every_other_door_is_closed(resource: str, obj: dict[str, Any] | None, user: str, operation: str,
+                                    old: dict[str, Any] | None) -> None:
+    assert admit(resource, obj, user, operation, old), f"{operation} {resource} by {user} was admitted"
+
+
+def test_other_accounts_and_secrets_are_left_alone() -> None:
+    plain = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+             "spec": {"serviceAccountName": "default", "containers": [{"name": "c", "image": "i"}]}}
+    assert admit("pods", plain, "alice") == []
+    assert admit("secrets", {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}}, "alice") == []
+    assert admit("secrets", None, "alice", "DELETE", old={"apiVersion": "v1", "kind": "Secret",
+                                                           "metadata": {"name": "s"}}) == []
