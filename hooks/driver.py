@@ -115,6 +115,8 @@ class StatusResponse:
     duplicates_deleted: tuple[str, ...] = ()
     duplicates_left: tuple[str, ...] = ()
     owner_tag: str = ""
+    # Why a recorded device was not taken over (the first ownership proof that failed, and what to do), if it was not.
+    foreign_reason: str = ""
 
 
 @dataclass(frozen=True)

@@ -146,7 +146,6 @@ def _wait(predicate: Any, timeout: float, message: str) -> Any:
     raise TimeoutError(f"not within {timeout} s: {message}")
 
 
-@pytest.mark.xfail(strict=True, reason="adoption is wired into the driver by the lead")
 def test_after_the_migration_scale_down_rollout_and_delete_leak_nothing(migrated: Migrated) -> None:
     cluster, sim, state = migrated.cluster, migrated.sim, migrated.state
     store = cluster.store

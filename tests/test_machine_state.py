@@ -130,7 +130,7 @@ ROWS = [
         "Create", "Unavailable"),
     Row("ours: recorded device not ours", "ours", machine(), ms.ForeignDevice("d-9", "owner:u-1"),
         "CrashLoopBackOff", "Cloud provider message - device d-9 recorded on machine worker-a does not carry the "
-        "ownership tag owner:u-1; it is not this Machine's device and will not be used or deleted. Remove the "
+        "ownership tag owner:u-1 and cannot be adopted; it will not be used or deleted. Remove the "
         "device id from the Machine to let the hooks create one", "Failed", "Create", "FailedPrecondition",
         resync=(5, 5)),
     Row("ours: MachineSet going, nothing created", "ours", machine(),

@@ -184,6 +184,9 @@ def test_device_recorded_but_not_ours_is_not_used(fake, clock) -> None:
     assert foreign["id"] in op(response)["description"] and "ownership tag" in op(response)["description"]
     assert "create_device" not in fake.ops() and "delete_device" not in fake.ops()
     assert "metal-machine-hooks/device-id" not in response.get("annotations", {})
+    # The message names the adoption proof that failed (hooks.equinix.adoption), not just "not ours".
+    assert "cannot be adopted" in op(response)["description"]
+    assert "hostname" in op(response)["description"] or "project" in op(response)["description"]
 
 
 def test_duplicates_are_deleted_keeping_the_oldest(fake, clock) -> None:

@@ -33,7 +33,7 @@ from hooks.driver import (
     StatusResponse,
     Validation,
 )
-from hooks.equinix import device_cache, devices, sessions, tags
+from hooks.equinix import adoption, device_cache, devices, sessions, tags
 from hooks.equinix.client import ApiCall, MetalClient
 from hooks.equinix.errors import (
     CapacityError,
@@ -66,6 +66,7 @@ class _Call:
     res: Resolution
     client: Any
     machine: Mapping[str, Any]
+    machine_class: Mapping[str, Any] | None = None
 
     @property
     def project(self) -> str:
@@ -112,20 +113,36 @@ class EquinixDriver:
         recorded = devices.recorded_device_id(request.machine)
         owner_tag = tags.uid_tag(call.uid)
         foreign = None
+        reason = ""
         with _translated(call):
             if recorded:
                 raw = self._confirmed_from_cache(call, recorded) or self._get(call, recorded)
                 if raw is not None and not devices.is_owned(raw, call.uid):
-                    foreign = recorded
-                elif raw is not None and raw.get("state") not in devices.GONE_STATES:
+                    raw, reason = self._adopted(call, request, raw)
+                    foreign = None if raw is not None else recorded
+                if raw is not None and raw.get("state") not in devices.GONE_STATES:
                     return StatusResponse(call.device(raw), recorded_id=recorded, owner_tag=owner_tag)
             mine = [d for d in self._tagged(call) if d.get("state") not in devices.GONE_STATES]
             if not mine:
-                return StatusResponse(None, recorded_id=recorded, foreign_id=foreign, owner_tag=owner_tag)
+                return StatusResponse(None, recorded_id=recorded, foreign_id=foreign, owner_tag=owner_tag,
+                                      foreign_reason=reason)
             mine.sort(key=devices.created_key)
             deleted, left = self._delete_duplicates(call, mine[0]["id"], [d["id"] for d in mine[1:]])
         return StatusResponse(call.device(mine[0]), recorded_id=recorded, foreign_id=foreign,
-                              duplicates_deleted=deleted, duplicates_left=left, owner_tag=owner_tag)
+                              duplicates_deleted=deleted, duplicates_left=left, owner_tag=owner_tag,
+                              foreign_reason=reason)
+
+    @staticmethod
+    def _adopted(call: _Call, request: MachineRequest, raw: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+        """A recorded device without our ownership tags, taken over when it is provably the one MCM's provider made
+        for this Machine (hooks.equinix.adoption): (the device, now tagged, or None; why not)."""
+        claim = adoption.claim_for(request.machine, request.machine_class or {})
+        proof, adopted = adoption.adopt(call.client, raw, claim)
+        if adopted is None:
+            return None, proof.message
+        log.info("machine %s/%s: adopted device %s (made by MCM's provider for this Machine)", call.namespace,
+                 call.name, raw.get("id"))
+        return adopted, ""
 
     def _confirmed_from_cache(self, call: _Call, device_id: str) -> dict[str, Any] | None:
         """The recorded device from the worker's listing, only when it is listed, ours and not gone; None sends the
@@ -247,6 +264,10 @@ class EquinixDriver:
         recorded = devices.recorded_device_id(call.machine)
         if recorded:
             raw = cls._get(call, recorded)
+            if raw is not None and not devices.is_owned(raw, call.uid):
+                # A migrated Machine deleted before any sync adopted its device: prove and adopt it now, or its
+                # server would keep running after the Machine is gone.
+                raw = cls._adopted(call, MachineRequest(call.machine, call.machine_class), raw)[0] or raw
             if raw is not None and devices.is_owned(raw, call.uid):
                 found[recorded] = raw
             elif raw is not None:
@@ -290,7 +311,7 @@ class EquinixDriver:
             raise DriverError("; ".join(res.access_problems) or "no credentials", INVALID_ARGUMENT)
         meta = request.machine.get("metadata") or {}
         return _Call(str(meta.get("name") or ""), str(meta.get("namespace") or ""), str(meta.get("uid") or ""),
-                     res, self.client_for(res.credentials.token), request.machine)
+                     res, self.client_for(res.credentials.token), request.machine, request.machine_class)
 
     def client_for(self, token: str) -> Any:
         """The client for this token, wrapped in the worker's device cache when the setting turns it on (its

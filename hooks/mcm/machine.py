@@ -168,7 +168,8 @@ def reconcile(req: HookRequest, ctx: HookContext) -> Outcome:
     if found.device is not None:
         return _with_device(req, ctx, seen, checked, found.device, _lookup_notes(found), bool(found.duplicates_left))
     if found.foreign_id:
-        return _answer(req, seen, state.next_status(seen, state.ForeignDevice(found.foreign_id, found.owner_tag)))
+        event = state.ForeignDevice(found.foreign_id, found.owner_tag, found.foreign_reason)
+        return _answer(req, seen, state.next_status(seen, event))
     if found.recorded_id:
         return _answer(req, seen, state.next_status(seen, state.DeviceGone(found.recorded_id, found.owner_tag)))
     if checked.problems:

@@ -102,6 +102,7 @@ class ForeignDevice:
     """The recorded device exists but does not carry the Machine's ownership mark, and no other device does."""
     device_id: str
     owner_tag: str
+    reason: str = ""  # the driver's words: which proof of ownership failed, and what to do
 
 
 @dataclass(frozen=True)
@@ -199,8 +200,8 @@ def next_status(seen: Observed, event: Event) -> Transition:
         return _call_failed(seen, event)
     if isinstance(event, ForeignDevice):
         text = (f"device {event.device_id} recorded on machine {seen.name} does not carry the ownership tag "
-                f"{event.owner_tag}; it is not this Machine's device and will not be used or deleted. "
-                f"Remove the device id from the Machine to let the hooks create one")
+                f"{event.owner_tag} and cannot be adopted; it will not be used or deleted. "
+                + (event.reason or "Remove the device id from the Machine to let the hooks create one"))
         return _failure(seen, _cloud(text), mcm.FAILED_PRECONDITION)
     if isinstance(event, DeviceGone):
         # MCM's reconcileMachineHealth: a VM that vanished (GetMachineStatus NotFound) fails the Machine.
