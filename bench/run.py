@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             for server in cached:
                 server.stop()
         if "3" in parts:
-            child = steady["parent"] if steady is not None else None
+            child = steady["object"] if steady is not None else None
             run_part(results, "large_parents", lambda: parents.measure(child, repeats=3 if quick else 30))
         if "4" in parts:
             absent = converge.missing()

@@ -52,13 +52,12 @@ class DecoratorMixin(RelatedMixin, ChildrenMixin):
                             if (crt.group, crt.kind) == (group_of(obj["apiVersion"]), obj["kind"]))
             obj["apiVersion"] = rule_api
             groups[gvk_key(rule_api, obj["kind"])].append(obj)
-        # The wire names differ by hook version (the Go DecoratorHookRequest types): v2 (api/v2/hooks.go) sends
-        # `parent`/`children`, v1 `object`/`attachments`. Composite and customize requests are the same in both.
-        object_key, attachments_key = ("parent", "children") if hook.version == "v2" else ("object", "attachments")
+        # Both hook versions send `object` and `attachments` (the Go DecoratorHookRequest types in
+        # pkg/controller/decorator/api/v1 and v2 name the fields Parent/Children but tag them object/attachments).
         request = {
             "controller": self.controller_object(),
-            object_key: parent,
-            attachments_key: self.object_map(parent, groups, hook.version),
+            "object": parent,
+            "attachments": self.object_map(parent, groups, hook.version),
             "related": self.object_map(parent, related, hook.version),
             "finalizing": finalizing,
         }

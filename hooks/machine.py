@@ -35,8 +35,8 @@ A Machine whose class, Secret or name has a problem and that has no device recor
 status names every problem (InvalidArgument) and nothing is created. A device left behind by an earlier lost
 create answer is found by its tag once the problem is fixed, or by finalize.
 
-Request shape: a v2 sync/finalize request carries the Machine under `parent` and the drain Jobs under `children`
-(Metacontroller's v2 DecoratorHookRequest); the v1 names `object`/`attachments` are read too (hooks.decorator_request).
+Request shape: a sync/finalize request carries the Machine under `object` and the drain Jobs under `attachments`
+(Metacontroller's DecoratorHookRequest, v1 and v2 alike); a body without `object` is a 400 (hooks.decorator_request).
 A body whose related keys lack the namespace ("name" instead of "namespace/name") comes from a
 hook configured with version v1, which also drops objects from other namespaces; such a request is answered
 with HTTP 400 naming the fix, as is any body that is not a Metacontroller decorator request for a Machine.

@@ -22,7 +22,6 @@ from tests.machine_support import (
     observe_jobs,
     set_secret_value,
     sync_request,
-    v1_shape,
     with_node,
 )
 
@@ -85,7 +84,7 @@ def test_finalize_is_idempotent_after_finalized(fake, clock) -> None:
     clock.advance(seconds=30)
     second = run(body, fake, clock)  # Metacontroller calls again while another finalizer holds the object
     assert first["finalized"] is True and second["finalized"] is True
-    assert second["status"] == body["parent"]["status"]
+    assert second["status"] == body["object"]["status"]
 
 
 def test_machine_without_device_finalizes_at_once(fake, clock) -> None:
@@ -109,7 +108,7 @@ def test_device_found_only_by_tag_is_deleted(fake, clock) -> None:
 def test_foreign_device_named_on_machine_is_never_deleted(fake, clock) -> None:
     foreign = fake.add(state="active", tags=["kubernetes.io/cluster/other: 1"])
     body = finalize_request()
-    body["parent"]["metadata"]["annotations"] = {"metal-machine-hooks/device-id": foreign["id"]}
+    body["object"]["metadata"]["annotations"] = {"metal-machine-hooks/device-id": foreign["id"]}
     response = run(body, fake, clock)
     assert "delete_device" not in fake.ops()
     assert foreign["id"] in fake.devices
@@ -121,7 +120,7 @@ def test_foreign_provider_id_with_own_device_by_tag(fake, clock) -> None:
     foreign = fake.add(state="active", tags=[])
     mine = fake.add(state="active")
     body = finalize_request()
-    body["parent"]["spec"]["providerID"] = f"equinixmetal://ny/{foreign['id']}"
+    body["object"]["spec"]["providerID"] = f"equinixmetal://ny/{foreign['id']}"
     response = run(apply(body, run(body, fake, clock)), fake, clock)
     assert ("delete_device", mine["id"]) in fake.calls
     assert ("delete_device", foreign["id"]) not in fake.calls
@@ -163,7 +162,7 @@ def test_never_created_machine_without_credentials_does_not_finalize_blindly(fak
 def test_skip_cleanup_annotation_lets_machine_go(fake, clock) -> None:
     body = finalize_request(created(fake, clock))
     body["related"]["Secret.v1"].clear()
-    body["parent"]["metadata"]["annotations"]["metal-machine-hooks/skip-device-cleanup"] = "true"
+    body["object"]["metadata"]["annotations"]["metal-machine-hooks/skip-device-cleanup"] = "true"
     fake.calls.clear()
     response = run(body, fake, clock)
     assert response["finalized"] is True
@@ -197,7 +196,7 @@ def test_terminating_status_is_stable(fake, clock) -> None:
     first = run(body, fake, clock)
     clock.advance(seconds=5)
     assert first == run(body, fake, clock)
-    assert first["status"]["currentStatus"] == body["parent"]["status"]["currentStatus"]
+    assert first["status"]["currentStatus"] == body["object"]["status"]["currentStatus"]
 
 
 def test_finalize_message_names_machine(fake, clock) -> None:
@@ -206,10 +205,9 @@ def test_finalize_message_names_machine(fake, clock) -> None:
     assert NAME in run(body, fake, clock)["status"]["lastOperation"]["description"]
 
 
-@pytest.mark.parametrize("shape", [lambda body: body, v1_shape], ids=["v2-parent-children", "v1-object-attachments"])
-def test_ready_node_is_drained_before_the_device_is_deleted(fake, clock, shape) -> None:
-    """The drain Job comes back under `children` (v2) or `attachments` (v1, the notes' names): same steps either way."""
-    body = shape(with_node(finalize_request(created(fake, clock)), node()))
+def test_ready_node_is_drained_before_the_device_is_deleted(fake, clock) -> None:
+    """The drain Job comes back under `attachments`, as Metacontroller sends a decorator's observed attachments."""
+    body = with_node(finalize_request(created(fake, clock)), node())
     (device_id,) = fake.devices
     fake.calls.clear()
     first = run(body, fake, clock)
@@ -234,7 +232,7 @@ def test_ready_node_is_drained_before_the_device_is_deleted(fake, clock, shape) 
 
 def test_force_deletion_label_skips_the_drain(fake, clock) -> None:
     body = with_node(finalize_request(created(fake, clock)), node())
-    body["parent"]["metadata"]["labels"]["force-deletion"] = "True"
+    body["object"]["metadata"]["labels"]["force-deletion"] = "True"
     response = run(body, fake, clock)
     assert response["attachments"] == []
     assert response["status"]["lastOperation"]["description"].startswith("Skipping drain as")

@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 
 from hooks import machine
+from hooks.context import BadRequest
 from hooks.exceptions import (
     CapacityError,
     Forbidden,
@@ -40,8 +41,8 @@ from tests.machine_support import (
     provider_spec,
     set_secret_value,
     sync_request,
-    v1_shape,
     with_node,
+    wrong_shape,
 )
 
 __all__ = ["cached_crd_schemas", "clock_fixture", "fake_fixture"]
@@ -125,18 +126,12 @@ def test_two_syncs_before_status_is_stored_create_one_device(fake, clock) -> Non
     assert second["annotations"][key] == first["annotations"][key]
 
 
-def test_v1_object_and_attachments_names_give_the_same_sync(clock) -> None:
-    """Real v2 requests say `parent`/`children`; the v1 names (and the notes') must create and report the same."""
-    answers = []
-    for shape in (lambda body: body, v1_shape):
-        fake = FakeMetal()
-        first = run(shape(sync_request()), fake, clock)
-        (device,) = fake.devices.values()
-        device["state"] = "active"
-        body = with_node(apply(shape(sync_request()), first), node())
-        answers.append((first, run(body, fake, clock), fake.ops(), [r.to_body() for r in fake.create_requests]))
-    assert answers[0] == answers[1]
-    assert phase(answers[0][1]) == "Running"
+def test_composite_keys_are_not_a_decorator_request(fake, clock) -> None:
+    """Metacontroller sends a decorator's Machine under `object`; `parent`/`children` are refused, not guessed."""
+    for hook in (machine.sync, machine.finalize):
+        with pytest.raises(BadRequest, match="no `object`"):
+            hook(wrong_shape(sync_request()), context(fake, clock))
+    assert fake.calls == [] and fake.devices == {}
 
 
 def test_same_request_twice_gives_identical_response(fake, clock) -> None:
@@ -146,27 +141,27 @@ def test_same_request_twice_gives_identical_response(fake, clock) -> None:
     clock.advance(seconds=3)
     second = run(body, fake, clock)
     assert first == second
-    assert first["status"] == body["parent"]["status"]  # nothing moved: no write, no hot loop
+    assert first["status"] == body["object"]["status"]  # nothing moved: no write, no hot loop
 
 
 def test_steady_running_machine_costs_one_get(fake, clock) -> None:
     body = apply(sync_request(), run(sync_request(), fake, clock))
-    device_id = body["parent"]["metadata"]["annotations"]["metal-machine-hooks/device-id"]
+    device_id = body["object"]["metadata"]["annotations"]["metal-machine-hooks/device-id"]
     fake.devices[device_id]["state"] = "active"
     clock.advance(minutes=5)
     body = apply(with_node(body, node()), run(with_node(body, node()), fake, clock))
-    assert body["parent"]["status"]["currentStatus"]["phase"] == "Running"
+    assert body["object"]["status"]["currentStatus"]["phase"] == "Running"
     fake.calls.clear()
     clock.advance(minutes=5)
     response = run(body, fake, clock)
     assert fake.calls == [("get_device", device_id)]
     assert "resyncAfterSeconds" not in response
-    assert response["status"] == body["parent"]["status"]
+    assert response["status"] == body["object"]["status"]
 
 
 def _running(fake, clock) -> dict:
     body = apply(sync_request(), run(sync_request(), fake, clock))
-    device_id = body["parent"]["metadata"]["annotations"]["metal-machine-hooks/device-id"]
+    device_id = body["object"]["metadata"]["annotations"]["metal-machine-hooks/device-id"]
     fake.devices[device_id]["state"] = "active"
     clock.advance(minutes=4, seconds=30)
     with_node(body, node())
@@ -177,7 +172,7 @@ def _running(fake, clock) -> dict:
 
 def test_pending_becomes_running_when_node_ready(fake, clock) -> None:
     body = _running(fake, clock)
-    status = body["parent"]["status"]
+    status = body["object"]["status"]
     assert status["lastOperation"] == {
         "description": f"Machine {NAME} successfully joined the cluster in 5m0s",
         "state": "Successful",
@@ -196,7 +191,7 @@ def test_pending_waits_while_device_provisions_or_node_missing(fake, clock) -> N
     clock.advance(minutes=2)
     response = run(body, fake, clock)
     assert phase(response) == "Pending"
-    device_id = body["parent"]["metadata"]["annotations"]["metal-machine-hooks/device-id"]
+    device_id = body["object"]["metadata"]["annotations"]["metal-machine-hooks/device-id"]
     fake.devices[device_id]["state"] = "active"
     response = run(body, fake, clock)  # active, but no Node yet
     assert phase(response) == "Pending"
@@ -240,7 +235,7 @@ def test_missing_node_makes_running_unknown_and_failed_after_health_timeout(fake
 
 def test_health_timeout_override_from_spec(fake, clock) -> None:
     body = _running(fake, clock)
-    body["parent"]["spec"]["healthTimeout"] = "90s"
+    body["object"]["spec"]["healthTimeout"] = "90s"
     body = apply(body, run(with_node(body, None), fake, clock))
     clock.advance(seconds=91)
     assert phase(run(body, fake, clock)) == "Failed"
@@ -259,7 +254,7 @@ def test_pending_fails_after_creation_timeout(fake, clock) -> None:
 @pytest.mark.parametrize(("value", "fails_after"), [("5m", 5), ("1h30m", 90), ("90s", 1.5)])
 def test_creation_timeout_override(fake, clock, value, fails_after) -> None:
     body = sync_request()
-    body["parent"]["spec"]["creationTimeout"] = value
+    body["object"]["spec"]["creationTimeout"] = value
     body = apply(body, run(body, fake, clock))
     clock.now = CREATED + timedelta(minutes=fails_after, seconds=-1)
     assert phase(run(body, fake, clock)) == "Pending"
@@ -269,7 +264,7 @@ def test_creation_timeout_override(fake, clock, value, fails_after) -> None:
 
 def test_failed_device_fails_the_machine(fake, clock) -> None:
     body = apply(sync_request(), run(sync_request(), fake, clock))
-    device_id = body["parent"]["metadata"]["annotations"]["metal-machine-hooks/device-id"]
+    device_id = body["object"]["metadata"]["annotations"]["metal-machine-hooks/device-id"]
     fake.devices[device_id]["state"] = "failed"
     response = run(body, fake, clock)
     assert phase(response) == "Failed"
@@ -278,7 +273,7 @@ def test_failed_device_fails_the_machine(fake, clock) -> None:
 
 def test_failed_is_terminal_and_costs_nothing(fake, clock) -> None:
     body = apply(sync_request(), run(sync_request(), fake, clock))
-    device_id = body["parent"]["metadata"]["annotations"]["metal-machine-hooks/device-id"]
+    device_id = body["object"]["metadata"]["annotations"]["metal-machine-hooks/device-id"]
     fake.devices[device_id]["state"] = "failed"
     body = apply(body, run(body, fake, clock))
     fake.devices[device_id]["state"] = "active"
@@ -301,7 +296,7 @@ def test_device_deleted_out_of_band_fails_the_machine(fake, clock) -> None:
 def test_device_found_by_provider_id_when_no_annotation(fake, clock) -> None:
     device = fake.add(state="active")
     body = sync_request()
-    body["parent"]["spec"]["providerID"] = f"equinixmetal://ny/{device['id']}"
+    body["object"]["spec"]["providerID"] = f"equinixmetal://ny/{device['id']}"
     response = run(with_node(body, node()), fake, clock)
     assert fake.ops() == ["get_device"]
     assert phase(response) == "Running"
@@ -311,7 +306,7 @@ def test_device_found_by_provider_id_when_no_annotation(fake, clock) -> None:
 def test_device_recorded_but_not_ours_is_not_used(fake, clock) -> None:
     foreign = fake.add(state="active", tags=["someone-else"])
     body = sync_request()
-    body["parent"]["metadata"]["annotations"] = {"metal-machine-hooks/device-id": foreign["id"]}
+    body["object"]["metadata"]["annotations"] = {"metal-machine-hooks/device-id": foreign["id"]}
     response = run(body, fake, clock)
     assert phase(response) == "CrashLoopBackOff"
     assert foreign["id"] in op(response)["description"] and "ownership tag" in op(response)["description"]
@@ -453,8 +448,8 @@ def test_api_error_on_running_machine_keeps_phase(fake, clock) -> None:
 
 def test_no_target_cluster_makes_active_device_available(fake, clock) -> None:
     body = apply(sync_request(), run(sync_request(), fake, clock, no_target_cluster=True))
-    device_id = body["parent"]["metadata"]["annotations"]["metal-machine-hooks/device-id"]
-    assert "labels" not in body or "node" not in body["parent"]["metadata"].get("labels", {})
+    device_id = body["object"]["metadata"]["annotations"]["metal-machine-hooks/device-id"]
+    assert "labels" not in body or "node" not in body["object"]["metadata"].get("labels", {})
     fake.devices[device_id]["state"] = "active"
     response = run(body, fake, clock, no_target_cluster=True)
     assert phase(response) == "Available"
@@ -558,7 +553,7 @@ def test_duplicate_that_cannot_be_deleted_keeps_the_tag_lookup_going(fake, clock
 
 def test_provider_id_of_another_provider_is_not_used(fake, clock) -> None:
     body = sync_request()
-    body["parent"]["spec"]["providerID"] = "aws:///eu-west-1a/i-0123456789"
+    body["object"]["spec"]["providerID"] = "aws:///eu-west-1a/i-0123456789"
     run(body, fake, clock)
     assert fake.ops() == ["list_devices", "create_device"]
 
@@ -566,9 +561,9 @@ def test_provider_id_of_another_provider_is_not_used(fake, clock) -> None:
 def test_available_machine_stays_available_without_health_checks(fake, clock) -> None:
     device = fake.add(state="active")
     body = sync_request()
-    body["parent"]["metadata"]["annotations"] = {"metal-machine-hooks/device-id": device["id"]}
+    body["object"]["metadata"]["annotations"] = {"metal-machine-hooks/device-id": device["id"]}
     body = apply(body, run(body, fake, clock, no_target_cluster=True))
-    assert body["parent"]["status"]["currentStatus"]["phase"] == "Available"
+    assert body["object"]["status"]["currentStatus"]["phase"] == "Available"
     fake.devices[device["id"]]["state"] = "inactive"
     clock.advance(hours=2)
     response = run(body, fake, clock, no_target_cluster=True)
@@ -581,7 +576,7 @@ def test_available_machine_stays_available_without_health_checks(fake, clock) ->
 def test_pending_machine_waits_for_critical_components_taint(fake, clock) -> None:
     device = fake.add(state="active")
     body = sync_request()
-    body["parent"]["metadata"]["annotations"] = {"metal-machine-hooks/device-id": device["id"]}
+    body["object"]["metadata"]["annotations"] = {"metal-machine-hooks/device-id": device["id"]}
     tainted = node()
     tainted["spec"]["taints"] = [{"key": "node.gardener.cloud/critical-components-not-ready", "effect": "NoSchedule"}]
     assert phase(run(with_node(body, tainted), fake, clock)) == "Pending"
@@ -620,7 +615,7 @@ def _scenario(name: str, fake: FakeMetal, clock: Clock) -> tuple[dict, dict]:
         settings = {"no_target_cluster": True}
         device = fake.add(state="active")
         body = sync_request()
-        body["parent"]["metadata"]["annotations"] = {"metal-machine-hooks/device-id": device["id"]}
+        body["object"]["metadata"]["annotations"] = {"metal-machine-hooks/device-id": device["id"]}
     if name == "api-error":
         fake.fail("list_devices", ServerError("503 Service Unavailable", status=503))
     body = apply(body, run(body, fake, clock, **settings))
@@ -637,7 +632,7 @@ def test_unchanged_observation_gives_unchanged_status(fake, clock, name) -> None
             fake.fail("list_devices", ServerError("503 Service Unavailable", status=503))
         answers.append(run(body, fake, clock, **settings))
     assert answers[0] == answers[1]
-    assert answers[0]["status"] == body["parent"]["status"]
+    assert answers[0]["status"] == body["object"]["status"]
 
 
 def test_oldest_duplicate_wins_across_time_zones_and_ties_go_by_id(fake, clock) -> None:
@@ -660,7 +655,7 @@ def test_odd_device_fields_from_the_api_do_not_crash(fake, clock, odd) -> None:
     device = fake.add(state="active")
     fake.devices[device["id"]].update(odd)
     body = sync_request()
-    body["parent"]["metadata"]["annotations"] = {"metal-machine-hooks/device-id": device["id"]}
+    body["object"]["metadata"]["annotations"] = {"metal-machine-hooks/device-id": device["id"]}
     response = run(with_node(body, node()), fake, clock)
     if "tags" in odd:  # a device whose tags are not a list cannot prove it is ours
         assert op(response)["errorCode"] == "FailedPrecondition"

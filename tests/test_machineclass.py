@@ -40,12 +40,12 @@ def offline_ctx(now: datetime = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)) -> Ho
 
 
 def without_scan(body: dict[str, Any]) -> dict[str, Any]:
-    body["parent"]["provider"] = "SomethingElse"  # no scan: keeps these tests offline
+    body["object"]["provider"] = "SomethingElse"  # no scan: keeps these tests offline
     return body
 
 
 def test_customize_asks_for_every_machine_and_the_labelled_secrets_of_the_namespace() -> None:
-    body = {"controller": request()["controller"], "parent": request()["parent"]}
+    body = {"controller": request()["controller"], "parent": request()["object"]}
     assert machineclass.customize(body, offline_ctx()) == {"relatedResources": [
         {"apiVersion": "machine.sapcloud.io/v1alpha1", "resource": "machines", "namespace": "shoot--demo--cluster"},
         {"apiVersion": "v1", "resource": "secrets", "namespace": "shoot--demo--cluster",
@@ -85,23 +85,21 @@ def test_in_use_text_shortens_long_lists() -> None:
 
 
 @pytest.mark.parametrize("hook", [machineclass.sync, machineclass.finalize])
-def test_v1_object_and_attachments_names_get_the_same_answer(hook: Any) -> None:
-    """v2 requests carry the class as `parent` (Metacontroller's DecoratorHookRequest); v1 and notes: `object`."""
+def test_composite_keys_are_refused_not_guessed(hook: Any) -> None:
+    """Metacontroller sends the class under `object` (v1 and v2); a `parent`/`children` body is a 400."""
     body = without_scan(request())
     body["finalizing"] = hook is machineclass.finalize
-    v1 = {{"parent": "object", "children": "attachments"}.get(k, k): v for k, v in copy.deepcopy(body).items()}
-    assert "object" in v1 and "parent" not in v1
-    assert hook(v1, offline_ctx()) == hook(body, offline_ctx())
     assert hook(body, offline_ctx())["annotations"][machineclass.IN_USE_ANNOTATION] == "2 machines: pool-a-1, pool-a-2"
+    composite = {{"object": "parent", "attachments": "children"}.get(k, k): v for k, v in copy.deepcopy(body).items()}
+    with pytest.raises(BadRequest, match="request has no `object`"):
+        hook(composite, offline_ctx())
 
 
 @pytest.mark.parametrize(("body", "message"), [
-    ({}, "no `parent` (v2) or `object` (v1)"),
-    ({"parent": {"metadata": {"name": "x"}}}, "parent.metadata"),
+    ({}, "request has no `object`"),
+    ({"parent": {"metadata": {"name": "x", "namespace": "y"}}}, "request has no `object`"),
     ({"object": {"metadata": {"name": "x"}}}, "object.metadata"),
-    ({"parent": {"metadata": {"name": "x", "namespace": "y"}}, "related": []}, "related"),
-    ({"parent": {"metadata": {"name": "x", "namespace": "y"}}, "object": {"metadata": {"name": "z", "namespace": "y"}}},
-     "`parent` (v2) and `object` (v1)"),
+    ({"object": {"metadata": {"name": "x", "namespace": "y"}}, "related": []}, "related"),
 ])
 def test_malformed_requests_are_bad_requests(body: dict[str, Any], message: str) -> None:
     for hook in (machineclass.sync, machineclass.finalize):
@@ -186,7 +184,7 @@ def test_scan_problems_are_shown_not_raised(world: dict[str, Any]) -> None:
 
 def test_a_class_without_a_cluster_tag_is_never_scanned() -> None:
     body = request()
-    body["parent"]["providerSpec"]["tags"] = ["kubernetes.io/role/node"]
+    body["object"]["providerSpec"]["tags"] = ["kubernetes.io/role/node"]
     response = machineclass.sync(body, offline_ctx())
     assert "cannot be told apart" in response["annotations"][machineclass.SCAN_PROBLEM_ANNOTATION]
 
