@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
-from typing import Any
 
+from emulator import mc_apply
 from emulator.mc_common import (
-    LAST_APPLIED,
     Obj,
     ParentKey,
     SyncError,
@@ -17,20 +15,6 @@ from emulator.mc_common import (
 )
 from emulator.mc_core import RuntimeCore
 from emulator.store import ApiError, Conflict, NotFound, ResourceType
-
-
-def merge3(observed: Any, last: Any, desired: Any) -> Any:
-    """kubectl-apply style 3-way merge: desired wins, fields we applied before and dropped now are removed."""
-    if not isinstance(desired, dict) or not isinstance(observed, dict):
-        return copy.deepcopy(desired)
-    last = last if isinstance(last, dict) else {}
-    out = copy.deepcopy(observed)
-    for key in last:
-        if key not in desired:
-            out.pop(key, None)
-    for key, value in desired.items():
-        out[key] = merge3(observed[key], last.get(key), value) if key in observed else copy.deepcopy(value)
-    return out
 
 
 class ChildrenMixin(RuntimeCore):
@@ -72,10 +56,12 @@ class ChildrenMixin(RuntimeCore):
             try:
                 if current is None:
                     self._create_child(parent, obj, rt, key)
-                elif not meta_of(current).get("deletionTimestamp"):
+                else:
                     self._update_child(current, obj, rt, key)
             except ApiError as exc:
                 errors.append(f"{obj['kind']} {meta_of(obj)['name']}: {exc}")
+            except SyncError as exc:
+                errors.append(str(exc))
         if errors:
             raise SyncError("can't reconcile children: " + "; ".join(errors))
 
@@ -87,52 +73,25 @@ class ChildrenMixin(RuntimeCore):
         return "OnDelete"
 
     def _create_child(self, parent: Obj, obj: Obj, rt: ResourceType, key: ParentKey) -> None:
-        new = copy.deepcopy(obj)
-        meta = new["metadata"]
-        annotations = dict(meta.get("annotations") or {})
-        annotations.pop(LAST_APPLIED, None)
-        applied = copy.deepcopy(obj)
-        applied["metadata"]["annotations"] = dict(annotations)
-        if not applied["metadata"]["annotations"]:
-            del applied["metadata"]["annotations"]
-        annotations[LAST_APPLIED] = json.dumps(applied, sort_keys=True)
-        meta["annotations"] = annotations
-        meta["ownerReferences"] = [*[r for r in meta.get("ownerReferences") or [] if not r.get("controller")],
-                                   owner_ref(parent)]
+        new = mc_apply.object_to_create(obj, owner_ref(parent))
         try:
             self.store.create(new)
         except ApiError as exc:
             if exc.reason == "AlreadyExists":
                 return  # swallowed: the object is not adopted and never observed
             raise
-        self.mc.record(self.name, str(key), None, "create", None, object=f"{obj['kind']} {meta['name']}")
+        self.mc.record(self.name, str(key), None, "create", None, object=f"{obj['kind']} {meta_of(new)['name']}")
 
     def _update_child(self, current: Obj, obj: Obj, rt: ResourceType, key: ParentKey) -> None:
+        """DynamicApply.Apply for an observed child: merge, compare, then OnDelete / Recreate / InPlace."""
+        try:
+            merged = mc_apply.apply_update(current, obj)
+        except mc_apply.ApplyError as exc:
+            raise SyncError(f"{obj['kind']} {meta_of(current)['name']}: {exc}") from exc
+        if merged == current or meta_of(current).get("deletionTimestamp"):
+            return
         method = self._method(rt)
         if method == "OnDelete":
-            return
-        last_text = (meta_of(current).get("annotations") or {}).get(LAST_APPLIED)
-        try:
-            last = json.loads(last_text) if last_text else {}
-        except ValueError:
-            last = {}
-        applied = copy.deepcopy(obj)
-        applied_annotations = dict(meta_of(applied).get("annotations") or {})
-        applied_annotations.pop(LAST_APPLIED, None)
-        if applied_annotations:
-            applied["metadata"]["annotations"] = applied_annotations
-        else:
-            applied["metadata"].pop("annotations", None)
-        merged = merge3({k: v for k, v in current.items() if k != "status"}, last, applied)
-        merged["apiVersion"], merged["kind"] = current["apiVersion"], current["kind"]
-        for field in ("uid", "resourceVersion", "generation", "creationTimestamp", "ownerReferences", "namespace",
-                      "name", "finalizers", "deletionTimestamp"):
-            if field in meta_of(current):
-                merged["metadata"][field] = copy.deepcopy(meta_of(current)[field])
-        merged["metadata"].setdefault("annotations", {})[LAST_APPLIED] = json.dumps(applied, sort_keys=True)
-        if "status" in current:
-            merged["status"] = copy.deepcopy(current["status"])
-        if merged == current:
             return
         if method == "Recreate":
             with contextlib.suppress(NotFound):

@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING
 
 from emulator import selectors
+from emulator.hookauth import ResolveError, resolve_auth_header, webhook_url
 from emulator.hookcall import EtagCache, Hook, HookError, RetryAfter, decode_response, parse_hook
 from emulator.mc_common import (
     GC_FINALIZERS,
@@ -58,7 +59,10 @@ class RuntimeCore:
         self._customize_lock = threading.Lock()
         self._related_kinds: set[tuple[str, str]] = set()
         self._informers: set[tuple[str, str]] = set()
-        self._headers: dict[str, dict[str, str]] = {}
+        self.auth_headers: dict[str, str] = {}
+        self.create_error = ""  # why the controller could not be created (retried with backoff), or ""
+        self.create_attempts = 0
+        self.next_create = 0.0
         self._etags: dict[str, EtagCache] = {}
         self._next_resync = 0.0
 
@@ -127,15 +131,39 @@ class RuntimeCore:
             out.extend(o for o in self.store.list(rt.api_version, rt.kind) if self.tracked(o))
         return out
 
+    @property
+    def active(self) -> bool:
+        """Created and running: not refused at start (disabled) and not waiting for a creation retry."""
+        return not self.disabled and not self.create_error
+
+    def resolve_hooks(self) -> str:
+        """newDecoratorController/newCompositeController's hook setup: "" or why the controller can't be created.
+
+        Webhook URLs are checked and credentials read from their Secrets here, once; a later Secret change needs
+        a controller restart, a missing Secret means no controller until a retry finds it.
+        """
+        for name, hook in self.hooks.items():
+            if hook is None:
+                continue
+            try:
+                webhook_url(hook.webhook)
+            except ResolveError as exc:
+                return str(exc)
+            try:
+                self.auth_headers[name] = resolve_auth_header(hook.webhook, self.endpoint_configs,
+                                                              self.mc.read_object)
+            except ResolveError as exc:
+                return f"can't resolve endpoint config for {name} hook: {exc}"
+        return ""
+
     def call(self, hook: Hook, body: Obj, response_type: str, key: ParentKey) -> Obj:
         client = self.mc.hook_client
         started = time.monotonic()
         try:
             url = client.url_for(hook)
-            headers = self._headers.get(hook.name)
-            if headers is None:
-                # Credentials are resolved once per controller start (real: when the controller CR changes).
-                headers = self._headers[hook.name] = client.headers_for(hook, url, self.endpoint_configs)
+            headers = {"Content-Type": "application/json"}
+            if self.auth_headers.get(hook.name):  # resolved when the controller was created
+                headers["Authorization"] = self.auth_headers[hook.name]
             enabled, ttl = hook.etag
             etags = self._etags.setdefault(hook.name, EtagCache(ttl)) if enabled else None
             text = client.post(hook, body, headers, url, etags, (key.kind, key.namespace, key.name))

@@ -21,6 +21,16 @@ class Runtime(EventsMixin, DecoratorMixin):
         if self.disabled:
             self.mc.record(self.name, "", None, "ignored", self.disabled)
             return
+        problem = self.resolve_hooks()
+        if problem:
+            # Metacontroller records "Cannot create new controller" and retries the reconcile with backoff.
+            self.create_error = problem
+            self.mc.record(self.name, "", None, "create-error", f"Cannot create new controller: {problem}")
+            delay = min(self.mc.backoff_base * 2 ** self.create_attempts, self.mc.backoff_cap)
+            self.create_attempts += 1
+            self.next_create = time.monotonic() + delay
+            return
+        self.create_error = ""
         for index in range(workers):
             thread = threading.Thread(target=self._work, name=f"mc-{self.name}-{index}", daemon=True)
             thread.start()

@@ -45,7 +45,9 @@ Layout: this module holds the Metacontroller (informer thread, resync timers, fa
 controller is an `mc_runtime.Runtime` made of mc_core (configuration, selection, hook calls, finalizers),
 mc_related (customize, related objects, request maps), mc_children (child create/update/delete),
 mc_composite, mc_decorator and mc_events (which watch events enqueue which parents); mc_common has the shared
-names.
+names. Children are applied by mc_apply (Metacontroller's apply.go three-way merge and ApplyUpdate rules) and hook
+credentials are resolved by hookauth when a controller is created (a missing Secret: event "create-error", the
+creation retried with backoff, no hook call meanwhile).
 """
 
 from __future__ import annotations
@@ -139,7 +141,7 @@ class Metacontroller:
         self.clock = clock
         self.events: list[Obj] = []
         self.injected_conflicts = 0  # status writes answered with an injected Conflict (conflict_rate)
-        self.hook_client = HookClient(service_urls=service_urls, secret_reader=self._read_secret)
+        self.hook_client = HookClient(service_urls=service_urls)
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
         self._events_lock = threading.Lock()
@@ -210,7 +212,7 @@ class Metacontroller:
                 if event is None or self._stopping.is_set():
                     return
                 for runtime in self._runtimes:
-                    if runtime.disabled:
+                    if not runtime.active:
                         continue
                     try:
                         runtime.handle_event(event)
@@ -228,14 +230,19 @@ class Metacontroller:
             if next_flush is not None and now >= next_flush:
                 # --cache-flush-interval: the informers re-deliver every parent, so every parent syncs again.
                 for runtime in self._runtimes:
-                    if not runtime.disabled:
+                    if runtime.active:
                         runtime.enqueue_all()
                 next_flush = now + self.cache_flush_interval
             if next_flush is not None:
                 waits.append(next_flush - now)
             for runtime in self._runtimes:
+                if runtime.create_error and not runtime.disabled:
+                    if now >= runtime.next_create:
+                        runtime.start(self.workers)  # the controller-runtime reconcile retried with backoff
+                    waits.append(runtime.next_create - now)
+                    continue
                 period = runtime.resync_period()
-                if not period or runtime.disabled:
+                if not period or not runtime.active:
                     continue
                 if now >= runtime._next_resync:
                     runtime.enqueue_all()
@@ -274,10 +281,9 @@ class Metacontroller:
     def controller_uid(self, name: str) -> str:
         return self._controller_uids.setdefault(name, str(uuid.uuid5(uuid.NAMESPACE_URL, f"controller/{name}")))
 
-    def _read_secret(self, namespace: str, name: str) -> Obj | None:
-        return self.store.try_get("v1", "Secret", name, namespace)
-
-    # ------------------------------------------------------------ test helpers
+    def read_object(self, kind: str, namespace: str, name: str) -> Obj | None:
+        """A live GET of a Secret or ConfigMap (what Metacontroller's k8s client reads hook credentials with)."""
+        return self.store.try_get("v1", kind, name, namespace)
 
     def runtime(self, name: str) -> Runtime:
         """The running controller called `name` (its `.queue` shows pending delays and backoff counts)."""
