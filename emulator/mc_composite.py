@@ -52,7 +52,7 @@ class CompositeMixin(RelatedMixin, ChildrenMixin):
                     continue
                 if not matched or deleting or meta_of(child).get("deletionTimestamp"):
                     continue
-                fresh = self.store.try_get(parent["apiVersion"], parent["kind"], key.name, key.namespace)
+                fresh = self.live.try_get(parent["apiVersion"], parent["kind"], key.name, key.namespace)
                 fresh_meta = meta_of(fresh) if fresh is not None else {}
                 if fresh is None or fresh_meta["uid"] != parent_meta["uid"] or fresh_meta.get("deletionTimestamp"):
                     continue
@@ -129,7 +129,7 @@ class CompositeMixin(RelatedMixin, ChildrenMixin):
     def _composite_status(self, parent: Obj, status: Obj, key: ParentKey) -> None:
         """AtomicStatusUpdate: live GET, write only if different, retry on conflict; NotFound/Conflict swallowed."""
         for _ in range(5):
-            live = self.store.try_get(parent["apiVersion"], parent["kind"], key.name, key.namespace)
+            live = self.live.try_get(parent["apiVersion"], parent["kind"], key.name, key.namespace)
             if live is None or live.get("status") == status:
                 return
             live["status"] = status

@@ -30,7 +30,8 @@ class RuntimeCore:
 
     def __init__(self, mc: Metacontroller, obj: Obj) -> None:
         self.mc = mc
-        self.store = mc.store
+        self.store = mc.cache  # the informer cache: lags the store by mc.informer_lag; writes go through
+        self.live = mc.store  # for the reads Metacontroller makes with a live GET
         self.obj = obj
         self.kind = obj["kind"]
         self.composite = self.kind == "CompositeController"
@@ -193,7 +194,7 @@ class RuntimeCore:
     def _edit_finalizer(self, parent: Obj, key: ParentKey, *, add: bool) -> Obj:
         """Live GET + update, retried on conflict (client-go RetryOnConflict)."""
         for _ in range(5):
-            live = self.store.try_get(parent["apiVersion"], parent["kind"], key.name, key.namespace)
+            live = self.live.try_get(parent["apiVersion"], parent["kind"], key.name, key.namespace)
             if live is None:
                 raise SyncError(f"{key} disappeared while editing finalizers")
             finalizers = list(meta_of(live).get("finalizers") or [])

@@ -95,6 +95,8 @@ class DecoratorMixin(RelatedMixin, ChildrenMixin):
             if remove_finalizer:
                 meta["finalizers"] = [f for f in meta.get("finalizers") or [] if f != self.finalizer]
             try:
+                if status_changed and rt.status_subresource:
+                    self.mc.maybe_conflict(self, key, metadata=True)  # the second write of a split update
                 self.store.update(updated)
             except (Conflict, NotFound) as exc:
                 self.mc.record(self.name, str(key), None, "conflict-dropped", f"update: {exc}")

@@ -19,6 +19,7 @@ API:
                         workers=5, backoff_base=0.005, backoff_cap=1000.0, customize_ttl=1200.0,
                         conflict_rate=0.0, seed=0, min_resync_period=1.0, keep_bodies=False,
                         lazy_related_informers=True, cache_flush_interval=1800.0,
+                        informer_lag=0.0, metadata_conflict_rate=0.0,
                         clock=time.time)          # clock: event-log timestamps only; timers use real time
     mc.start(); ...; mc.stop()        # background threads; also a context manager
     mc.restart()                      # lose queues, timers, backoff and customize cache; keep the store
@@ -29,6 +30,10 @@ API:
     mc.runtime("metal-machines").queue.pending_delays()   # per-controller queue: delayed keys, failures(key)
     mc.conflict_rate = 0.2            # a fraction of status writes answered with Conflict (plus the watch
                                       # event of the concurrent writer that caused it)
+    mc.metadata_conflict_rate = 0.2   # a fraction of a decorator's labels/annotations writes that follow a
+                                      # successful status write answered so (Metacontroller swallows it)
+    informer_lag=0.3                  # controllers see each write 0.3 s late: they list, get and are woken
+                                      # from a cache that trails the store (emulator.mc_cache)
 
 Event log entries of successful hook calls carry `request`/`response` only with keep_bodies=True (memory).
 Event log outcomes: hook calls have `hook` in {"customize", "sync", "finalize"} and outcome "ok", "error" or
@@ -39,7 +44,8 @@ With lazy_related_informers (the default, as in v4.15+), the first sync that nee
 with "related informer not synced yet" and is retried after the first backoff step (5 ms).
 webhook.etag is honoured (If-None-Match; 304/412 reuse the cached body; the cache lives until restart()).
 Known simplifications: no Rolling* updates or ControllerRevisions (treated as Recreate/InPlace), no
-server-side apply, no event rate limiting or overall queue qps limit, informer cache = live store (no lag).
+server-side apply, no event rate limiting or overall queue qps limit; the informer cache is the live store
+unless informer_lag > 0.
 
 Layout: this module holds the Metacontroller (informer thread, resync timers, fault knobs, test helpers); each
 controller is an `mc_runtime.Runtime` made of mc_core (configuration, selection, hook calls, finalizers),
@@ -65,6 +71,7 @@ from typing import Any, TypeVar
 import yaml
 
 from emulator.hookcall import HookClient
+from emulator.mc_cache import CachedStore
 from emulator.mc_common import (
     CONTROLLER_KINDS,
     DECORATOR_ANNOTATION,
@@ -125,6 +132,8 @@ class Metacontroller:
         keep_bodies: bool = False,
         lazy_related_informers: bool = True,
         cache_flush_interval: float = 1800.0,
+        informer_lag: float = 0.0,
+        metadata_conflict_rate: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -134,6 +143,9 @@ class Metacontroller:
         self.backoff_cap = backoff_cap
         self.customize_ttl = customize_ttl
         self.conflict_rate = conflict_rate
+        self.metadata_conflict_rate = metadata_conflict_rate
+        self.informer_lag = informer_lag
+        self.cache = CachedStore(store, lagging=False)
         self.min_resync_period = min_resync_period
         self.keep_bodies = keep_bodies
         self.lazy_related_informers = lazy_related_informers
@@ -141,6 +153,7 @@ class Metacontroller:
         self.clock = clock
         self.events: list[Obj] = []
         self.injected_conflicts = 0  # status writes answered with an injected Conflict (conflict_rate)
+        self.injected_metadata_conflicts = 0  # second writes of a decorator answered so (metadata_conflict_rate)
         self.hook_client = HookClient(service_urls=service_urls)
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
@@ -148,7 +161,7 @@ class Metacontroller:
         self._changed = threading.Condition()
         self._tick = 0
         self._controller_uids: dict[str, str] = {}
-        self._inbox: queue.Queue[WatchEvent | None] = queue.Queue()
+        self._inbox: queue.Queue[tuple[float, WatchEvent] | None] = queue.Queue()
         self._runtimes: list[Runtime] = []
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -162,8 +175,9 @@ class Metacontroller:
             return self
         self._stopping.clear()
         self._inbox = queue.Queue()
+        self._unwatch = self.store.watch(self._on_store_event)  # before the cache's first list: nothing missed
+        self.cache = CachedStore(self.store, lagging=self.informer_lag > 0)
         self._runtimes = [Runtime(self, c) for c in self.controller_specs]
-        self._unwatch = self.store.watch(self._on_store_event)
         self._threads = [threading.Thread(target=self._dispatch, name="mc-informers", daemon=True),
                          threading.Thread(target=self._resync_loop, name="mc-resync", daemon=True)]
         for thread in self._threads:
@@ -202,15 +216,21 @@ class Metacontroller:
     # ------------------------------------------------------------ plumbing
 
     def _on_store_event(self, event: WatchEvent) -> None:
-        self._inbox.put(event)
+        self._inbox.put((time.monotonic(), event))
         self.notify()
 
     def _dispatch(self) -> None:
+        """The shared informer: each write reaches the cache, then the handlers, informer_lag seconds after it."""
         while True:
-            event = self._inbox.get()
+            item = self._inbox.get()
             try:
-                if event is None or self._stopping.is_set():
+                if item is None or self._stopping.is_set():
                     return
+                written, event = item
+                delay = written + self.informer_lag - time.monotonic()
+                if delay > 0 and self._stopping.wait(delay):
+                    return
+                self.cache.apply(event)
                 for runtime in self._runtimes:
                     if not runtime.active:
                         continue
@@ -264,15 +284,19 @@ class Metacontroller:
             self.events.append(entry)
         self.notify()
 
-    def maybe_conflict(self, runtime: Runtime, key: ParentKey) -> None:
-        """Fault knob: answer this status write with a Conflict.
+    def maybe_conflict(self, runtime: Runtime, key: ParentKey, *, metadata: bool = False) -> None:
+        """Fault knob: answer this status write (conflict_rate) or, with `metadata`, the labels/annotations write
+        that follows a decorator's successful status write (metadata_conflict_rate) with a Conflict.
 
         A real conflict means someone else wrote the object first, and that write's watch event enqueues the
         parent again; the injected conflict brings that event along so recovery works as it would for real.
         """
+        rate = self.metadata_conflict_rate if metadata else self.conflict_rate
         with self._rng_lock:
-            hit = self.conflict_rate > 0 and self._rng.random() < self.conflict_rate
-            if hit:
+            hit = rate > 0 and self._rng.random() < rate
+            if hit and metadata:
+                self.injected_metadata_conflicts += 1
+            elif hit:
                 self.injected_conflicts += 1
         if hit:
             runtime.queue.add(key)
