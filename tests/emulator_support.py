@@ -201,12 +201,13 @@ class RealCluster:
 
 @contextmanager
 def real_cluster(sim_url: str, sim_base_url: str, *, settings: Any = None, controllers: list[Obj] | None = None,
-                 **mc_kwargs: Any) -> Iterator[RealCluster]:
+                 gc_delay: float = 0.0, heartbeat_period: float = 0.0, **mc_kwargs: Any) -> Iterator[RealCluster]:
     """Our hook app (werkzeug, ephemeral port) under the emulator with the repo's CRDs and controllers.
 
     `settings` defaults to the simulator's URL with a 1 s retry budget; `controllers` to metacontroller/*.yaml
-    (tests may lower a resync period first); other keywords go to Metacontroller. Nodes join as devices turn
-    active and drain Jobs succeed at once (both polled every 20 ms). Everything is stopped afterwards.
+    (tests may lower a resync period first); `gc_delay` goes to the Store and `heartbeat_period` to the Node
+    joiner; other keywords go to Metacontroller (informer_lag, metadata_conflict_rate, ...). Nodes join as devices
+    turn active and drain Jobs succeed at once (both polled every 20 ms). Everything is stopped afterwards.
     """
     from werkzeug.serving import make_server
 
@@ -220,12 +221,12 @@ def real_cluster(sim_url: str, sim_base_url: str, *, settings: Any = None, contr
     http = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=http.serve_forever, daemon=True).start()
     hooks_url = f"http://127.0.0.1:{http.server_port}"
-    store = Store()
+    store = Store(gc_delay=gc_delay)
     store.load_yaml(sorted(p for p in (REPO / "kubernetes" / "crds").glob("*.yaml") if p.name != "kustomization.yaml"))
     mc_kwargs.setdefault("backoff_cap", 0.5)
     mc = Metacontroller(store, controllers if controllers is not None else load_controllers(REPO / "metacontroller"),
                         service_urls={HOOK_SERVICE: hooks_url}, **mc_kwargs)
-    joiner = NodeJoiner(store, sim_base_url, poll_interval=0.02)
+    joiner = NodeJoiner(store, sim_base_url, poll_interval=0.02, heartbeat_period=heartbeat_period)
     jobs = JobRunner(store, poll_interval=0.02)
     mc.start()
     joiner.start()

@@ -52,7 +52,7 @@ def test_controllers_see_a_write_only_after_the_informer_lag(store: Store, serve
         store.update(parent)
         mc.wait_for(lambda s: any(step == "2" for _, step in seen), message="the new label reaches the hook")
         first = min(t for t, step in seen if step == "2")
-        assert first - written >= 0.29
+        assert first - written >= 0.5 * 0.3 - 0.01  # each kind's informer trails by 0.5-1.5 x informer_lag
         assert mc.runtime("dc").store.try_get(API, "Widget", "w1", "default") is not None
 
 
