@@ -43,19 +43,19 @@ event log, not only at the end:
   Machine has another live device (a duplicate); deleting the only device of a wanted Machine is a violation.
 At the end: no MachineDeployment, MachineSet or Machine; `leaked` = devices of ours that are still live (not
 deprovisioning, not deleted); `late_devices` = devices of ours created after their Machine's MachineSet or
-MachineDeployment had begun deleting (or was gone): a deleting owner must create nothing; the three seeded devices alive; no hook answer other than 200 (a 4xx or 5xx from our
-hooks to a well-formed Metacontroller request is a bug; calls that failed because the server was down are counted
-apart); and neither the API token nor the userData (canary values made for the run) anywhere in the hook server's
-log, the stored objects (statuses, annotations, labels: every applied hook answer), the emulator's errors or
-/metrics.
+MachineDeployment had begun deleting (or was gone): a deleting owner must create nothing; the three seeded devices
+alive; no hook answer other than 200 (a 4xx or 5xx from our hooks to a well-formed Metacontroller request is a bug;
+calls that failed because the server was down are counted apart); and neither the API token nor the userData (canary
+values made for the run) anywhere in the hook server's log, the stored objects (statuses, annotations, labels: every
+applied hook answer), the emulator's errors or /metrics.
 
 Output: progress lines, then a fault breakdown, then as the LAST line:
     chaos: machines=N faults=K duplicates_max=D leaked=L foreign_deleted=F converged_s=S late_devices=V
 K = injected faults: simulator answers that were faults (429, 5xx, dropped, lost create answers), injected status
-and metadata conflicts and the three restarts. S = seconds from the MachineDeployment's creation until the final state (every
-phase included). Exit status 0 only when the run converged within `--timeout`, leaked=0, foreign_deleted=0, no
-invariant was violated, late_devices=0, the seeded devices survived, no hook answered an error and no canary
-leaked.
+and metadata conflicts and the three restarts. S = seconds from the MachineDeployment's creation until the final
+state (every phase included). Exit status 0 only when the run converged within `--timeout`, leaked=0,
+foreign_deleted=0, no invariant was violated, late_devices=0, the seeded devices survived, no hook answered an error
+and no canary leaked.
 
 With `--doc docs/reliability.md` (what `make chaos` passes) the figures replace the table between the
 `<!-- chaos:begin -->` and `<!-- chaos:end -->` markers of that file.

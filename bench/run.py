@@ -1,7 +1,8 @@
 """`make bench`: measure the hooks at fleet scale (issue 8), print a table and write bench/results.json.
 
 Parts: 1 hook overhead (bench.overhead), 2 API calls with and without the device cache (bench.api_calls),
-3 large parents (bench.parents), 4 fleet convergence (bench.converge). A part that cannot run (a missing piece,
+3 large parents (bench.parents), 4 fleet convergence (bench.converge), 5 the load of kubelet heartbeats on a
+steady fleet of --machines (bench.heartbeats). A part that cannot run (a missing piece,
 an error) is reported as null with the reason in results.json instead of failing the whole run.
 
     python -m bench.run                      # everything, a few minutes
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import api_calls, converge, overhead, parents
+from bench import api_calls, converge, heartbeats, overhead, parents
 from bench.servers import Gunicorn, Simulator
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
@@ -34,6 +35,7 @@ TARGETS = {
     "machineset_1000_ms": ("<=", 20.0),
     "machinedeployment_10_ms": ("<=", 5.0),
     "converge_500_s": (None, None),
+    "syncs_per_heartbeat_period": (None, None),
 }
 STEADY_PROJECT = "b0000000-0000-4000-8000-00000000000a"
 NOCACHE_PROJECT = "b0000000-0000-4000-8000-00000000000b"
@@ -84,10 +86,10 @@ def run_part(results: Obj, name: str, work: Callable[[], Obj]) -> Obj | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", default="1,2,3,4", help="comma list of parts to run (default 1,2,3,4)")
+    parser.add_argument("--parts", default="1,2,3,4,5", help="comma list of parts to run (default 1,2,3,4,5)")
     parser.add_argument("--quick", action="store_true", help="tiny counts, to check the harness (no targets)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"results file (default {RESULTS})")
-    parser.add_argument("--machines", type=int, default=200, help="part 2 fleet size (default 200)")
+    parser.add_argument("--machines", type=int, default=200, help="part 2 and 5 fleet size (default 200)")
     parser.add_argument("--replicas", type=int, default=500, help="part 4 MachineDeployment size (default 500)")
     args = parser.parse_args(argv)
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
@@ -145,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 run_part(results, "convergence", lambda: converge.measure(
                     sim, hooks, replicas=replicas, timeout=60.0 if quick else 240.0))
+        if "5" in parts and not converge.missing():
+            run_part(results, "heartbeats", lambda: heartbeats.measure(
+                sim, hooks, machines=machines, period=1.0 if quick else 5.0, rounds=2 if quick else 3,
+                timeout=60.0 if quick else 240.0))
     finally:
         for server in reversed(servers):
             server.stop()
@@ -161,6 +167,7 @@ def summarise(results: Obj, replicas: int) -> None:
     p = results["parts"]
     errors = results["errors"]
     o, a, lp, c = p.get("overhead"), p.get("api_calls"), p.get("large_parents"), p.get("convergence")
+    h = p.get("heartbeats")
     figures = {
         "overhead_ratio": o and o["overhead_ratio"],
         "api_calls_per_steady_sync": o and o["api_calls_per_steady_sync"],
@@ -169,6 +176,9 @@ def summarise(results: Obj, replicas: int) -> None:
         "machineset_1000_ms": lp and lp["machineset_1000"]["hook_time_ms"],
         "machinedeployment_10_ms": lp and lp["machinedeployment_10"]["hook_time_ms"],
         "converge_500_s": c and c["seconds"],
+        # Per kubelet report period in a steady fleet: sync/finalize calls of each controller, Metal API calls.
+        "syncs_per_heartbeat_period": h and {**h["hook_calls_per_period"],
+                                             "metal_api_calls": h["metal_api_calls_per_period"]},
     }
     if c and not c["converged"]:
         errors.setdefault("convergence", f"{c['running']} of {c['replicas']} Running after {c['timeout_s']} s")
@@ -181,7 +191,7 @@ def summarise(results: Obj, replicas: int) -> None:
             part = {"overhead_ratio": "overhead", "api_calls_per_steady_sync": "overhead",
                     "api_calls_per_steady_sync_cached": "api_calls", "posts_per_machine": "api_calls",
                     "machineset_1000_ms": "large_parents", "machinedeployment_10_ms": "large_parents",
-                    "converge_500_s": "convergence"}[name]
+                    "converge_500_s": "convergence", "syncs_per_heartbeat_period": "heartbeats"}[name]
             reasons[name] = errors.get(part) or errors.get("steady_machine") or "part not run"
     results.update({k: v for k, v in figures.items()})
     results["null_reasons"] = reasons
@@ -236,6 +246,11 @@ def print_table(results: Obj) -> None:
         rows.append((f"4 converge {c['replicas']}", f"{c['seconds']} s, {c['machines_per_second']} machines/s, "
                                                     f"{c['hook_calls']} hook calls, {c['api_calls']} API calls"
                      if c["converged"] else f"not converged: {c['running']}/{c['replicas']} Running"))
+    h = p.get("heartbeats")
+    if h:
+        rows.append((f"5 heartbeats N={h['machines']}", f"per {h['period_s']} s report period ({h['rounds']} rounds): "
+                     + ", ".join(f"{k} {v}" for k, v in h["hook_calls_per_period"].items())
+                     + f", Metal API calls {h['metal_api_calls_per_period']}"))
     for name, reason in results["null_reasons"].items():
         rows.append((f"! {name}", f"null: {reason}"))
     width = max((len(k) for k, _ in rows), default=10)

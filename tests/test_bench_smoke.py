@@ -43,4 +43,8 @@ def test_quick_bench_writes_every_figure(tmp_path, capsys) -> None:
     assert cached["device_gets"] == 0 and 1 <= cached["list_calls"] <= 2  # one listing per gunicorn worker at most
     assert parts["large_parents"]["machineset_1000"]["children_answered"] == 1000
     assert parts["convergence"]["converged"] and parts["convergence"]["running"] == 5
+    per_period = results["syncs_per_heartbeat_period"]  # Node reports re-sync their Machines (queued ones merge)
+    assert per_period["metal-machines"] > 0 and parts["heartbeats"]["rounds"] >= 2, per_period
+    assert set(per_period) == {"metal-machines", "metal-machinesets", "metal-machinedeployments",
+                               "metal-machineclasses", "metal_api_calls"}
     assert "overhead_ratio" in capsys.readouterr().out  # the table was printed
