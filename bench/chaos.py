@@ -11,10 +11,12 @@ Faults, all from `--seed`:
 - simulator: 10% of API calls answered 429 with `Retry-After: 1` (1 s, not the real API's minutes, or a run takes
   hours), 5% answered 500/502/503 (half of them with a load balancer's HTML page), 2% of connections dropped without
   an answer, 2% of creates succeed and then lose their answer (half dropped connection, half 503);
-- cluster realism (what a real cluster does and the plain emulator does not): controllers read from an informer
-  cache 0.3 s behind the store (`informer_lag`), dependents are garbage-collected 1 s after their owner, one level
-  per pass (`gc_delay`), kubelets report Node status every 10 s (`heartbeat_period`: lastHeartbeatTime moves), and
-  10% of a decorator's labels/annotations writes that follow its status write conflict (`metadata_conflict_rate`);
+- cluster realism (what a real cluster does and the plain emulator does not): controllers read from informer caches
+  0.15-0.45 s behind the store, per kind (`informer_lag=0.3`), dependents are garbage-collected 1 s after their
+  owner, one level per pass (`gc_delay`), kubelets report Node status at `heartbeat_period` (300 s, the kubelet's
+  default nodeStatusReportFrequency; 10 s up to 20 Machines, so that a short run sees several rounds):
+  lastHeartbeatTime moves; and 10% of a decorator's labels/annotations writes that follow its status write conflict
+  (`metadata_conflict_rate`);
 - emulator: 10% of status writes answered with a Conflict (`conflict_rate=0.1`), and one Metacontroller restart
   (`mc.restart()`: queues, timers, backoff and customize cache lost) once a quarter of the Machines are gone
   in the deletion phase, while finalizers, drain Jobs and garbage collection are at work;
@@ -134,7 +136,7 @@ class ChaosConfig:
     metadata_conflict_rate: float = 0.10  # a decorator's labels/annotations write after its status write
     informer_lag: float = 0.3  # controllers read and are woken from a cache this far behind the store
     gc_delay: float = 1.0  # dependents are garbage-collected this long after their owner, per level
-    heartbeat_period: float = 10.0  # kubelet status reports (lastHeartbeatTime moves)
+    heartbeat_period: float = 300.0  # kubelet status reports, nodeStatusReportFrequency default (lastHeartbeatTime)
     provision_seconds: float = 0.5
     deprovision_seconds: float = 0.5
     backoff_cap: float = 2.0
@@ -824,7 +826,8 @@ def run(config: ChaosConfig, out: Callable[[str], None] = print, doc: Path | Non
     out(f"chaos: machines created={chaos.machine_events['ADDED']} deleted={chaos.machine_events['DELETED']} "
         f"hook calls: sync={hooks['sync']} finalize={hooks['finalize']} customize={hooks['customize']} "
         f"failed={hooks['failed']} http_5xx={hooks['http_5xx']} http_4xx={hooks['http_4xx']}")
-    out(f"chaos: api requests={injected['requests']} html_5xx={injected['html']}")
+    out(f"chaos: api requests={injected['requests']} html_5xx={injected['html']} "
+        f"node heartbeats={chaos.joiner.heartbeats}")
     out("chaos: faults " + " ".join(f"{k}={v}" for k, v in sorted(counts.items())) + f" total={faults}")
     longest = max((e.last_seen - e.first_seen for e in report.episodes), default=0.0)
     out(f"chaos: duplicates episodes={len(report.episodes)} longest_s={longest:.1f} exact_max={exact_most} "
@@ -926,6 +929,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout=args.timeout if args.timeout is not None else 120.0 + 6.0 * args.machines,
         poll=args.poll if args.poll is not None else (0.15 if small else 0.25),
         node_poll=0.1 if small else 0.5,
+        heartbeat_period=10.0 if small else 300.0,
     )
     signal.signal(signal.SIGTERM, _interrupt)
     try:

@@ -51,7 +51,8 @@ Layout: this module holds the Metacontroller (informer thread, resync timers, fa
 controller is an `mc_runtime.Runtime` made of mc_core (configuration, selection, hook calls, finalizers),
 mc_related (customize, related objects, request maps), mc_children (child create/update/delete),
 mc_composite, mc_decorator and mc_events (which watch events enqueue which parents); mc_common has the shared
-names. Children are applied by mc_apply (Metacontroller's apply.go three-way merge and ApplyUpdate rules) and hook
+names; mc_cache is the informer cache the controllers read (the live store unless informer_lag > 0). Children are
+applied by mc_apply (Metacontroller's apply.go three-way merge and ApplyUpdate rules) and hook
 credentials are resolved by hookauth when a controller is created (a missing Secret: event "create-error", the
 creation retried with backoff, no hook call meanwhile).
 """
