@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                     sim, hooks, replicas=replicas, timeout=60.0 if quick else 240.0))
         if "5" in parts and not converge.missing():
             run_part(results, "heartbeats", lambda: heartbeats.measure(
-                sim, hooks, machines=machines, period=1.0 if quick else 5.0, rounds=2 if quick else 3,
+                sim, hooks, machines=machines, period=1.0 if quick else 10.0, rounds=2,
                 timeout=60.0 if quick else 240.0))
     finally:
         for server in reversed(servers):

@@ -160,9 +160,10 @@ class NodeJoiner(Poller):
         current = next((c for c in conditions if c.get("type") == "Ready"), None)
         now = self._now()
         if current is not None and current.get("status") == ready:
-            due = self.heartbeat_period > 0 and ready != "Unknown" and (
-                now - self._beats.get(name, now) >= self.heartbeat_period)
-            self._beats.setdefault(name, now)
+            # Report k of a Node falls k periods after it joined, so a fleet's reports spread over the period.
+            period, joined = self.heartbeat_period, self._joined_at.get(name, now)
+            last = self._beats.setdefault(name, now)
+            due = period > 0 and ready != "Unknown" and (now - joined) // period > (last - joined) // period
             if due:
                 self._heartbeat(name, node, current)
             return
