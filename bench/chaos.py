@@ -545,6 +545,21 @@ class Run:
     def say(self, text: str) -> None:
         self.out(f"chaos: [{time.monotonic() - self.started:7.1f}s] {text}")
 
+    def say_stuck(self) -> None:
+        """What a stalled phase looks like: the sets' specs and statuses and when their controllers last ran."""
+        md = self.deployment() or {}
+        status = md.get("status") or {}
+        self.say(f"stuck: deployment generation={md.get('metadata', {}).get('generation')} status={json.dumps(status)}")
+        for ms in self.store.list(MACHINE_API, "MachineSet", NAMESPACE):
+            self.say(f"stuck: set {ms['metadata']['name']} generation={ms['metadata'].get('generation')} "
+                     f"replicas={ms['spec'].get('replicas')} status={json.dumps(ms.get('status') or {})}")
+        now = time.time()
+        for controller in ("metal-machinedeployments", "metal-machinesets", "metal-machines"):
+            calls = [e for e in self.mc.hook_calls(controller=controller)]
+            last = max((float(e["time"]) for e in calls), default=0.0)
+            self.say(f"stuck: {controller}: {len(calls)} hook calls, last {now - last:.1f} s ago; queue "
+                     f"{self.mc.runtime(controller).queue.pending_delays()}")
+
     def machines(self) -> list[Obj]:
         return self.store.list(MACHINE_API, "Machine", NAMESPACE)
 
@@ -596,6 +611,7 @@ class Run:
             if now - start > timeout:
                 self.failure = f"{name} did not finish within {timeout:.0f} s"
                 self.say(f"TIMEOUT: {self.failure}: {self.summary()}")
+                self.say_stuck()
                 return False
             if now - last_report >= 10:
                 last_report = now
