@@ -11,6 +11,12 @@ Faults, all from `--seed`:
 - simulator: 10% of API calls answered 429 with `Retry-After: 1` (1 s, not the real API's minutes, or a run takes
   hours), 5% answered 500/502/503 (half of them with a load balancer's HTML page), 2% of connections dropped without
   an answer, 2% of creates succeed and then lose their answer (half dropped connection, half 503);
+- cluster realism (what a real cluster does and the plain emulator does not): controllers read from informer caches
+  0.15-0.45 s behind the store, per kind (`informer_lag=0.3`), dependents are garbage-collected 1 s after their
+  owner, one level per pass (`gc_delay`), kubelets report Node status at `heartbeat_period` (300 s, the kubelet's
+  default nodeStatusReportFrequency; 10 s up to 20 Machines, so that a short run sees several rounds):
+  lastHeartbeatTime moves; and 10% of a decorator's labels/annotations writes that follow its status write conflict
+  (`metadata_conflict_rate`);
 - emulator: 10% of status writes answered with a Conflict (`conflict_rate=0.1`), and one Metacontroller restart
   (`mc.restart()`: queues, timers, backoff and customize cache lost) once a quarter of the Machines are gone
   in the deletion phase, while finalizers, drain Jobs and garbage collection are at work;
@@ -38,18 +44,20 @@ event log, not only at the end:
 - wrong deletions: a device of ours may be deleted only when its Machine is being deleted or gone, or when the
   Machine has another live device (a duplicate); deleting the only device of a wanted Machine is a violation.
 At the end: no MachineDeployment, MachineSet or Machine; `leaked` = devices of ours that are still live (not
-deprovisioning, not deleted); the three seeded devices alive; no hook answer other than 200 (a 4xx or 5xx from our
-hooks to a well-formed Metacontroller request is a bug; calls that failed because the server was down are counted
-apart); and neither the API token nor the userData (canary values made for the run) anywhere in the hook server's
-log, the stored objects (statuses, annotations, labels: every applied hook answer), the emulator's errors or
-/metrics.
+deprovisioning, not deleted); `late_devices` = devices of ours created after their Machine's MachineSet or
+MachineDeployment had begun deleting (or was gone): a deleting owner must create nothing; the three seeded devices
+alive; no hook answer other than 200 (a 4xx or 5xx from our hooks to a well-formed Metacontroller request is a bug;
+calls that failed because the server was down are counted apart); and neither the API token nor the userData (canary
+values made for the run) anywhere in the hook server's log, the stored objects (statuses, annotations, labels: every
+applied hook answer), the emulator's errors or /metrics.
 
 Output: progress lines, then a fault breakdown, then as the LAST line:
-    chaos: machines=N faults=K duplicates_max=D leaked=L foreign_deleted=F converged_s=S
+    chaos: machines=N faults=K duplicates_max=D leaked=L foreign_deleted=F converged_s=S late_devices=V
 K = injected faults: simulator answers that were faults (429, 5xx, dropped, lost create answers), injected status
-conflicts and the three restarts. S = seconds from the MachineDeployment's creation until the final state (every
-phase included). Exit status 0 only when the run converged within `--timeout`, leaked=0, foreign_deleted=0, no
-invariant was violated, the seeded devices survived, no hook answered an error and no canary leaked.
+and metadata conflicts and the three restarts. S = seconds from the MachineDeployment's creation until the final
+state (every phase included). Exit status 0 only when the run converged within `--timeout`, leaked=0,
+foreign_deleted=0, no invariant was violated, late_devices=0, the seeded devices survived, no hook answered an error
+and no canary leaked.
 
 With `--doc docs/reliability.md` (what `make chaos` passes) the figures replace the table between the
 `<!-- chaos:begin -->` and `<!-- chaos:end -->` markers of that file.
@@ -125,6 +133,10 @@ class ChaosConfig:
     rate_drop: float = 0.02
     rate_lost_create: float = 0.02
     conflict_rate: float = 0.10
+    metadata_conflict_rate: float = 0.10  # a decorator's labels/annotations write after its status write
+    informer_lag: float = 0.3  # controllers read and are woken from a cache this far behind the store
+    gc_delay: float = 1.0  # dependents are garbage-collected this long after their owner, per level
+    heartbeat_period: float = 300.0  # kubelet status reports, nodeStatusReportFrequency default (lastHeartbeatTime)
     provision_seconds: float = 0.5
     deprovision_seconds: float = 0.5
     backoff_cap: float = 2.0
@@ -425,6 +437,50 @@ class Monitor:
                 del self._open[uid]
 
 
+class OwnerLog:
+    """Who owns which Machine, and since when each MachineSet and MachineDeployment has been deleting or gone.
+
+    A store watcher (called right after each write, monotonic time, the simulator's clock too), so that a device
+    created after its Machine's MachineSet or MachineDeployment started deleting can be told apart: with informer
+    lag a deleting owner's controller may still create Machines from its stale view, and the garbage collector
+    removes them only later; a device made for such a Machine is one a real cluster would pay for.
+    """
+
+    OWNER_KINDS = ("MachineSet", "MachineDeployment")
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.owner_of: dict[str, str] = {}  # Machine or MachineSet uid -> its controller's uid
+        self.deleting_since: dict[str, float] = {}  # MachineSet / MachineDeployment uid -> first deleting or gone
+        self._lock = threading.Lock()
+
+    def see(self, event: WatchEvent) -> None:
+        obj = event.object
+        kind, meta = obj.get("kind"), obj.get("metadata") or {}
+        if kind not in ("Machine", *self.OWNER_KINDS):
+            return
+        with self._lock:
+            ref = next((r for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
+            if ref is not None:
+                self.owner_of[meta["uid"]] = ref["uid"]
+            if kind in self.OWNER_KINDS and (event.type == "DELETED" or meta.get("deletionTimestamp")):
+                self.deleting_since.setdefault(meta["uid"], self.clock())
+
+    def late_devices(self, devices: list[DeviceView], project_id: str) -> list[DeviceView]:
+        """Our devices created after their Machine's MachineSet or MachineDeployment began deleting."""
+        late = []
+        with self._lock:
+            for device in devices:
+                if not is_ours(device, project_id) or not device.owner:
+                    continue
+                machine_set = self.owner_of.get(device.owner)
+                owners = [machine_set, self.owner_of.get(machine_set or "")]
+                since = [self.deleting_since[o] for o in owners if o and o in self.deleting_since]
+                if since and device.created > min(since):
+                    late.append(device)
+        return late
+
+
 # ------------------------------------------------------------------------------------------- the scenario
 
 
@@ -459,14 +515,15 @@ class Run:
         )
         self.sim_server = self.sim.serve()
         self.hooks = HookServer(self.sim_server.url, self.workdir)
-        self.store = Store()
+        self.store = Store(gc_delay=config.gc_delay)
         self.store.load_yaml(sorted(p for p in CRDS.glob("*.yaml") if p.name != "kustomization.yaml"))
         self.mc = Metacontroller(
             self.store, load_controllers(CONTROLLERS), service_urls={SERVICE: self.hooks.url},
             workers=config.mc_workers, backoff_cap=config.backoff_cap, conflict_rate=config.conflict_rate,
-            seed=config.seed,
+            seed=config.seed, informer_lag=config.informer_lag, metadata_conflict_rate=config.metadata_conflict_rate,
         )
-        self.joiner = ChaosNodeJoiner(self.store, self.sim, poll_interval=config.node_poll)
+        self.joiner = ChaosNodeJoiner(self.store, self.sim, poll_interval=config.node_poll,
+                                      heartbeat_period=config.heartbeat_period)
         self.jobs = JobRunner(self.store, poll_interval=0.1)
         self.monitor = Monitor(self.sim, self.mc, self.project, config.poll, store=self.store)
         self.seeded: dict[str, str] = {}
@@ -475,7 +532,9 @@ class Run:
         self.failure = ""
         self.machine_events: Counter[str] = Counter()  # ADDED / DELETED Machines
         self.metrics_text = ""
+        self.owners = OwnerLog()
         self.store.watch(self._count_machines)
+        self.store.watch(self.owners.see)
 
     def _count_machines(self, event: WatchEvent) -> None:
         if event.object.get("kind") == "Machine" and event.type in ("ADDED", "DELETED"):
@@ -485,6 +544,21 @@ class Run:
 
     def say(self, text: str) -> None:
         self.out(f"chaos: [{time.monotonic() - self.started:7.1f}s] {text}")
+
+    def say_stuck(self) -> None:
+        """What a stalled phase looks like: the sets' specs and statuses and when their controllers last ran."""
+        md = self.deployment() or {}
+        status = md.get("status") or {}
+        self.say(f"stuck: deployment generation={md.get('metadata', {}).get('generation')} status={json.dumps(status)}")
+        for ms in self.store.list(MACHINE_API, "MachineSet", NAMESPACE):
+            self.say(f"stuck: set {ms['metadata']['name']} generation={ms['metadata'].get('generation')} "
+                     f"replicas={ms['spec'].get('replicas')} status={json.dumps(ms.get('status') or {})}")
+        now = time.time()
+        for controller in ("metal-machinedeployments", "metal-machinesets", "metal-machines"):
+            calls = [e for e in self.mc.hook_calls(controller=controller)]
+            last = max((float(e["time"]) for e in calls), default=0.0)
+            self.say(f"stuck: {controller}: {len(calls)} hook calls, last {now - last:.1f} s ago; queue "
+                     f"{self.mc.runtime(controller).queue.pending_delays()}")
 
     def machines(self) -> list[Obj]:
         return self.store.list(MACHINE_API, "Machine", NAMESPACE)
@@ -537,6 +611,7 @@ class Run:
             if now - start > timeout:
                 self.failure = f"{name} did not finish within {timeout:.0f} s"
                 self.say(f"TIMEOUT: {self.failure}: {self.summary()}")
+                self.say_stuck()
                 return False
             if now - last_report >= 10:
                 last_report = now
@@ -587,7 +662,9 @@ class Run:
         self.monitor.start()
         self.say(f"started: simulator {self.sim_server.url}, hook server {self.hooks.url} "
                  f"(gunicorn {self.hooks.env['GUNICORN_WORKERS']}x{self.hooks.env['GUNICORN_THREADS']}), "
-                 f"faults {self.sim.faults}, conflict_rate={cfg.conflict_rate}, backoff_cap={cfg.backoff_cap}s")
+                 f"faults {self.sim.faults}, conflict_rate={cfg.conflict_rate}, backoff_cap={cfg.backoff_cap}s, "
+                 f"informer_lag={cfg.informer_lag}s, gc_delay={cfg.gc_delay}s, "
+                 f"heartbeat_period={cfg.heartbeat_period}s, metadata_conflict_rate={cfg.metadata_conflict_rate}")
 
     def scenario(self) -> float | None:
         """The four phases; seconds from the deployment's creation to the final state, or None if not reached."""
@@ -672,6 +749,7 @@ class Run:
         answered = sum(v for k, v in responses.items() if k == f"{CREATE_ROUTE} 201")
         counts["lost_create"] = max(0, created - answered)
         counts["conflicts"] = self.mc.injected_conflicts
+        counts["metadata_conflicts"] = self.mc.injected_metadata_conflicts
         counts["hook_restarts"] = self.restarts["hook-sigterm"] + self.restarts["hook-sigkill"]
         counts["emulator_restarts"] = self.restarts["emulator"]
         return dict(counts)
@@ -749,6 +827,7 @@ def run(config: ChaosConfig, out: Callable[[str], None] = print, doc: Path | Non
         report.violations.append(
             f"a Machine had two live devices for {exact_longest:.1f} s (limit {DUPLICATE_LIMIT:.0f} s)")
     leaked = [d for d in live if is_ours(d, chaos.project) and d.state not in NOT_LIVE]
+    late = chaos.owners.late_devices([*live, *gone], chaos.project)
     alive = {d.id for d in live if d.state not in NOT_LIVE}
     lost_seeds = [name for name, device_id in chaos.seeded.items() if device_id not in alive]
     counts = chaos.fault_counts()
@@ -763,7 +842,8 @@ def run(config: ChaosConfig, out: Callable[[str], None] = print, doc: Path | Non
     out(f"chaos: machines created={chaos.machine_events['ADDED']} deleted={chaos.machine_events['DELETED']} "
         f"hook calls: sync={hooks['sync']} finalize={hooks['finalize']} customize={hooks['customize']} "
         f"failed={hooks['failed']} http_5xx={hooks['http_5xx']} http_4xx={hooks['http_4xx']}")
-    out(f"chaos: api requests={injected['requests']} html_5xx={injected['html']}")
+    out(f"chaos: api requests={injected['requests']} html_5xx={injected['html']} "
+        f"node heartbeats={chaos.joiner.heartbeats}")
     out("chaos: faults " + " ".join(f"{k}={v}" for k, v in sorted(counts.items())) + f" total={faults}")
     longest = max((e.last_seen - e.first_seen for e in report.episodes), default=0.0)
     out(f"chaos: duplicates episodes={len(report.episodes)} longest_s={longest:.1f} exact_max={exact_most} "
@@ -775,9 +855,11 @@ def run(config: ChaosConfig, out: Callable[[str], None] = print, doc: Path | Non
         out(f"chaos: FOREIGN DELETION {device_id} {what}")
     for device in leaked:
         out(f"chaos: LEAKED {device.id} {device.hostname} {device.state}")
+    for device in late:
+        out(f"chaos: DEVICE FOR A DELETING OWNER {device.id} {device.hostname} {device.state}")
     out(f"chaos: seeded devices alive={len(chaos.seeded) - len(lost_seeds)}/{len(chaos.seeded)}"
         + (f" lost={','.join(lost_seeds)}" if lost_seeds else ""))
-    ok = (converged is not None and not chaos.failure and not leaked and not report.foreign_deleted
+    ok = (converged is not None and not chaos.failure and not leaked and not report.foreign_deleted and not late
           and not report.violations and not lost_seeds and not bad_answers and not any(canaries.values()))
     out(f"chaos: result {'PASS' if ok else 'FAIL'}" + (f" ({chaos.failure})" if chaos.failure else ""))
     if ok:
@@ -802,18 +884,22 @@ def run(config: ChaosConfig, out: Callable[[str], None] = print, doc: Path | Non
              f"{hooks['failed']} hook calls failed"),
             ("max live devices for one Machine (must be 1)", str(duplicates_max)),
             ("devices left after deletion (must be 0)", str(len(leaked))),
+            ("devices created for Machines whose MachineSet or MachineDeployment was being deleted (must be 0)",
+             str(len(late))),
             ("foreign devices deleted (must be 0)",
              f"{len(report.foreign_deleted)} (seeded devices alive: {len(chaos.seeded) - len(lost_seeds)}/3)"),
             ("secret canary hits in logs, answers, statuses, metrics (must be 0)", str(sum(canaries.values()))),
             ("hook answers with HTTP 500 (must be 0)", str(hooks["http_5xx"])),
             ("result", f"{'PASS' if ok else 'FAIL'}: machines={config.machines} faults={faults} "
                        f"duplicates_max={duplicates_max} leaked={len(leaked)} "
-                       f"foreign_deleted={len(report.foreign_deleted)} converged_s={math.ceil(seconds)}"),
+                       f"foreign_deleted={len(report.foreign_deleted)} converged_s={math.ceil(seconds)} "
+                       f"late_devices={len(late)}"),
         ]
         write_doc_table(doc, rows)
         out(f"chaos: figures written to {doc}")
     out(f"chaos: machines={config.machines} faults={faults} duplicates_max={duplicates_max} "
-        f"leaked={len(leaked)} foreign_deleted={len(report.foreign_deleted)} converged_s={math.ceil(seconds)}")
+        f"leaked={len(leaked)} foreign_deleted={len(report.foreign_deleted)} converged_s={math.ceil(seconds)} "
+        f"late_devices={len(late)}")
     return 0 if ok else 1
 
 
@@ -828,7 +914,7 @@ def write_doc_table(path: Path, rows: list[tuple[str, str]]) -> None:
 
 
 LAST_LINE = re.compile(r"^chaos: machines=(\d+) faults=(\d+) duplicates_max=(\d+) leaked=(\d+) "
-                       r"foreign_deleted=(\d+) converged_s=(\d+)$")
+                       r"foreign_deleted=(\d+) converged_s=(\d+) late_devices=(\d+)$")
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -859,6 +945,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout=args.timeout if args.timeout is not None else 120.0 + 6.0 * args.machines,
         poll=args.poll if args.poll is not None else (0.15 if small else 0.25),
         node_poll=0.1 if small else 0.5,
+        heartbeat_period=10.0 if small else 300.0,
     )
     signal.signal(signal.SIGTERM, _interrupt)
     try:

@@ -35,12 +35,12 @@ def machine_request(index: int, project_id: str, token: str, *, prefix: str = "b
     import base64
 
     body = copy.deepcopy(_SYNC)
-    meta = body["parent"]["metadata"]
+    meta = body["object"]["metadata"]
     meta["name"] = f"{prefix}-{index:05d}"
     meta["uid"] = str(uuid.UUID(int=0xB0000000_0000_4000_8000_000000000000 + index))
     # Hooks run on the wall clock here: a fixture timestamp from the past would trip the creation timeout.
     meta["creationTimestamp"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    body["parent"].pop("status", None)
+    body["object"].pop("status", None)
     for cls in body["related"][CLASS_KEY].values():
         cls["providerSpec"]["projectID"] = project_id
     for secret in body["related"][SECRET_KEY].values():
@@ -60,7 +60,7 @@ def ready_node(name: str, device_id: str) -> Obj:
 def apply(body: Obj, response: Obj) -> Obj:
     """What Metacontroller does with a decorator answer: merge labels/annotations (None deletes), replace status."""
     body = copy.deepcopy(body)
-    meta = body["parent"]["metadata"]
+    meta = body["object"]["metadata"]
     for key in ("labels", "annotations"):
         current = meta.setdefault(key, {})
         for name, value in (response.get(key) or {}).items():
@@ -69,16 +69,16 @@ def apply(body: Obj, response: Obj) -> Obj:
             else:
                 current[name] = value
     if response.get("status") is not None:
-        body["parent"]["status"] = response["status"]
+        body["object"]["status"] = response["status"]
     return body
 
 
 def phase(body: Obj) -> str:
-    return ((body["parent"].get("status") or {}).get("currentStatus") or {}).get("phase", "")
+    return ((body["object"].get("status") or {}).get("currentStatus") or {}).get("phase", "")
 
 
 def device_id(body: Obj) -> str | None:
-    return (body["parent"]["metadata"].get("annotations") or {}).get("metal-machine-hooks/device-id")
+    return (body["object"]["metadata"].get("annotations") or {}).get("metal-machine-hooks/device-id")
 
 
 class Fleet:
@@ -111,7 +111,7 @@ class Fleet:
         waiting = {device_id(b): b for b in self.bodies if device_id(b) and not b["related"].get(NODE_KEY)}
         for dev in self.active({d for d in waiting if d}):
             body = waiting[dev]
-            name = body["parent"]["metadata"]["name"]
+            name = body["object"]["metadata"]["name"]
             body["related"][NODE_KEY] = {name: ready_node(name, dev)}
 
     def converge(self, max_rounds: int = 20) -> int:

@@ -54,7 +54,7 @@ def steady_machine(sim: Simulator, hooks: Gunicorn, project: str, token: str) ->
         fleet.converge()
         body = fleet.bodies[0]
         answer = sync(body)
-    if answer.get("status") != body["parent"]["status"] or answer.get("labels") or answer.get("annotations"):
+    if answer.get("status") != body["object"]["status"] or answer.get("labels") or answer.get("annotations"):
         raise RuntimeError(f"the steady Machine does not sync unchanged: {json.dumps(answer)[:500]}")
     return body
 
@@ -65,8 +65,8 @@ def measure(sim: Simulator, hooks: Gunicorn, noop: Gunicorn, body: Obj, token: s
     """`hooks_cached`, when given, is a fourth load: the same hook with the device cache on (informational: most
     of its syncs make no API call, so it is not the figure the target is about)."""
     raw = json.dumps(body).encode()
-    device = body["parent"]["metadata"]["annotations"]["metal-machine-hooks/device-id"]
-    expected_status = json.dumps(body["parent"]["status"], sort_keys=True)
+    device = body["object"]["metadata"]["annotations"]["metal-machine-hooks/device-id"]
+    expected_status = json.dumps(body["object"]["status"], sort_keys=True)
 
     def hook_ok(_status: int, data: bytes) -> str | None:
         return None if b'"Running"' in data else "the hook did not answer a Running Machine"

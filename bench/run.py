@@ -2,9 +2,9 @@
 
 Parts: 1 hook overhead (bench.overhead), 2 API calls with and without the device cache (bench.api_calls),
 3 large parents (bench.parents), 4 fleet convergence (bench.converge), 5 MachineClass sync bytes per Machine change
-(bench.classes), 6 what the device listing cache costs in bytes against the calls it saves (bench.cache_cost).
-A part that cannot run (a missing piece, an error) is reported as null with the reason in results.json instead of
-failing the whole run.
+(bench.classes), 6 what the device listing cache costs in bytes against the calls it saves (bench.cache_cost), 7 the
+load of kubelet heartbeats on a steady fleet of --machines (bench.heartbeats). A part that cannot run (a missing
+piece, an error) is reported as null with the reason in results.json instead of failing the whole run.
 
     python -m bench.run                      # everything, a few minutes
     python -m bench.run --parts 1,3          # some parts
@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import api_calls, cache_cost, classes, converge, overhead, parents
+from bench import api_calls, cache_cost, classes, converge, heartbeats, overhead, parents
 from bench.servers import Gunicorn, Simulator
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
@@ -37,6 +37,7 @@ TARGETS = {
     "machinedeployment_10_ms": ("<=", 5.0),
     "converge_500_s": (None, None),
     "class_sync_ratio_10_to_1": ("<=", 1.5),
+    "syncs_per_heartbeat_period": (None, None),
 }
 STEADY_PROJECT = "b0000000-0000-4000-8000-00000000000a"
 NOCACHE_PROJECT = "b0000000-0000-4000-8000-00000000000b"
@@ -87,10 +88,10 @@ def run_part(results: Obj, name: str, work: Callable[[], Obj]) -> Obj | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", default="1,2,3,4,5,6", help="comma list of parts to run (default 1,2,3,4,5,6)")
+    parser.add_argument("--parts", default="1,2,3,4,5,6,7", help="comma list of parts to run (default 1,2,3,4,5,6,7)")
     parser.add_argument("--quick", action="store_true", help="tiny counts, to check the harness (no targets)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"results file (default {RESULTS})")
-    parser.add_argument("--machines", type=int, default=200, help="part 2 fleet size (default 200)")
+    parser.add_argument("--machines", type=int, default=200, help="part 2 and 5 fleet size (default 200)")
     parser.add_argument("--replicas", type=int, default=500, help="part 4 MachineDeployment size (default 500)")
     args = parser.parse_args(argv)
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             for server in cached:
                 server.stop()
         if "3" in parts:
-            child = steady["parent"] if steady is not None else None
+            child = steady["object"] if steady is not None else None
             run_part(results, "large_parents", lambda: parents.measure(child, repeats=3 if quick else 30))
         if "4" in parts:
             absent = converge.missing()
@@ -152,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
             run_part(results, "class_syncs", lambda: classes.measure(per_class=5 if quick else 100))
         if "6" in parts:
             run_part(results, "cache_cost", lambda: cache_cost.measure(machines, others=(0, 50 if quick else 2000)))
+        if "7" in parts and not converge.missing():
+            run_part(results, "heartbeats", lambda: heartbeats.measure(
+                sim, hooks, machines=machines, period=1.0 if quick else 10.0, rounds=2,
+                timeout=60.0 if quick else 240.0))
     finally:
         for server in reversed(servers):
             server.stop()
@@ -169,6 +174,7 @@ def summarise(results: Obj, replicas: int) -> None:
     errors = results["errors"]
     o, a, lp, c = p.get("overhead"), p.get("api_calls"), p.get("large_parents"), p.get("convergence")
     cs = p.get("class_syncs")
+    h = p.get("heartbeats")
     figures = {
         "overhead_ratio": o and o["overhead_ratio"],
         "api_calls_per_steady_sync": o and o["api_calls_per_steady_sync"],
@@ -179,6 +185,9 @@ def summarise(results: Obj, replicas: int) -> None:
         "converge_500_s": c and c["seconds"],
         "class_sync_bytes_per_machine_change": cs and cs["class_sync_bytes_per_machine_change"],
         "class_sync_ratio_10_to_1": cs and cs["class_sync_bytes_per_machine_change"]["ratio"],
+        # Per kubelet report period in a steady fleet: sync/finalize calls of each controller, Metal API calls.
+        "syncs_per_heartbeat_period": h and {**h["hook_calls_per_period"],
+                                             "metal_api_calls": h["metal_api_calls_per_period"]},
     }
     if c and not c["converged"]:
         errors.setdefault("convergence", f"{c['running']} of {c['replicas']} Running after {c['timeout_s']} s")
@@ -192,7 +201,7 @@ def summarise(results: Obj, replicas: int) -> None:
                     "api_calls_per_steady_sync_cached": "api_calls", "posts_per_machine": "api_calls",
                     "machineset_1000_ms": "large_parents", "machinedeployment_10_ms": "large_parents",
                     "converge_500_s": "convergence", "class_sync_bytes_per_machine_change": "class_syncs",
-                    "class_sync_ratio_10_to_1": "class_syncs"}[name]
+                    "class_sync_ratio_10_to_1": "class_syncs", "syncs_per_heartbeat_period": "heartbeats"}[name]
             reasons[name] = errors.get(part) or errors.get("steady_machine") or "part not run"
     results.update({k: v for k, v in figures.items()})
     results["null_reasons"] = reasons
@@ -248,6 +257,7 @@ def print_table(results: Obj) -> None:
                                                     f"{c['hook_calls']} hook calls, {c['api_calls']} API calls"
                      if c["converged"] else f"not converged: {c['running']}/{c['replicas']} Running"))
     cs = p.get("class_syncs")
+    h = p.get("heartbeats")
     if cs:
         f = cs["class_sync_bytes_per_machine_change"]
         per = cs["after"]["1_classes"]["machines_per_class"]
@@ -255,6 +265,10 @@ def print_table(results: Obj) -> None:
                      f"1 class of {per}: {f['one_class']} B, 10 classes of {per}: {f['ten_classes']} B "
                      f"(ratio {f['ratio']}, target <= 1.5); before: {f['before_one_class']} B and "
                      f"{f['before_ten_classes']} B"))
+    if h:
+        rows.append((f"7 heartbeats N={h['machines']}", f"per {h['period_s']} s report period ({h['rounds']} rounds): "
+                     + ", ".join(f"{k} {v}" for k, v in h["hook_calls_per_period"].items())
+                     + f", Metal API calls {h['metal_api_calls_per_period']}"))
     for name, reason in results["null_reasons"].items():
         rows.append((f"! {name}", f"null: {reason}"))
     width = max((len(k) for k, _ in rows), default=10)

@@ -8,7 +8,6 @@ while v1 hooks silently drop unknown fields. Field names are case-sensitive in b
 
 from __future__ import annotations
 
-import base64
 import email.utils
 import json
 import re
@@ -17,7 +16,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 
@@ -129,10 +127,8 @@ class HookClient:
         self,
         *,
         service_urls: Mapping[str, str] | None = None,
-        secret_reader: Callable[[str, str], Obj | None] | None = None,
     ) -> None:
         self._service_urls = dict(service_urls or {})
-        self._secret_reader = secret_reader
         self._local = threading.local()
 
     def url_for(self, hook: Hook) -> str:
@@ -153,47 +149,6 @@ class HookClient:
                 f"(no service_urls entry for {host!r})"
             )
         return base.rstrip("/") + path
-
-    def headers_for(self, hook: Hook, url: str, endpoint_configs: list[Obj]) -> dict[str, str]:
-        """Authorization from the webhook itself, else from the endpointConfigs entry for the URL's host."""
-        webhook = hook.webhook
-        auth, basic = webhook.get("authorization"), webhook.get("basicAuth")
-        if not auth and not basic:
-            host = urlsplit(url).hostname or ""
-            netloc = urlsplit(url).netloc
-            service = webhook.get("service") or {}
-            names = {host, netloc}
-            if service:
-                names |= {f"{service.get('name')}.{service.get('namespace')}",
-                          f"{service.get('name')}.{service.get('namespace')}:{service.get('port', 80)}"}
-            for entry in endpoint_configs:
-                if entry.get("host") in names:
-                    auth, basic = entry.get("authorization"), entry.get("basicAuth")
-                    break
-        if auth and basic:
-            raise HookError("authorization and basicAuth are mutually exclusive")
-        headers = {"Content-Type": "application/json"}
-        if auth:
-            kind = auth.get("type") or "Bearer"
-            if kind.lower() == "basic":
-                raise HookError('authorization type "Basic" is not supported; use basicAuth')
-            ref = auth.get("secretRef") or {}
-            headers["Authorization"] = f"{kind} {self._secret_value(ref, ref.get('key', '')).strip()}"
-        elif basic:
-            ref = basic.get("secretRef") or {}
-            user = self._secret_value(ref, basic.get("usernameKey") or "username")
-            password = self._secret_value(ref, basic.get("passwordKey") or "password")
-            headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-        return headers
-
-    def _secret_value(self, ref: Obj, key: str) -> str:
-        secret = self._secret_reader(ref.get("namespace", ""), ref.get("name", "")) if self._secret_reader else None
-        if secret is None:
-            raise HookError(f'secret "{ref.get("namespace")}/{ref.get("name")}" not found')
-        data = secret.get("data") or {}
-        if key not in data:
-            raise HookError(f'key "{key}" not found in secret "{ref.get("namespace")}/{ref.get("name")}"')
-        return base64.b64decode(data[key]).decode()
 
     def post(self, hook: Hook, body: Obj, headers: Mapping[str, str], url: str,
              etags: EtagCache | None = None, root: tuple[str, str, str] | None = None) -> str:

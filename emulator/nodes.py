@@ -7,7 +7,7 @@ Node NotReady or make it vanish.
 
 API:
 
-    joiner = NodeJoiner(store, "http://127.0.0.1:PORT", ready_delay=0.0, poll_interval=0.1)
+    joiner = NodeJoiner(store, "http://127.0.0.1:PORT", ready_delay=0.0, poll_interval=0.1, heartbeat_period=0.0)
     joiner.tick()                       # one poll: create / ready / delete Nodes
     joiner.start(); joiner.stop()       # the same in a background thread
     joiner.set_ready(name, "False")     # pin Ready to "True" | "False" | "Unknown" (None: back to automatic)
@@ -19,7 +19,8 @@ labels `kubernetes.io/hostname`, `node.kubernetes.io/instance-type` (plan) and `
 (metro), condition Ready=False on join, Ready=True after `ready_delay` seconds, Ready=Unknown while the device is
 in any state but active (powered off, reinstalling, deprovisioning: the kubelet stops posting). A Node whose device
 is gone is deleted, standing in for the cloud node lifecycle controller; Nodes without an `equinixmetal://`
-providerID are never touched.
+providerID are never touched. With `heartbeat_period` > 0 the kubelet also reports status at that period while
+it posts (Ready True or False): lastHeartbeatTime moves, nothing else does (`heartbeats` counts those writes).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import requests
@@ -56,14 +58,20 @@ class NodeJoiner(Poller):
         *,
         ready_delay: float = 0.0,
         poll_interval: float = 0.1,
+        heartbeat_period: float = 0.0,
         monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = utc_now,
         session: requests.Session | None = None,
     ) -> None:
         super().__init__(poll_interval)
         self.store = store
         self.sim_base_url = sim_base_url.rstrip("/")
         self.ready_delay = ready_delay
+        self.heartbeat_period = heartbeat_period  # > 0: kubelet status reports at this period (Ready True/False)
+        self._beats: dict[str, float] = {}
+        self.heartbeats = 0  # status reports that changed nothing but lastHeartbeatTime
         self._now = monotonic
+        self._wall = wall
         self._session = session or requests.Session()
         self._joined_at: dict[str, float] = {}
         self._pinned: dict[str, str] = {}
@@ -150,9 +158,16 @@ class NodeJoiner(Poller):
             })
         conditions = (node.get("status") or {}).get("conditions") or []
         current = next((c for c in conditions if c.get("type") == "Ready"), None)
+        now = self._now()
         if current is not None and current.get("status") == ready:
+            # Report k of a Node falls k periods after it joined, so a fleet's reports spread over the period.
+            period, joined = self.heartbeat_period, self._joined_at.get(name, now)
+            last = self._beats.setdefault(name, now)
+            due = period > 0 and ready != "Unknown" and (now - joined) // period > (last - joined) // period
+            if due:
+                self._heartbeat(name, node, current)
             return
-        stamp = format_time(utc_now())
+        stamp = format_time(self._wall())
         reason = {"True": "KubeletReady", "False": "KubeletNotReady", "Unknown": "NodeStatusUnknown"}[ready]
         message = {"True": "kubelet is posting ready status", "False": "container runtime network not ready",
                    "Unknown": "Kubelet stopped posting node status."}[ready]
@@ -166,6 +181,18 @@ class NodeJoiner(Poller):
         }
         with contextlib.suppress(Conflict, NotFound):  # the next tick retries
             self.store.update_status(node)
+            self._beats[name] = now
+
+    def _heartbeat(self, name: str, node: Obj, ready: Obj) -> None:
+        """A kubelet's periodic status report: the conditions are unchanged, lastHeartbeatTime moves."""
+        stamp = format_time(self._wall())
+        conditions = [c if c is not ready else {**c, "lastHeartbeatTime": stamp}
+                      for c in node["status"]["conditions"]]
+        node["status"] = {**node["status"], "conditions": conditions}
+        with contextlib.suppress(Conflict, NotFound):  # the next tick retries
+            self.store.update_status(node)
+            self._beats[name] = self._now()
+            self.heartbeats += 1
 
     @staticmethod
     def _labels(name: str, device: Obj) -> dict[str, str]:

@@ -7,11 +7,12 @@ rules (`update` never changes status, `update_status` changes nothing else), CRD
 unknown fields and schema validation, label syntax, finalizers (delete only sets `deletionTimestamp` while any
 remain; no new finalizer on a deleting object), `generation` bumps on spec changes, no-op writes that do not
 bump `resourceVersion` (so they emit no watch event), and background garbage collection through
-`ownerReferences`.
+`ownerReferences` (inside the delete call, or with `gc_delay` > 0 in later passes, one level of dependents per
+pass, as the real garbage collector works after the delete has returned).
 
 API (every object in and out is a plain JSON-like dict; every returned dict is a private deep copy):
 
-    store = Store(clock=lambda: datetime.now(UTC), auto_namespaces=False)
+    store = Store(clock=lambda: datetime.now(UTC), auto_namespaces=False, gc_delay=0.0)
     store.load_yaml("kubernetes/crds/")           # files, directories or YAML text; CRDs register kinds
     store.register_crd(crd_dict) -> ResourceType
     store.resource_for(api_version, kind=... | resource=...) -> ResourceType   (NotFound if unknown)
@@ -154,8 +155,10 @@ def object_key(obj: Obj) -> str:
 class Store:
     """Thread-safe object store; every public method is atomic with respect to the others."""
 
-    def __init__(self, *, clock: Clock = utc_now, auto_namespaces: bool = False) -> None:
+    def __init__(self, *, clock: Clock = utc_now, auto_namespaces: bool = False, gc_delay: float = 0.0) -> None:
         self._clock = clock
+        self.gc_delay = gc_delay  # > 0: dependents go in a background pass this long after their owner, per level
+        self._gc_timer: threading.Timer | None = None
         self._auto_namespaces = auto_namespaces
         self._lock = threading.RLock()
         self._dispatch_lock = threading.RLock()
@@ -338,7 +341,7 @@ class Store:
                     actual = current["metadata"]["uid"]
                     raise Conflict(f"Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}")
                 self._delete_key(key)
-                self._collect_garbage()
+                self._garbage_due()
         finally:
             self._dispatch()
 
@@ -454,7 +457,7 @@ class Store:
         self._uids[meta["uid"]] = key
         self._emit("ADDED", new)
         if meta.get("ownerReferences"):
-            self._collect_garbage()
+            self._garbage_due()
         return copy.deepcopy(new)
 
     def _require_namespace(self, namespace: str) -> None:
@@ -525,12 +528,12 @@ class Store:
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
             meta.pop("finalizers", None)
             self._remove(key, new)
-            self._collect_garbage()
+            self._garbage_due()
             return copy.deepcopy(new)
         self._objects[key] = new
         self._emit("MODIFIED", new, current)
         if meta.get("ownerReferences") != current["metadata"].get("ownerReferences"):
-            self._collect_garbage()
+            self._garbage_due()
         return copy.deepcopy(new)
 
     def _normalise(self, rt: ResourceType, obj: Obj, current: Obj | None) -> None:
@@ -602,27 +605,55 @@ class Store:
             self._uids.pop(old["metadata"]["uid"], None)
         self._emit("DELETED", final)
 
-    def _collect_garbage(self) -> None:
-        """Background propagation: dependents with no live owner go; dangling refs next to a live owner are dropped."""
-        changed = True
-        while changed:
-            changed = False
-            for key, obj in list(self._objects.items()):
-                refs = obj["metadata"].get("ownerReferences") or []
-                if not refs or key not in self._objects:
-                    continue
-                live = [r for r in refs if self._owner_alive(r, key)]
-                if not live:
-                    if not obj["metadata"].get("deletionTimestamp"):
-                        self._delete_key(key)
-                        changed = True
-                elif len(live) != len(refs):
-                    new = copy.deepcopy(obj)
-                    new["metadata"]["ownerReferences"] = live
-                    new["metadata"]["resourceVersion"] = self._next_rv()
-                    self._objects[key] = new
-                    self._emit("MODIFIED", new, obj)
+    def _garbage_due(self) -> None:
+        """Collect now (gc_delay 0: inside the write), or schedule a pass gc_delay seconds later, as the real
+        garbage collector removes dependents after their owner's delete call has returned."""
+        if self.gc_delay <= 0:
+            while self._collect_pass():
+                pass
+        elif self._gc_timer is None:
+            self._gc_timer = threading.Timer(self.gc_delay, self._delayed_pass)
+            self._gc_timer.daemon = True
+            self._gc_timer.start()
+
+    def _delayed_pass(self) -> None:
+        """One level of dependents per pass; the next level waits another gc_delay."""
+        try:
+            with self._lock:
+                self._gc_timer = None
+                if self._collect_pass():
+                    self._garbage_due()
+        finally:
+            self._dispatch()
+
+    def _collect_pass(self) -> bool:
+        """Background propagation: dependents with no live owner go; dangling refs next to a live owner are dropped.
+
+        One level: owners are judged as they were when the pass started, so a dependent's own dependents wait for
+        the next pass.
+        """
+        decisions = []
+        for key, obj in list(self._objects.items()):
+            refs = obj["metadata"].get("ownerReferences") or []
+            if refs:
+                decisions.append((key, obj, [r for r in refs if self._owner_alive(r, key)]))
+        changed = False
+        for key, obj, live in decisions:
+            if self._objects.get(key) is not obj:
+                continue
+            refs = obj["metadata"]["ownerReferences"]
+            if not live:
+                if not obj["metadata"].get("deletionTimestamp"):
+                    self._delete_key(key)
                     changed = True
+            elif len(live) != len(refs):
+                new = copy.deepcopy(obj)
+                new["metadata"]["ownerReferences"] = live
+                new["metadata"]["resourceVersion"] = self._next_rv()
+                self._objects[key] = new
+                self._emit("MODIFIED", new, obj)
+                changed = True
+        return changed
 
     def _owner_alive(self, ref: Obj, dependent_key: tuple[str, str, str, str]) -> bool:
         owner_key = self._uids.get(ref.get("uid", ""))

@@ -33,8 +33,8 @@ KIND_ROUTES = {
 def guess_route(body: dict[str, Any]) -> str:
     """Which hook a request is for: customize requests have only `controller` + `parent`.
 
-    Sync/finalize requests add `children`/`related`/`finalizing` (v2 decorators and composites send the object as
-    `parent`, v1 decorators as `object` with `attachments`).
+    Sync/finalize requests add `related`/`finalizing` and the observed objects: decorators (v1 and v2 alike) send
+    the object as `object` with `attachments`, composites as `parent` with `children`.
     """
     target = body.get("object") if isinstance(body.get("object"), dict) else body.get("parent")
     kind = target.get("kind") if isinstance(target, dict) else None

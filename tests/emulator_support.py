@@ -202,12 +202,14 @@ class RealCluster:
 
 @contextmanager
 def real_cluster(sim_url: str, sim_base_url: str, *, settings: Any = None, controllers: list[Obj] | None = None,
-                 jobs: str = "stand-in", **mc_kwargs: Any) -> Iterator[RealCluster]:
+                 jobs: str = "stand-in", gc_delay: float = 0.0, heartbeat_period: float = 0.0,
+                 **mc_kwargs: Any) -> Iterator[RealCluster]:
     """Our hook app (werkzeug, ephemeral port) under the emulator with the repo's CRDs and controllers.
 
     `settings` defaults to the simulator's URL with a 1 s retry budget; `controllers` to metacontroller/*.yaml
-    (tests may lower a resync period first); other keywords go to Metacontroller. Nodes join as devices turn
-    active and, with the default `jobs="stand-in"`, drain Jobs succeed at once (both polled every 20 ms).
+    (tests may lower a resync period first); `gc_delay` goes to the Store and `heartbeat_period` to the Node
+    joiner; other keywords go to Metacontroller (informer_lag, metadata_conflict_rate, ...). Nodes join as devices
+    turn active and, with the default `jobs="stand-in"`, drain Jobs succeed at once (both polled every 20 ms).
     `jobs="program"` runs the Jobs' pods for real instead: their programs (`python -m drain ...`) as
     subprocesses against a Kubernetes REST API over the store (`kube_api`), with a 0.5 s back-off between
     failed pods. A subprocess per drain made the MachineDeployment lifecycle scenario take about twice as long
@@ -226,12 +228,12 @@ def real_cluster(sim_url: str, sim_base_url: str, *, settings: Any = None, contr
     http = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=http.serve_forever, daemon=True).start()
     hooks_url = f"http://127.0.0.1:{http.server_port}"
-    store = Store()
+    store = Store(gc_delay=gc_delay)
     store.load_yaml(sorted(p for p in (REPO / "kubernetes" / "crds").glob("*.yaml") if p.name != "kustomization.yaml"))
     mc_kwargs.setdefault("backoff_cap", 0.5)
     mc = Metacontroller(store, controllers if controllers is not None else load_controllers(REPO / "metacontroller"),
                         service_urls={HOOK_SERVICE: hooks_url}, **mc_kwargs)
-    joiner = NodeJoiner(store, sim_base_url, poll_interval=0.02)
+    joiner = NodeJoiner(store, sim_base_url, poll_interval=0.02, heartbeat_period=heartbeat_period)
     kube_api = None
     if jobs == "program":
         from emulator.job_pods import ProgramJobRunner

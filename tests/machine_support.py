@@ -67,13 +67,13 @@ def finalize_request(body: dict[str, Any] | None = None) -> dict[str, Any]:
 
 
 def decorated(body: dict[str, Any]) -> dict[str, Any]:
-    """The Machine of a sync/finalize request in either shape (v2 `parent`, v1 `object`)."""
-    return body["parent"] if "parent" in body else body["object"]
+    """The Machine of a sync/finalize request (`object`, as Metacontroller sends it in v1 and v2)."""
+    return body["object"]
 
 
-def v1_shape(body: dict[str, Any]) -> dict[str, Any]:
-    """The same request as a v1 hook (and the research notes) spell it: `object` and `attachments`."""
-    names = {"parent": "object", "children": "attachments"}
+def wrong_shape(body: dict[str, Any]) -> dict[str, Any]:
+    """The same request with composite names (`parent`/`children`), which no decorator request carries."""
+    names = {"object": "parent", "attachments": "children"}
     return {names.get(key, key): copy.deepcopy(value) for key, value in body.items()}
 
 
@@ -137,7 +137,7 @@ def observe_jobs(body: dict, jobs: list[dict], *, complete: bool) -> dict:
         else:
             job["status"] = {"active": 1}
         observed[f"{job['metadata']['namespace']}/{job['metadata']['name']}"] = job
-    body["attachments" if "object" in body else "children"] = {"Job.batch/v1": observed}
+    body["attachments"] = {"Job.batch/v1": observed}
     return body
 
 

@@ -168,7 +168,7 @@ def running(body: dict) -> None:
 
 
 def attachments_key(body: dict[str, Any]) -> str:
-    return "children" if "parent" in body else "attachments"
+    return "attachments"
 
 
 def recorded(body: dict) -> None:
@@ -388,9 +388,8 @@ ROWS: list[Row] = [
         "does not exist", "description"),
     Row("body-nested-too-deep", "arrays nested 100000 deep (the JSON decoder's recursion limit)",
         raw("/machine/sync", b"[" * 100_000 + b"]" * 100_000), 400, "request body is nested too deeply", "error"),
-    Row("body-no-parent-or-object", "no 'parent' (v2) or 'object' (v1)",
-        body_is("/machine/sync", {"controller": {}, "related": {}}), 400,
-        "request has no `parent` (v2) or `object` (v1)", "error"),
+    Row("body-no-object", "no 'object' (the key Metacontroller sends a decorated object under)",
+        body_is("/machine/sync", {"controller": {}, "related": {}}), 400, "request has no `object`", "error"),
     Row("body-object-pod", "the object is a Pod",
         body_is("/machine/sync", {"object": {**MINIMAL_MACHINE, "apiVersion": "v1", "kind": "Pod"}}), 400,
         "'object' is a v1 Pod, expected a machine.sapcloud.io/v1alpha1 Machine", "error"),

@@ -50,4 +50,8 @@ def test_quick_bench_writes_every_figure(tmp_path, capsys) -> None:
     assert 0 < bytes_per_change["ten_classes"] <= 1.5 * bytes_per_change["one_class"]
     assert bytes_per_change["before_ten_classes"] > 5 * bytes_per_change["ten_classes"]
     assert parts["class_syncs"]["after"]["10_classes"]["class_syncs"] == 1
+    per_period = results["syncs_per_heartbeat_period"]  # Node reports re-sync their Machines (queued ones merge)
+    assert per_period["metal-machines"] > 0 and parts["heartbeats"]["rounds"] >= 2, per_period
+    assert set(per_period) == {"metal-machines", "metal-machinesets", "metal-machinedeployments",
+                               "metal-machineclasses", "metal_api_calls"}
     assert "overhead_ratio" in capsys.readouterr().out  # the table was printed

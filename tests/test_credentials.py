@@ -50,8 +50,8 @@ def machine_class(name: str, *, secret_ref: str | None = None, credentials_ref: 
 def request(*classes: dict[str, Any], finalizing: bool = False) -> dict[str, Any]:
     body: dict[str, Any] = {
         "controller": {"metadata": {"name": "metal-credentials"}},
-        "parent": secret(),
-        "children": {},
+        "object": secret(),
+        "attachments": {},
         "related": {CLASS_KEY: {f"{c['metadata']['namespace']}/{c['metadata']['name']}": c for c in classes}},
     }
     if finalizing:
@@ -106,10 +106,10 @@ def test_long_lists_are_shortened() -> None:
 
 
 @pytest.mark.parametrize(("mutate", "message"), [
-    (lambda b: b.pop("parent"), "no `parent`"),
-    (lambda b: b.__setitem__("parent", {"kind": "ConfigMap", "metadata": {"name": "x", "namespace": NS}}),
+    (lambda b: b.pop("object"), "no `object`"),
+    (lambda b: b.__setitem__("object", {"kind": "ConfigMap", "metadata": {"name": "x", "namespace": NS}}),
      "must be a Secret"),
-    (lambda b: b["parent"]["metadata"].pop("namespace"), "must be a Secret with a name and a namespace"),
+    (lambda b: b["object"]["metadata"].pop("namespace"), "must be a Secret with a name and a namespace"),
     (lambda b: b.__setitem__("related", []), "related must be a map"),
     (lambda b: b.__setitem__("related", {CLASS_KEY: []}), "must be a map"),
 ])
@@ -123,8 +123,8 @@ def test_malformed_requests_are_bad_requests(mutate: Any, message: str) -> None:
 def test_the_routes_answer_and_no_token_reaches_the_log(caplog: pytest.LogCaptureFixture) -> None:
     client = create_app(Settings()).test_client()
     body = request(machine_class("small", secret_ref="metal-credentials"), finalizing=True)
-    body["parent"]["metadata"]["name"] = TOKEN  # a value that would show up in the access log's subject
-    body["parent"]["data"]["apiToken"] = base64.b64encode(TOKEN.encode()).decode()
+    body["object"]["metadata"]["name"] = TOKEN  # a value that would show up in the access log's subject
+    body["object"]["data"]["apiToken"] = base64.b64encode(TOKEN.encode()).decode()
     with caplog.at_level(logging.DEBUG):
         for path in ("/credentials/sync", "/credentials/finalize"):
             response = client.post(path, json=copy.deepcopy(body))

@@ -197,21 +197,21 @@ def running_fleet(metal_sim, ctx: HookContext, n: int) -> Fleet:
 
 def test_a_steady_fleet_costs_one_listing_instead_of_a_get_per_machine(metal_sim, cache) -> None:
     fleet = running_fleet(metal_sim, context(metal_sim, None), 12)
-    before = [b["parent"]["status"] for b in fleet.bodies]
+    before = [b["object"]["status"] for b in fleet.bodies]
     cached = context(metal_sim, cache)
     fleet.sync = lambda body: machine.sync(body, cached)
     metal_sim.sim.calls.clear()
     fleet.round(only_unready=False)
     fleet.round(only_unready=False)
     assert calls(metal_sim) == {"GET /projects/{id}/devices": 1}  # two resyncs of 12 Machines, one listing
-    assert [b["parent"]["status"] for b in fleet.bodies] == before  # same answers as without the cache
+    assert [b["object"]["status"] for b in fleet.bodies] == before  # same answers as without the cache
 
     uncached = context(metal_sim, None)
     fleet.sync = lambda body: machine.sync(body, uncached)
     metal_sim.sim.calls.clear()
     fleet.round(only_unready=False)
     assert calls(metal_sim) == {"GET /devices/{id}": 12}
-    assert [b["parent"]["status"] for b in fleet.bodies] == before
+    assert [b["object"]["status"] for b in fleet.bodies] == before
 
 
 def test_a_state_change_shows_within_max_age(metal_sim) -> None:

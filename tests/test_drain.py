@@ -442,10 +442,10 @@ def test_recorded_finalize_request_keeps_the_running_drain() -> None:
     request = json.loads((Path(__file__).parent / "fixtures" / "drain_finalize_request.json").read_text())
     assert request["finalizing"] is True
     nodes = request["related"]["Node.v1"]
-    the_node = nodes.get(request["parent"]["metadata"]["labels"]["node"])
+    the_node = nodes.get(request["object"]["metadata"]["labels"]["node"])
     when = datetime(2026, 11, 25, 10, 2, 0, tzinfo=UTC)
-    step = plan_drain(request["parent"], the_node, request["children"], DrainSettings(), when)
-    [(_key, observed_job)] = request["children"][JOB_KEY].items()
+    step = plan_drain(request["object"], the_node, request["attachments"], DrainSettings(), when)
+    [(_key, observed_job)] = request["attachments"][JOB_KEY].items()
     assert not step.ready_to_delete_device
     assert [j["metadata"]["name"] for j in step.attachments] == [observed_job["metadata"]["name"]]
     assert step.description == "Initiate node drain"

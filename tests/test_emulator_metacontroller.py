@@ -394,9 +394,9 @@ def test_decorator_attachments_are_annotated_owned_and_observed(store: Store, se
         info = get(store, "ConfigMap", "w1-info")
         assert info["metadata"]["annotations"][DECORATOR_ANNOTATION] == "dc"
         assert info["metadata"]["ownerReferences"][0]["uid"] == get(store, "Widget", "w1")["metadata"]["uid"]
-        mc.wait_for(lambda s: any(c["children"]["ConfigMap.v1"] for c in server.calls("/sync")))
-        observed = next(c for c in server.calls("/sync") if c["children"]["ConfigMap.v1"])
-        assert list(observed["children"]["ConfigMap.v1"]) == ["default/w1-info"]
+        mc.wait_for(lambda s: any(c["attachments"]["ConfigMap.v1"] for c in server.calls("/sync")))
+        observed = next(c for c in server.calls("/sync") if c["attachments"]["ConfigMap.v1"])
+        assert list(observed["attachments"]["ConfigMap.v1"]) == ["default/w1-info"]
 
 
 def test_decorator_selectors_and_conflicts_dropped_silently(store: Store, server: HookServer) -> None:
@@ -407,7 +407,7 @@ def test_decorator_selectors_and_conflicts_dropped_silently(store: Store, server
     with running(store, [decorator("dc", server.url, resource=resource)], conflict_rate=1.0) as mc:
         mc.wait_for(lambda s: len([e for e in mc.events if e["outcome"] == "conflict-dropped"]) >= 3,
                     message="each conflict dropped; the concurrent writer's event brings the next sync")
-        assert {c["parent"]["metadata"]["name"] for c in server.calls("/sync")} == {"w1"}
+        assert {c["object"]["metadata"]["name"] for c in server.calls("/sync")} == {"w1"}
         assert "status" not in get(store, "Widget", "w1")
         assert not [e for e in mc.events if e["outcome"] == "sync-error"]
         dropped = len([e for e in mc.events if e["outcome"] == "conflict-dropped"])
@@ -429,26 +429,23 @@ def test_decorator_finalizer_and_finalize(store: Store, server: HookServer) -> N
         assert server.calls("/finalize")[-1]["finalizing"] is True
 
 
-@pytest.mark.parametrize(("version", "names"), [("v2", ("parent", "children")), ("v1", ("object", "attachments"))])
-def test_decorator_request_names_follow_the_hook_version(store: Store, server: HookServer, version: str,
-                                                         names: tuple[str, str]) -> None:
-    """Metacontroller's Go types: v2 DecoratorHookRequest has parent/children, v1 object/attachments."""
-    object_key, attachments_key = names
-    other = {"parent", "children", "object", "attachments"} - set(names)
+@pytest.mark.parametrize("version", ["v2", "v1"])
+def test_decorator_requests_say_object_and_attachments_in_both_versions(store: Store, server: HookServer,
+                                                                        version: str) -> None:
+    """Metacontroller's Go types: v1 and v2 DecoratorHookRequest both carry JSON keys object/attachments."""
     server.handlers["/sync"] = lambda body: {"attachments": [configmap("w1-info", namespace="")]}
     server.handlers["/finalize"] = lambda body: {"finalized": True}
     server.handlers["/customize"] = lambda body: {"relatedResources": []}
     store.create(widget("w1"))
     with running(store, [decorator("dc", server.url, version=version, finalize=True, customize=True)]) as mc:
-        mc.wait_for(lambda s: any(c[attachments_key]["ConfigMap.v1"] for c in server.calls("/sync")))
+        mc.wait_for(lambda s: any(c["attachments"]["ConfigMap.v1"] for c in server.calls("/sync")))
         store.delete(API, "Widget", "w1", "default")
         mc.wait_for(lambda s: get(s, "Widget", "w1") is None)
     for call in server.calls("/sync") + server.calls("/finalize"):
-        assert set(call) == {"controller", object_key, attachments_key, "related", "finalizing"}
-        assert not other & set(call)
-        assert call[object_key]["metadata"]["name"] == "w1"
-    observed = next(c for c in server.calls("/sync") if c[attachments_key]["ConfigMap.v1"])
-    assert list(observed[attachments_key]["ConfigMap.v1"]) == ["default/w1-info" if version == "v2" else "w1-info"]
+        assert set(call) == {"controller", "object", "attachments", "related", "finalizing"}
+        assert call["object"]["metadata"]["name"] == "w1"
+    observed = next(c for c in server.calls("/sync") if c["attachments"]["ConfigMap.v1"])
+    assert list(observed["attachments"]["ConfigMap.v1"]) == ["default/w1-info" if version == "v2" else "w1-info"]
     assert server.calls("/finalize")[-1]["finalizing"] is True
     assert {tuple(sorted(c)) for c in server.calls("/customize")} == {("controller", "parent")}  # same in v1 and v2
 
@@ -462,14 +459,14 @@ def _customize_handler(rules: list[Obj]) -> Any:
 
 def test_customize_is_cached_per_uid_and_generation(store: Store, server: HookServer) -> None:
     server.handlers["/customize"] = _customize_handler([])
-    server.handlers["/sync"] = lambda body: {"labels": {"gen": str(body["parent"]["metadata"]["generation"])}}
+    server.handlers["/sync"] = lambda body: {"labels": {"gen": str(body["object"]["metadata"]["generation"])}}
     store.create(widget("w1"))
     with running(store, [decorator("dc", server.url, customize=True)]) as mc:
         mc.wait_for(lambda s: get(s, "Widget", "w1")["metadata"]["labels"].get("gen") == "1")
         parent = get(store, "Widget", "w1")
         parent["metadata"]["labels"]["touched"] = "yes"
         store.update(parent)
-        mc.wait_for(lambda s: any(c["parent"]["metadata"]["labels"].get("touched") for c in server.calls("/sync")))
+        mc.wait_for(lambda s: any(c["object"]["metadata"]["labels"].get("touched") for c in server.calls("/sync")))
         assert len(server.calls("/customize")) == 1
         parent = get(store, "Widget", "w1")
         parent["spec"]["size"] = 5
@@ -504,7 +501,7 @@ def test_v2_keys_and_no_filtering(store: Store, server: HookServer) -> None:
         assert sorted(related) == ["ConfigMap.v1", "Namespace.v1"]
         assert sorted(related["ConfigMap.v1"]) == ["default/a", "other/b"]
         assert list(related["Namespace.v1"]) == ["other"]
-        assert server.calls("/sync")[0]["children"] == {"ConfigMap.v1": {}}
+        assert server.calls("/sync")[0]["attachments"] == {"ConfigMap.v1": {}}
 
 
 def test_v1_sync_keys_relative_names_and_drops_foreign_objects(store: Store, server: HookServer) -> None:
@@ -745,7 +742,7 @@ def test_cache_flush_interval_resyncs_every_parent(store: Store, server: HookSer
     store.create(widget("w1"))
     store.create(widget("w2"))
     with running(store, [decorator("dc", server.url)], cache_flush_interval=0.05) as mc:
-        mc.wait_for(lambda s: all(len([c for c in server.calls("/sync") if c["parent"]["metadata"]["name"] == n]) >= 3
+        mc.wait_for(lambda s: all(len([c for c in server.calls("/sync") if c["object"]["metadata"]["name"] == n]) >= 3
                                   for n in ("w1", "w2")), message="periodic informer resync")
 
 

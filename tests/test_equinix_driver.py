@@ -24,7 +24,7 @@ from tests.machine_support import CLASS_ID, NAME, TOKEN, UID, FakeMetal, sync_re
 
 def request(body: dict | None = None) -> MachineRequest:
     body = body or sync_request()
-    return MachineRequest(body["parent"], body["related"]["MachineClass.machine.sapcloud.io/v1alpha1"][CLASS_ID],
+    return MachineRequest(body["object"], body["related"]["MachineClass.machine.sapcloud.io/v1alpha1"][CLASS_ID],
                           body["related"]["Secret.v1"])
 
 

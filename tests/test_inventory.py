@@ -20,7 +20,7 @@ CLUSTER = "kubernetes.io/cluster/shoot--demo--cluster"
 
 def class_request() -> ClassRequest:
     body = json.loads(FIXTURE.read_text())
-    return ClassRequest(body["parent"], body["related"]["Secret.v1"])
+    return ClassRequest(body["object"], body["related"]["Secret.v1"])
 
 
 class FakeClient:
@@ -152,7 +152,7 @@ def test_a_server_error_while_deleting_keeps_the_candidate_and_reports_it() -> N
     client = FakeClient([api_device("a", "u-gone")])
     body = json.loads(FIXTURE.read_text())
     now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-    body["parent"]["metadata"]["annotations"] = {machineclass.CANDIDATES_ANNOTATION: "a=2026-11-25T11:00:00Z"}
+    body["object"]["metadata"]["annotations"] = {machineclass.CANDIDATES_ANNOTATION: "a=2026-11-25T11:00:00Z"}
 
     def delete_fails(device_id: str) -> None:
         raise ServerError("bad gateway", status=502)

@@ -94,7 +94,7 @@ def test_device_found_only_by_tag_is_deleted(fake, clock) -> None:
 def test_foreign_device_named_on_machine_is_never_deleted(fake, clock) -> None:
     foreign = fake.add(state="active", tags=["kubernetes.io/cluster/other: 1"])
     body = finalize_request()
-    body["parent"]["metadata"]["annotations"] = {"metal-machine-hooks/device-id": foreign["id"]}
+    body["object"]["metadata"]["annotations"] = {"metal-machine-hooks/device-id": foreign["id"]}
     response = run(body, fake, clock)
     assert "delete_device" not in fake.ops()
     assert foreign["id"] in fake.devices
@@ -106,7 +106,7 @@ def test_foreign_provider_id_with_own_device_by_tag(fake, clock) -> None:
     foreign = fake.add(state="active", tags=[])
     mine = fake.add(state="active")
     body = finalize_request()
-    body["parent"]["spec"]["providerID"] = f"equinixmetal://ny/{foreign['id']}"
+    body["object"]["spec"]["providerID"] = f"equinixmetal://ny/{foreign['id']}"
     response = run(apply(body, run(body, fake, clock)), fake, clock)
     assert ("delete_device", mine["id"]) in fake.calls
     assert ("delete_device", foreign["id"]) not in fake.calls

@@ -26,13 +26,13 @@ JSON = st.recursive(
 def _base(kind: str) -> dict[str, Any]:
     body = sync_request()
     body["related"]["Node.v1"] = {"worker-a-7f9c2": node()}
-    body["parent"]["status"] = {
+    body["object"]["status"] = {
         "currentStatus": {"phase": "Running", "lastUpdateTime": "2026-11-25T10:05:00Z"},
         "lastOperation": {"description": "x", "state": "Successful", "type": "Create"},
         "addresses": [{"type": "Hostname", "address": "worker-a-7f9c2"}],
         "conditions": [{"type": "Ready", "status": "True"}],
     }
-    body["parent"]["metadata"]["annotations"] = {"metal-machine-hooks/device-id": "d-1"}
+    body["object"]["metadata"]["annotations"] = {"metal-machine-hooks/device-id": "d-1"}
     return finalize_request(body) if kind == "finalize" else body
 
 

@@ -32,7 +32,7 @@ from tests.machine_support import (
     secret_data,
     set_secret_value,
     sync_request,
-    v1_shape,
+    wrong_shape,
 )
 
 __all__ = ["cached_crd_schemas", "fake_fixture"]
@@ -66,16 +66,16 @@ def _tags_without(marker: str) -> Callable[[dict], None]:
 
 
 def _rename_machine(name: str) -> Callable[[dict], None]:
-    return lambda body: body["parent"]["metadata"].__setitem__("name", name)
+    return lambda body: body["object"]["metadata"].__setitem__("name", name)
 
 
 BAD_MACHINES: list[tuple[str, Callable[[dict], None], str]] = [
     ("wrong-provider", lambda b: machine_class(b).__setitem__("provider", "AWS"),
      "Requested for Provider 'AWS', we only support 'EquinixMetal'"),
     ("class-missing", lambda b: b["related"][CLASS_KEY].clear(), f'MachineClass "{CLASS_ID}" does not exist'),
-    ("class-name-missing", lambda b: b["parent"]["spec"]["class"].pop("name"),
+    ("class-name-missing", lambda b: b["object"]["spec"]["class"].pop("name"),
      "spec.class.name: Required value: Name is required"),
-    ("class-kind-wrong", lambda b: b["parent"]["spec"]["class"].__setitem__("kind", "AWSMachineClass"),
+    ("class-kind-wrong", lambda b: b["object"]["spec"]["class"].__setitem__("kind", "AWSMachineClass"),
      "spec.class.kind: Unsupported value"),
     ("secret-missing", lambda b: b["related"]["Secret.v1"].clear(),
      'carry the label metal-machine-hooks/credentials: "true"'),
@@ -114,7 +114,7 @@ BAD_MACHINES: list[tuple[str, Callable[[dict], None], str]] = [
      "providerSpec: Invalid value"),
     ("name-not-a-hostname", _rename_machine("Worker_A"), "name did not match allowed regex '^[-a-z0-9]+$'"),
     ("name-too-long", _rename_machine("w" * 64), "name was length 64, more than the maximum 63"),
-    ("creation-timeout-bad", lambda b: b["parent"]["spec"].__setitem__("creationTimeout", "twenty minutes"),
+    ("creation-timeout-bad", lambda b: b["object"]["spec"].__setitem__("creationTimeout", "twenty minutes"),
      'spec.creationTimeout: Invalid value: "twenty minutes"'),
 ]
 
@@ -155,26 +155,24 @@ def _v1_keys(body: dict) -> None:
 BAD_REQUESTS: list[tuple[str, Any, str]] = [
     ("not-json", b"{this is not json", "JSON"),
     ("json-array", [1, 2], "JSON object"),
-    ("no-parent-or-object", {"controller": {}, "related": {}}, "no `parent` (v2) or `object` (v1)"),
-    ("parent-not-a-dict", {"parent": "worker"}, "'parent'"),
+    ("no-object", {"controller": {}, "related": {}}, "request has no `object`"),
+    ("composite-keys", "composite-keys", "request has no `object`"),
+    ("parent-only", {"parent": {"kind": "Machine", "metadata": {"name": "m", "namespace": "n", "uid": "u"}}},
+     "request has no `object`"),
     ("object-not-a-dict", {"object": "worker"}, "'object'"),
-    ("parent-and-object-differ", "parent-and-object", "`parent` (v2) and `object` (v1)"),
-    ("parent-is-a-pod", {"parent": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "n",
+    ("object-is-a-pod", {"object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "n",
                                                                                "uid": "u"}}}, "Machine"),
-    ("no-metadata", {"parent": {"kind": "Machine"}}, "metadata"),
-    ("no-uid", {"parent": {"kind": "Machine", "metadata": {"name": "m", "namespace": "n"}}}, "'parent.metadata.uid'"),
-    ("v1-no-uid",
-     {"object": {"kind": "Machine", "metadata": {"name": "m", "namespace": "n"}}}, "'object.metadata.uid'"),
-    ("no-namespace", {"parent": {"kind": "Machine", "metadata": {"name": "m", "uid": "u"}}}, "metadata.namespace"),
-    ("labels-not-a-dict", {"parent": {"kind": "Machine", "metadata": {"name": "m", "namespace": "n", "uid": "u",
+    ("no-metadata", {"object": {"kind": "Machine"}}, "metadata"),
+    ("no-uid", {"object": {"kind": "Machine", "metadata": {"name": "m", "namespace": "n"}}}, "'object.metadata.uid'"),
+    ("no-namespace", {"object": {"kind": "Machine", "metadata": {"name": "m", "uid": "u"}}}, "metadata.namespace"),
+    ("labels-not-a-dict", {"object": {"kind": "Machine", "metadata": {"name": "m", "namespace": "n", "uid": "u",
                                                                       "labels": ["a"]}}}, "labels"),
-    ("spec-not-a-dict", {"parent": {"kind": "Machine", "metadata": {"name": "m", "namespace": "n", "uid": "u"},
+    ("spec-not-a-dict", {"object": {"kind": "Machine", "metadata": {"name": "m", "namespace": "n", "uid": "u"},
                                     "spec": "x"}}, "spec"),
     ("related-not-a-dict", "related-list", "'related'"),
     ("related-entry-not-a-dict", "related-entry-list", "'related'"),
     ("v1-keys", "v1-keys", "version: v2"),
-    ("children-not-a-dict", "children-list", "'children'"),
-    ("v1-attachments-not-a-dict", "attachments-list", "'attachments'"),
+    ("attachments-not-a-dict", "attachments-list", "'attachments'"),
 ]
 
 
@@ -187,19 +185,12 @@ def _bad_body(spec: Any) -> Any:
         body = sync_request()
         body["related"]["Secret.v1"] = ["a"]
         return body
-    if spec == "children-list":
-        body = sync_request()
-        body["children"] = [{"kind": "Job"}]
-        return body
     if spec == "attachments-list":
-        body = v1_shape(sync_request())
+        body = sync_request()
         body["attachments"] = [{"kind": "Job"}]
         return body
-    if spec == "parent-and-object":
-        body = sync_request()
-        body["object"] = copy.deepcopy(body["parent"])
-        body["object"]["metadata"]["name"] = "another-machine"
-        return body
+    if spec == "composite-keys":
+        return wrong_shape(sync_request())
     if spec == "v1-keys":
         body = sync_request()
         _v1_keys(body)
@@ -253,7 +244,7 @@ def test_customize_of_a_machine_without_controller_asks_for_no_machineset(client
     assert resources == ["machineclasses", "secrets", "nodes"]
 
 
-@pytest.mark.parametrize("body", [{"controller": {}}, {"parent": "m"}, {"object": load("sync-request.json")["parent"]}])
+@pytest.mark.parametrize("body", [{"controller": {}}, {"parent": "m"}, {"object": load("sync-request.json")["object"]}])
 def test_customize_without_parent_is_400(client, body) -> None:
     answer = client.post("/machine/customize", json=body)
     assert answer.status_code == 400 and "'parent'" in answer.json["error"]
@@ -321,9 +312,9 @@ def test_controller_config_uses_v2_hooks_on_our_routes() -> None:
 
 def test_fixture_requests_are_shaped_like_metacontroller_v2() -> None:
     body = sync_request()
-    # Metacontroller v4.17 pkg/controller/decorator/api/v2/hooks.go DecoratorHookRequest: parent/children, not the
-    # v1 object/attachments.
-    assert set(body) == {"controller", "parent", "children", "related", "finalizing"}
+    # Metacontroller v4.17 pkg/controller/decorator/api/v2/hooks.go DecoratorHookRequest: Go fields Parent/Children,
+    # JSON keys object/attachments (as in v1).
+    assert set(body) == {"controller", "object", "attachments", "related", "finalizing"}
     assert body["controller"]["spec"]["hooks"]["sync"]["version"] == "v2"
     for kind_map in body["related"].values():
         for key, obj in kind_map.items():

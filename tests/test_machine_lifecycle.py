@@ -35,7 +35,7 @@ def created(driver: FakeDriver, clock: Clock, **settings) -> dict:
 
 
 def device_id(body: dict) -> str:
-    return body["parent"]["metadata"]["annotations"]["metal-machine-hooks/device-id"]
+    return body["object"]["metadata"]["annotations"]["metal-machine-hooks/device-id"]
 
 
 def _running(driver: FakeDriver, clock: Clock) -> dict:
@@ -55,7 +55,7 @@ def test_same_request_twice_gives_identical_response(driver, clock) -> None:
     clock.advance(seconds=3)
     second = run(body, driver, clock)
     assert first == second
-    assert first["status"] == body["parent"]["status"]  # nothing moved: no write, no hot loop
+    assert first["status"] == body["object"]["status"]  # nothing moved: no write, no hot loop
 
 
 def test_steady_running_machine_costs_one_status_call(driver, clock) -> None:
@@ -65,12 +65,12 @@ def test_steady_running_machine_costs_one_status_call(driver, clock) -> None:
     response = run(body, driver, clock)
     assert driver.ops() == ["get_machine_status"]
     assert "resyncAfterSeconds" not in response
-    assert response["status"] == body["parent"]["status"]
+    assert response["status"] == body["object"]["status"]
 
 
 def test_pending_becomes_running_when_node_ready(driver, clock) -> None:
     body = _running(driver, clock)
-    status = body["parent"]["status"]
+    status = body["object"]["status"]
     assert status["lastOperation"] == {
         "description": f"Machine {NAME} successfully joined the cluster in 5m0s",
         "state": "Successful",
@@ -132,7 +132,7 @@ def test_missing_node_makes_running_unknown_and_failed_after_health_timeout(driv
 
 def test_health_timeout_override_from_spec(driver, clock) -> None:
     body = _running(driver, clock)
-    body["parent"]["spec"]["healthTimeout"] = "90s"
+    body["object"]["spec"]["healthTimeout"] = "90s"
     body = apply(body, run(with_node(body, None), driver, clock))
     clock.advance(seconds=91)
     assert phase(run(body, driver, clock)) == "Failed"
@@ -151,7 +151,7 @@ def test_pending_fails_after_creation_timeout(driver, clock) -> None:
 @pytest.mark.parametrize(("value", "fails_after"), [("5m", 5), ("1h30m", 90), ("90s", 1.5)])
 def test_creation_timeout_override(driver, clock, value, fails_after) -> None:
     body = sync_request()
-    body["parent"]["spec"]["creationTimeout"] = value
+    body["object"]["spec"]["creationTimeout"] = value
     body = apply(body, run(body, driver, clock))
     clock.now = CREATED + timedelta(minutes=fails_after, seconds=-1)
     assert phase(run(body, driver, clock)) == "Pending"
@@ -213,7 +213,7 @@ def test_api_error_on_running_machine_keeps_phase(driver, clock) -> None:
 
 def test_no_target_cluster_makes_active_device_available(driver, clock) -> None:
     body = created(driver, clock, no_target_cluster=True)
-    assert "labels" not in body or "node" not in body["parent"]["metadata"].get("labels", {})
+    assert "labels" not in body or "node" not in body["object"]["metadata"].get("labels", {})
     driver.set_state(device_id(body), DeviceState.ACTIVE)
     response = run(body, driver, clock, no_target_cluster=True)
     assert phase(response) == "Available"
@@ -226,14 +226,14 @@ def recorded(driver: FakeDriver, **fields) -> tuple[dict, str]:
     """A request whose Machine already records one of its devices."""
     device = driver.add(UID, hostname=NAME, **fields)
     body = sync_request()
-    body["parent"]["metadata"]["annotations"] = {"metal-machine-hooks/device-id": device.id}
+    body["object"]["metadata"]["annotations"] = {"metal-machine-hooks/device-id": device.id}
     return body, device.id
 
 
 def test_available_machine_stays_available_without_health_checks(driver, clock) -> None:
     body, device = recorded(driver, state=DeviceState.ACTIVE)
     body = apply(body, run(body, driver, clock, no_target_cluster=True))
-    assert body["parent"]["status"]["currentStatus"]["phase"] == "Available"
+    assert body["object"]["status"]["currentStatus"]["phase"] == "Available"
     driver.devices[device] = replace(driver.devices[device], state=DeviceState.PROVISIONING, provider_state="inactive")
     clock.advance(hours=2)
     response = run(body, driver, clock, no_target_cluster=True)
@@ -301,7 +301,7 @@ def test_unchanged_observation_gives_unchanged_status(driver, clock, name) -> No
             driver.fail("get_machine_status", UNAVAILABLE)
         answers.append(run(body, driver, clock, **settings))
     assert answers[0] == answers[1]
-    assert answers[0]["status"] == body["parent"]["status"]
+    assert answers[0]["status"] == body["object"]["status"]
 
 
 def test_invalid_class_fails_after_creation_timeout(driver, clock) -> None:

@@ -16,7 +16,6 @@ from tests.machine_support import (
     finalize_request,
     node,
     observe_jobs,
-    v1_shape,
     with_node,
 )
 from tests.test_machine_hook import created, driver_fixture, past_drain
@@ -35,7 +34,7 @@ def test_finalize_is_idempotent_after_finalized(driver: FakeDriver, clock: Clock
     clock.advance(seconds=30)
     second = run(body, driver, clock)  # Metacontroller calls again while another finalizer holds the object
     assert first["finalized"] is True and second["finalized"] is True
-    assert second["status"] == body["parent"]["status"]
+    assert second["status"] == body["object"]["status"]
 
 
 def test_machine_without_device_finalizes_at_once(driver: FakeDriver, clock: Clock) -> None:
@@ -55,7 +54,7 @@ def test_never_created_machine_without_credentials_does_not_finalize_blindly(dri
 def test_skip_cleanup_annotation_lets_machine_go(driver: FakeDriver, clock: Clock) -> None:
     body = finalize_request(created(driver, clock))
     driver.validation = Validation(problems=NO_SECRET, access_problems=NO_SECRET)
-    body["parent"]["metadata"]["annotations"]["metal-machine-hooks/skip-device-cleanup"] = "true"
+    body["object"]["metadata"]["annotations"]["metal-machine-hooks/skip-device-cleanup"] = "true"
     driver.calls.clear()
     response = run(body, driver, clock)
     assert response["finalized"] is True
@@ -86,7 +85,7 @@ def test_terminating_status_is_stable(driver: FakeDriver, clock: Clock) -> None:
     first = run(body, driver, clock)
     clock.advance(seconds=5)
     assert first == run(body, driver, clock)
-    assert first["status"]["currentStatus"] == body["parent"]["status"]["currentStatus"]
+    assert first["status"]["currentStatus"] == body["object"]["status"]["currentStatus"]
 
 
 def test_finalize_message_names_machine(driver: FakeDriver, clock: Clock) -> None:
@@ -94,10 +93,9 @@ def test_finalize_message_names_machine(driver: FakeDriver, clock: Clock) -> Non
     assert NAME in run(finalize_request(), driver, clock)["status"]["lastOperation"]["description"]
 
 
-@pytest.mark.parametrize("shape", [lambda body: body, v1_shape], ids=["v2-parent-children", "v1-object-attachments"])
-def test_ready_node_is_drained_before_the_device_is_deleted(driver: FakeDriver, clock: Clock, shape) -> None:
-    """The drain Job comes back under `children` (v2) or `attachments` (v1, the notes' names): same steps either way."""
-    body = shape(with_node(finalize_request(created(driver, clock)), node()))
+def test_ready_node_is_drained_before_the_device_is_deleted(driver: FakeDriver, clock: Clock) -> None:
+    """The drain Job comes back under `attachments`, as Metacontroller sends a decorator's observed attachments."""
+    body = with_node(finalize_request(created(driver, clock)), node())
     (device_id,) = driver.devices
     driver.calls.clear()
     first = run(body, driver, clock)
@@ -123,7 +121,7 @@ def test_ready_node_is_drained_before_the_device_is_deleted(driver: FakeDriver, 
 
 def test_force_deletion_label_skips_the_drain(driver: FakeDriver, clock: Clock) -> None:
     body = with_node(finalize_request(created(driver, clock)), node())
-    body["parent"]["metadata"]["labels"]["force-deletion"] = "True"
+    body["object"]["metadata"]["labels"]["force-deletion"] = "True"
     response = run(body, driver, clock)
     assert response["attachments"] == []
     assert response["status"]["lastOperation"]["description"].startswith("Skipping drain as")

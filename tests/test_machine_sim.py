@@ -81,7 +81,7 @@ def test_lifecycle_pending_running_deleted_finalized(metal_sim, ctx) -> None:
 
     metal_sim.sim.calls.clear()
     ctx.clock.advance(minutes=2)
-    assert sync(body, ctx)["status"] == body["parent"]["status"]
+    assert sync(body, ctx)["status"] == body["object"]["status"]
     assert dict(metal_sim.sim.calls) == {"GET /devices/{id}": 1}
 
     # Deleted: the Node is drained by a Job first, then the device goes, then the Machine.
@@ -150,7 +150,7 @@ def test_wrong_token_is_unauthenticated_and_never_shown(metal_sim, ctx) -> None:
 def test_foreign_device_named_on_machine_survives_finalize(metal_sim, ctx) -> None:
     foreign = metal_sim.sim.add_device(metal_sim.project, hostname=NAME, tags=["someone-else"], metro="ny")
     body = finalize_request(request_for(metal_sim))
-    body["parent"]["metadata"]["annotations"] = {"metal-machine-hooks/device-id": foreign["id"]}
+    body["object"]["metadata"]["annotations"] = {"metal-machine-hooks/device-id": foreign["id"]}
     response = finalize(body, ctx)
     assert response["finalized"] is True
     assert [d["id"] for d in metal_sim.sim.devices()] == [foreign["id"]]

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 
+from hooks.context import BadRequest
 from hooks.equinix.errors import (
     CapacityError,
     Forbidden,
@@ -29,7 +30,6 @@ from tests.machine_support import (
     TOKEN,
     UID_TAG,
     USERDATA_SECRET_LINE,
-    FakeMetal,
     apply,
     cached_crd_schemas,
     clock_fixture,
@@ -39,8 +39,8 @@ from tests.machine_support import (
     provider_spec,
     set_secret_value,
     sync_request,
-    v1_shape,
     with_node,
+    wrong_shape,
 )
 
 __all__ = ["cached_crd_schemas", "clock_fixture", "fake_fixture"]
@@ -125,38 +125,32 @@ def test_two_syncs_before_status_is_stored_create_one_device(fake, clock) -> Non
     assert second["annotations"][key] == first["annotations"][key]
 
 
-def test_v1_object_and_attachments_names_give_the_same_sync(clock) -> None:
-    """Real v2 requests say `parent`/`children`; the v1 names (and the notes') must create and report the same."""
-    answers = []
-    for shape in (lambda body: body, v1_shape):
-        fake = FakeMetal()
-        first = run(shape(sync_request()), fake, clock)
-        (device,) = fake.devices.values()
-        device["state"] = "active"
-        body = with_node(apply(shape(sync_request()), first), node())
-        answers.append((first, run(body, fake, clock), fake.ops(), [r.to_body() for r in fake.create_requests]))
-    assert answers[0] == answers[1]
-    assert phase(answers[0][1]) == "Running"
+def test_composite_keys_are_not_a_decorator_request(fake, clock) -> None:
+    """Metacontroller sends a decorator's Machine under `object`; `parent`/`children` are refused, not guessed."""
+    for hook in (machine.sync, machine.finalize):
+        with pytest.raises(BadRequest, match="no `object`"):
+            hook(wrong_shape(sync_request()), context(fake, clock))
+    assert fake.calls == [] and fake.devices == {}
 
 
 def test_steady_running_machine_costs_one_get(fake, clock) -> None:
     body = apply(sync_request(), run(sync_request(), fake, clock))
-    device_id = body["parent"]["metadata"]["annotations"]["metal-machine-hooks/device-id"]
+    device_id = body["object"]["metadata"]["annotations"]["metal-machine-hooks/device-id"]
     fake.devices[device_id]["state"] = "active"
     clock.advance(minutes=5)
     body = apply(with_node(body, node()), run(with_node(body, node()), fake, clock))
-    assert body["parent"]["status"]["currentStatus"]["phase"] == "Running"
+    assert body["object"]["status"]["currentStatus"]["phase"] == "Running"
     fake.calls.clear()
     clock.advance(minutes=5)
     response = run(body, fake, clock)
     assert fake.calls == [("get_device", device_id)]
     assert "resyncAfterSeconds" not in response
-    assert response["status"] == body["parent"]["status"]
+    assert response["status"] == body["object"]["status"]
 
 
 def _running(fake, clock) -> dict:
     body = apply(sync_request(), run(sync_request(), fake, clock))
-    device_id = body["parent"]["metadata"]["annotations"]["metal-machine-hooks/device-id"]
+    device_id = body["object"]["metadata"]["annotations"]["metal-machine-hooks/device-id"]
     fake.devices[device_id]["state"] = "active"
     clock.advance(minutes=4, seconds=30)
     with_node(body, node())
@@ -168,7 +162,7 @@ def _running(fake, clock) -> dict:
 def test_device_found_by_provider_id_when_no_annotation(fake, clock) -> None:
     device = fake.add(state="active")
     body = sync_request()
-    body["parent"]["spec"]["providerID"] = f"equinixmetal://ny/{device['id']}"
+    body["object"]["spec"]["providerID"] = f"equinixmetal://ny/{device['id']}"
     response = run(with_node(body, node()), fake, clock)
     assert fake.ops() == ["get_device"]
     assert phase(response) == "Running"
@@ -178,7 +172,7 @@ def test_device_found_by_provider_id_when_no_annotation(fake, clock) -> None:
 def test_device_recorded_but_not_ours_is_not_used(fake, clock) -> None:
     foreign = fake.add(state="active", tags=["someone-else"])
     body = sync_request()
-    body["parent"]["metadata"]["annotations"] = {"metal-machine-hooks/device-id": foreign["id"]}
+    body["object"]["metadata"]["annotations"] = {"metal-machine-hooks/device-id": foreign["id"]}
     response = run(body, fake, clock)
     assert phase(response) == "CrashLoopBackOff"
     assert foreign["id"] in op(response)["description"] and "ownership tag" in op(response)["description"]
@@ -393,7 +387,7 @@ def test_duplicate_that_cannot_be_deleted_keeps_the_tag_lookup_going(fake, clock
 
 def test_provider_id_of_another_provider_is_not_used(fake, clock) -> None:
     body = sync_request()
-    body["parent"]["spec"]["providerID"] = "aws:///eu-west-1a/i-0123456789"
+    body["object"]["spec"]["providerID"] = "aws:///eu-west-1a/i-0123456789"
     run(body, fake, clock)
     assert fake.ops() == ["list_devices", "create_device"]
 
@@ -418,7 +412,7 @@ def test_odd_device_fields_from_the_api_do_not_crash(fake, clock, odd) -> None:
     device = fake.add(state="active")
     fake.devices[device["id"]].update(odd)
     body = sync_request()
-    body["parent"]["metadata"]["annotations"] = {"metal-machine-hooks/device-id": device["id"]}
+    body["object"]["metadata"]["annotations"] = {"metal-machine-hooks/device-id": device["id"]}
     response = run(with_node(body, node()), fake, clock)
     if "tags" in odd:  # a device whose tags are not a list cannot prove it is ours
         assert op(response)["errorCode"] == "FailedPrecondition"

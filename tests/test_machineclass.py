@@ -44,7 +44,7 @@ def offline_ctx(now: datetime = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)) -> Ho
 
 
 def without_scan(body: dict[str, Any]) -> dict[str, Any]:
-    body["parent"]["provider"] = "SomethingElse"  # no scan: keeps these tests offline
+    body["object"]["provider"] = "SomethingElse"  # no scan: keeps these tests offline
     return body
 
 
@@ -55,7 +55,7 @@ MACHINES_RULE = {"apiVersion": "machine.sapcloud.io/v1alpha1", "resource": "mach
 
 
 def test_customize_asks_for_the_class_s_own_and_not_yet_labelled_machines_and_the_labelled_secrets() -> None:
-    body = {"controller": request()["controller"], "parent": request()["parent"]}
+    body = {"controller": request()["controller"], "parent": request()["object"]}
     assert machineclass.customize(body, offline_ctx()) == {"relatedResources": [
         {**MACHINES_RULE, "labelSelector": {"matchLabels": {"metal-machine-hooks/class": "metal-small"}}},
         {**MACHINES_RULE, "labelSelector": {"matchExpressions": [
@@ -66,7 +66,7 @@ def test_customize_asks_for_the_class_s_own_and_not_yet_labelled_machines_and_th
 
 def test_customize_of_a_class_being_deleted_asks_for_every_machine_of_the_namespace() -> None:
     """Deletion bumps metadata.generation, so Metacontroller asks again: a stale label cannot hide a user."""
-    parent = request()["parent"]
+    parent = request()["object"]
     parent["metadata"]["deletionTimestamp"] = "2026-11-25T10:00:00Z"
     parent["metadata"]["generation"] = 2
     assert machineclass.customize({"parent": parent}, offline_ctx()) == {"relatedResources": [
@@ -128,23 +128,21 @@ def test_in_use_text_shortens_long_lists() -> None:
 
 
 @pytest.mark.parametrize("hook", [machineclass.sync, machineclass.finalize])
-def test_v1_object_and_attachments_names_get_the_same_answer(hook: Any) -> None:
-    """v2 requests carry the class as `parent` (Metacontroller's DecoratorHookRequest); v1 and notes: `object`."""
+def test_composite_keys_are_refused_not_guessed(hook: Any) -> None:
+    """Metacontroller sends the class under `object` (v1 and v2); a `parent`/`children` body is a 400."""
     body = without_scan(request())
     body["finalizing"] = hook is machineclass.finalize
-    v1 = {{"parent": "object", "children": "attachments"}.get(k, k): v for k, v in copy.deepcopy(body).items()}
-    assert "object" in v1 and "parent" not in v1
-    assert hook(v1, offline_ctx()) == hook(body, offline_ctx())
     assert hook(body, offline_ctx())["annotations"][machineclass.IN_USE_ANNOTATION] == "2 machines: pool-a-1, pool-a-2"
+    composite = {{"object": "parent", "attachments": "children"}.get(k, k): v for k, v in copy.deepcopy(body).items()}
+    with pytest.raises(BadRequest, match="request has no `object`"):
+        hook(composite, offline_ctx())
 
 
 @pytest.mark.parametrize(("body", "message"), [
-    ({}, "no `parent` (v2) or `object` (v1)"),
-    ({"parent": {"metadata": {"name": "x"}}}, "parent.metadata"),
+    ({}, "request has no `object`"),
+    ({"parent": {"metadata": {"name": "x", "namespace": "y"}}}, "request has no `object`"),
     ({"object": {"metadata": {"name": "x"}}}, "object.metadata"),
-    ({"parent": {"metadata": {"name": "x", "namespace": "y"}}, "related": []}, "related"),
-    ({"parent": {"metadata": {"name": "x", "namespace": "y"}}, "object": {"metadata": {"name": "z", "namespace": "y"}}},
-     "`parent` (v2) and `object` (v1)"),
+    ({"object": {"metadata": {"name": "x", "namespace": "y"}}, "related": []}, "related"),
 ])
 def test_malformed_requests_are_bad_requests(body: dict[str, Any], message: str) -> None:
     for hook in (machineclass.sync, machineclass.finalize):
@@ -160,7 +158,7 @@ MOVED_UID = "a0000000-0000-4000-8000-000000000009"
 
 def apply(body: dict[str, Any], response: dict[str, Any]) -> None:
     """Merge a decorator response's annotations into the class, as Metacontroller does (null deletes)."""
-    annotations = body["parent"]["metadata"].setdefault("annotations", {})
+    annotations = body["object"]["metadata"].setdefault("annotations", {})
     for key, value in response["annotations"].items():
         if value is None:
             annotations.pop(key, None)
@@ -201,7 +199,7 @@ class World:
 
     def large_body(self, *machines: dict[str, Any]) -> dict[str, Any]:
         body = request()
-        body["parent"]["metadata"].update(name=OTHER_CLASS, uid="c1a55000-0000-4000-8000-000000000002")
+        body["object"]["metadata"].update(name=OTHER_CLASS, uid="c1a55000-0000-4000-8000-000000000002")
         body["related"][machineclass.MACHINE_KEY] = {f"{m['metadata']['namespace']}/{m['metadata']['name']}": m
                                                      for m in (self.pool_b, *machines)}
         return body
@@ -310,7 +308,7 @@ def test_a_machine_of_another_class_never_has_its_device_collected(world: World)
         world.advance(machineclass.ORPHAN_CONFIRM_SECONDS)
     assert world.devices["other_class_machine"]["id"] in remaining(world.sim)
     assert world.devices["other_class_machine"]["id"] not in (
-        world.body["parent"]["metadata"]["annotations"].get(machineclass.CANDIDATES_ANNOTATION) or "")
+        world.body["object"]["metadata"]["annotations"].get(machineclass.CANDIDATES_ANNOTATION) or "")
 
 
 def test_an_unmarked_device_of_another_class_s_machine_is_claimed_by_that_class_before_a_second_sighting(
@@ -336,7 +334,7 @@ def test_a_class_claims_the_unmarked_devices_of_its_own_machines(world: World) -
 def test_a_device_re_marked_between_listing_and_deletion_is_left_alone(world: World) -> None:
     driver = world.ctx().driver
     assert driver is not None
-    class_request = machineclass.ClassRequest(world.body["parent"], world.body["related"]["Secret.v1"])
+    class_request = machineclass.ClassRequest(world.body["object"], world.body["related"]["Secret.v1"])
     listed = {d.id: d for d in driver.list_machines(class_request)}
     orphan = listed[world.devices["old_orphan"]["id"]]
     assert orphan.owner_uid == "dead0000-0000-4000-8000-000000000001" and orphan.owner_class is None
@@ -387,7 +385,7 @@ def test_scan_problems_are_shown_not_raised(world: World) -> None:
 
 def test_a_class_without_a_cluster_tag_is_never_scanned() -> None:
     body = request()
-    body["parent"]["providerSpec"]["tags"] = ["kubernetes.io/role/node"]
+    body["object"]["providerSpec"]["tags"] = ["kubernetes.io/role/node"]
     ctx = offline_ctx()
     ctx = HookContext(settings=ctx.settings, metal=ctx.metal, clock=ctx.clock,
                       driver=EquinixDriver(Settings(), ctx.metal))
@@ -423,7 +421,7 @@ def test_plan_scan_is_a_pure_decision() -> None:
         _device("j", "a0000000-0000-4000-8000-000000000002", owner_class="metal-large"),  # pool-a-2's: claim
     ]
     seen = {"a": now - timedelta(minutes=11), "i": now - timedelta(minutes=2), "g": now - timedelta(hours=1)}
-    plan = machineclass.plan_scan(body["parent"], devices, machines, seen, now, 20 * 60, recorded_device_id)
+    plan = machineclass.plan_scan(body["object"], devices, machines, seen, now, 20 * 60, recorded_device_id)
     assert [d.id for d in plan.confirmed] == ["a"]
     assert plan.candidates == {"i": seen["i"]}
     assert [d.id for d in plan.claims] == ["j"]
@@ -433,7 +431,7 @@ def test_a_sighting_before_the_device_existed_or_in_the_future_does_not_count() 
     now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
     devices = [_device("early", "u1"), _device("future", "u2")]  # created 11:00
     seen = {"early": now - timedelta(hours=5), "future": now + timedelta(hours=1)}
-    plan = machineclass.plan_scan(request()["parent"], devices, [], seen, now, 60, recorded_device_id)
+    plan = machineclass.plan_scan(request()["object"], devices, [], seen, now, 60, recorded_device_id)
     assert plan.confirmed == [] and plan.candidates == {"early": now, "future": now}
 
 
@@ -441,7 +439,7 @@ def test_orphan_candidates_are_bounded_and_oldest_first() -> None:
     now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
     devices = [_device(f"d{i:03}", f"u{i}") for i in range(machineclass.MAX_CANDIDATES + 50)]
     seen = {"d149": now - timedelta(minutes=1)}
-    plan = machineclass.plan_scan(request()["parent"], devices, [], seen, now, 60, recorded_device_id)
+    plan = machineclass.plan_scan(request()["object"], devices, [], seen, now, 60, recorded_device_id)
     assert len(plan.candidates) == machineclass.MAX_CANDIDATES and plan.candidates["d149"] == seen["d149"]
     text = machineclass.format_candidates(plan.candidates)
     assert text is not None and machineclass.parse_candidates(text) == plan.candidates

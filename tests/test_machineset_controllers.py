@@ -80,7 +80,7 @@ def test_class_controller_relates_exactly_what_the_class_hook_reads() -> None:
     assert spec["resources"] == [{"apiVersion": mcm.API_VERSION, "resource": "machineclasses"}]
     assert "attachments" not in spec
     assert spec["resyncPeriodSeconds"] >= machineclass.SCAN_INTERVAL
-    parent = json.loads((FIXTURES / "machineclass" / "sync-request.json").read_text())["parent"]
+    parent = json.loads((FIXTURES / "machineclass" / "sync-request.json").read_text())["object"]
     rules = machineclass.customize({"parent": parent}, None)["relatedResources"]  # type: ignore[arg-type]
     assert sorted({rule_key(r) for r in rules}) == sorted([machineclass.MACHINE_KEY, mcm.SECRET_KEY])
 

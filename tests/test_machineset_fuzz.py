@@ -69,7 +69,7 @@ def load(name: str) -> dict[str, Any]:
 SET_BODY = load("machineset/sync-request.json")
 DEPLOYMENT_BODY = load("machinedeployment/sync-request.json")
 CLASS_BODY = load("machineclass/sync-request.json")
-CLASS_BODY["parent"]["provider"] = "NotEquinix"  # no scan, so no API
+CLASS_BODY["object"]["provider"] = "NotEquinix"  # no scan, so no API
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -117,7 +117,7 @@ def resolve(machine: dict, related: dict) -> Resolution:
 
 
 def test_resolve_base_fixture() -> None:
-    res = resolve(sync_request()["parent"], sync_request()["related"])
+    res = resolve(sync_request()["object"], sync_request()["related"])
     assert res.problems == () and res.can_reach_api
     assert res.credentials.token == "test-token"
     assert "hostname: <<MACHINE_NAME>>" in res.credentials.user_data
@@ -132,7 +132,7 @@ def test_credentials_secret_overrides_secret_ref_keys() -> None:
     }
     body["related"]["Secret.v1"][f"{NS}/creds"] = creds
     machine_class(body)["credentialsSecretRef"] = {"name": "creds", "namespace": NS}
-    res = resolve(body["parent"], body["related"])
+    res = resolve(body["object"], body["related"])
     assert res.credentials.token == "override-token"
     assert res.credentials.user_data  # still from secretRef
 
@@ -140,7 +140,7 @@ def test_credentials_secret_overrides_secret_ref_keys() -> None:
 def test_missing_secret_names_the_label() -> None:
     body = sync_request()
     body["related"]["Secret.v1"].clear()
-    res = resolve(body["parent"], body["related"])
+    res = resolve(body["object"], body["related"])
     assert not res.can_reach_api
     assert res.access_problems == (
         f'secretRef: Not found: Secret "{SECRET_ID}" is not visible to the hooks; it must exist in namespace '
@@ -151,14 +151,14 @@ def test_missing_secret_names_the_label() -> None:
 def test_secret_in_other_namespace_is_refused() -> None:
     body = sync_request()
     machine_class(body)["secretRef"] = {"name": "metal-credentials", "namespace": "garden"}
-    (problem,) = resolve(body["parent"], body["related"]).access_problems
+    (problem,) = resolve(body["object"], body["related"]).access_problems
     assert problem.startswith('secretRef.namespace: Forbidden: Secret "garden/metal-credentials"')
 
 
 def test_bad_base64_names_the_key_not_the_value() -> None:
     body = sync_request()
     body["related"]["Secret.v1"][SECRET_ID]["data"]["userData"] = "%%%not-base64%%%"
-    res = resolve(body["parent"], body["related"])
+    res = resolve(body["object"], body["related"])
     assert any("secretRef.data.userData" in p for p in res.problems)
     assert not any("%%%" in p for p in res.problems)
 
@@ -166,7 +166,7 @@ def test_bad_base64_names_the_key_not_the_value() -> None:
 def test_whitespace_token_counts_as_missing() -> None:
     body = sync_request()
     set_secret_value(body, "apiToken", "   ")
-    res = resolve(body["parent"], body["related"])
+    res = resolve(body["object"], body["related"])
     assert res.access_problems == ("secretRef.apiToken: Required value: Required Equinix Metal API Key one of "
                                    "'apiToken' or 'alternateApiToken'",)
 
@@ -174,7 +174,7 @@ def test_whitespace_token_counts_as_missing() -> None:
 def test_user_data_only_blocks_create() -> None:
     body = sync_request()
     set_secret_value(body, "userData", None)
-    res = resolve(body["parent"], body["related"])
+    res = resolve(body["object"], body["related"])
     assert res.can_reach_api
     assert res.problems == ("secretRef.userData: Required value: Required userData",)
 
@@ -182,7 +182,7 @@ def test_user_data_only_blocks_create() -> None:
 def test_wrong_provider_uses_go_message() -> None:
     body = sync_request()
     machine_class(body)["provider"] = "AWS"
-    res = resolve(body["parent"], body["related"])
+    res = resolve(body["object"], body["related"])
     assert res.problems == ("provider: Unsupported value: Requested for Provider 'AWS', we only support "
                             "'EquinixMetal'",)
 
@@ -190,5 +190,5 @@ def test_wrong_provider_uses_go_message() -> None:
 def test_provider_spec_not_a_mapping() -> None:
     body = sync_request()
     machine_class(body)["providerSpec"] = ["metro", "ny"]
-    res = resolve(body["parent"], body["related"])
+    res = resolve(body["object"], body["related"])
     assert res.problems[0].startswith("providerSpec: Invalid value:")

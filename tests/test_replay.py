@@ -29,10 +29,10 @@ def test_replayed_sync_fixture_creates_the_device_and_prints_the_answer(
         metal_sim: MetalSim, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     body = load("machine/sync-request.json")
-    assert "parent" in body and "children" in body and "object" not in body  # recorded as v2 sends it
+    assert "object" in body and "attachments" in body and "parent" not in body  # recorded as Metacontroller sends it
     # The fixture's Secret already holds the simulator's token and project; only its age must be fresh, or the
     # hook (on the wall clock here) would see a Machine past its creation timeout.
-    body["parent"]["metadata"]["creationTimestamp"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    body["object"]["metadata"]["creationTimestamp"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     path = tmp_path / "sync.json"
     path.write_text(json.dumps(body))
     monkeypatch.setenv("METAL_API_URL", metal_sim.url)
@@ -41,7 +41,7 @@ def test_replayed_sync_fixture_creates_the_device_and_prints_the_answer(
 
     assert code == 0
     (device,) = metal_sim.sim.devices()
-    assert device["hostname"] == body["parent"]["metadata"]["name"]
+    assert device["hostname"] == body["object"]["metadata"]["name"]
     assert answer["annotations"]["metal-machine-hooks/device-id"] == device["id"]
     assert answer["status"]["lastOperation"]["type"] == "Create"
     assert answer["status"]["currentStatus"]["phase"] == "Pending"
@@ -60,18 +60,18 @@ def test_replayed_customize_fixture_prints_the_related_rules(
     assert sum(metal_sim.sim.calls.values()) == 0  # customize never calls the API
 
 
-def test_a_request_without_parent_or_object_prints_the_400(
+def test_a_request_without_object_prints_the_400(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "bad.json"
     path.write_text(json.dumps({"controller": {}, "related": {}}))
     assert main(["replay", str(path), "--hook", "/machine/sync"]) == 1
-    assert "no `parent` (v2) or `object` (v1)" in json.loads(capsys.readouterr().out)["error"]
+    assert "request has no `object`" in json.loads(capsys.readouterr().out)["error"]
 
 
-def _v1(body: dict[str, Any]) -> dict[str, Any]:
-    names = {"parent": "object", "children": "attachments"}
-    return {names.get(key, key): copy.deepcopy(value) for key, value in body.items()}
+def _as_customize(body: dict[str, Any]) -> dict[str, Any]:
+    """The customize request for the same object: `controller` + `parent`, for every controller kind."""
+    return {"controller": copy.deepcopy(body["controller"]), "parent": copy.deepcopy(body["object"])}
 
 
 def _finalizing(body: dict[str, Any]) -> dict[str, Any]:
@@ -85,20 +85,17 @@ def _only(body: dict[str, Any], *keys: str) -> dict[str, Any]:
 @pytest.mark.parametrize(("fixture", "shape", "route"), [
     ("machine/sync-request.json", lambda b: b, "/machine/sync"),
     ("machine/sync-request.json", _finalizing, "/machine/finalize"),
-    ("machine/sync-request.json", _v1, "/machine/sync"),
-    ("machine/sync-request.json", lambda b: _v1(_finalizing(b)), "/machine/finalize"),
-    ("machine/sync-request.json", lambda b: _only(b, "controller", "parent", "finalizing"), "/machine/sync"),
-    ("machine/sync-request.json", lambda b: _only(_finalizing(b), "controller", "parent", "finalizing"),
+    ("machine/sync-request.json", lambda b: _only(b, "controller", "object", "finalizing"), "/machine/sync"),
+    ("machine/sync-request.json", lambda b: _only(_finalizing(b), "controller", "object", "finalizing"),
      "/machine/finalize"),
-    ("machine/sync-request.json", lambda b: _only(b, "controller", "parent", "children"), "/machine/sync"),
-    ("machine/sync-request.json", lambda b: _only(b, "controller", "parent"), "/machine/customize"),
+    ("machine/sync-request.json", lambda b: _only(b, "controller", "object", "attachments"), "/machine/sync"),
+    ("machine/sync-request.json", _as_customize, "/machine/customize"),
     ("machine/customize-request.json", lambda b: b, "/machine/customize"),
     ("machineclass/sync-request.json", lambda b: b, "/machineclass/sync"),
     ("machineclass/sync-request.json", _finalizing, "/machineclass/finalize"),
-    ("machineclass/sync-request.json", _v1, "/machineclass/sync"),
-    ("machineclass/sync-request.json", lambda b: _only(b, "controller", "parent"), "/machineclass/customize"),
+    ("machineclass/sync-request.json", _as_customize, "/machineclass/customize"),
     ("machineset/sync-request.json", lambda b: b, "/machineset/sync"),
     ("machinedeployment/sync-request.json", lambda b: b, "/machinedeployment/sync"),
 ])
-def test_guess_route_reads_v2_and_v1_decorator_requests(fixture: str, shape: Any, route: str) -> None:
+def test_guess_route_reads_decorator_composite_and_customize_requests(fixture: str, shape: Any, route: str) -> None:
     assert guess_route(shape(load(fixture))) == route

@@ -30,8 +30,9 @@ user knows the device is gone too; otherwise a Machine whose device may still ru
 A Machine whose class, Secret or name has a problem and that has no device recorded costs no provider call: its
 status names every problem (InvalidArgument) and nothing is created.
 
-Request shape: a v2 sync/finalize request carries the Machine under `parent` and the drain Jobs under `children`
-(the v1 names `object`/`attachments` are read too: hooks.decorator_request). A body whose related keys lack the
+Request shape: a sync/finalize request carries the Machine under `object` and the drain Jobs under `attachments`
+(Metacontroller's DecoratorHookRequest, v1 and v2 alike); a body without `object` is a 400 (hooks.decorator_request). A
+body whose related keys lack the
 namespace comes from a hook configured with version v1, which also drops objects from other namespaces; it is
 answered with HTTP 400 naming the fix, as is any body that is not a Metacontroller decorator request for a Machine.
 

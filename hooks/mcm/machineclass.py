@@ -70,7 +70,7 @@ def _object(body: Any, key: str) -> dict[str, Any]:
 
 
 def _decorated(body: Any) -> dict[str, Any]:
-    """The MachineClass of a sync/finalize request: `parent` in v2 requests, `object` in v1 ones."""
+    """The MachineClass of a sync/finalize request: `object`, in v1 and v2 requests alike."""
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
     return _object(body, decorator_request.decorated_object(body)[1])

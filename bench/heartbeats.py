@@ -1,0 +1,91 @@
+"""Part 5: what kubelet heartbeats cost a steady fleet: hook calls per controller and Metal API calls per period.
+
+A kubelet reports its Node's status every nodeStatusReportFrequency even when nothing changed; only
+lastHeartbeatTime moves. The Machine controller relates each Machine's Node, so every report re-syncs that Machine,
+and whatever the Machine hook then writes fans out to the MachineSet and MachineClass controllers. This part
+measures that load: a MachineDeployment of N Machines converges with heartbeats off, then the Node joiner reports
+every Node at `period` seconds (each Node k periods after it joined, so reports spread over the period) for `rounds`
+rounds, and every hook call and API call those reports caused, until the emulator is idle again, is counted and
+divided by the number of rounds (heartbeats / Nodes). A queued key that is triggered again is synced once, so an
+overloaded controller merges work: the figures are what the controllers did, not an upper bound. Everything else as
+in part 4 (bench.converge).
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import time
+from typing import Any
+
+import yaml
+
+from bench.converge import CONTROLLERS, CRDS, EXAMPLES, MACHINE_API, _phase
+from bench.servers import Gunicorn, Simulator, calls_delta
+
+CONTROLLER_NAMES = ("metal-machines", "metal-machinesets", "metal-machinedeployments", "metal-machineclasses")
+Obj = dict[str, Any]
+
+
+def measure(sim: Simulator, hooks: Gunicorn, *, machines: int = 200, period: float = 10.0, rounds: int = 2,
+            timeout: float = 240.0) -> Obj:
+    from emulator.metacontroller import Metacontroller, load_controllers
+    from emulator.nodes import NodeJoiner
+    from emulator.store import Store
+
+    store = Store()
+    store.load_yaml(sorted(p for p in CRDS.glob("*.yaml") if p.name != "kustomization.yaml"))
+    store.load_yaml([EXAMPLES / "secret.yaml"])
+    for doc in yaml.safe_load_all((EXAMPLES / "machine-class.yaml").read_text()):
+        if doc and doc.get("kind") == "MachineClass":
+            store.create(doc)
+    deployment = copy.deepcopy(yaml.safe_load((EXAMPLES / "machine-deployment.yaml").read_text()))
+    deployment["metadata"]["name"] = "bench-heartbeats"
+    deployment["spec"].update(replicas=machines, minReadySeconds=0)
+    store.create(deployment)
+    mc = Metacontroller(store, load_controllers(CONTROLLERS),
+                        service_urls={"metal-machine-hooks.metal-machine-hooks": hooks.base_url})
+    joiner = NodeJoiner(store, sim.base_url, poll_interval=0.1)
+    mc.start()
+    joiner.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            fleet = store.list(MACHINE_API, "Machine", "default")
+            if len(fleet) == machines and all(_phase(m) == "Running" and (m["metadata"].get("labels") or {}).get(
+                    "node") for m in fleet):
+                break
+            time.sleep(0.5)
+        else:
+            raise TimeoutError(f"the fleet of {machines} did not reach Running within {timeout} s")
+        mc.wait_idle(timeout=60)
+        time.sleep(1.0)  # the last label writes' echoes
+        mc.wait_idle(timeout=60)
+        before_calls, before_hooks, before_beats = sim.calls(), len(mc.hook_calls()), joiner.heartbeats
+        joiner.heartbeat_period = period
+        started = time.monotonic()
+        while joiner.heartbeats - before_beats < rounds * machines and time.monotonic() - started < timeout:
+            time.sleep(0.2)
+        joiner.heartbeat_period = 0.0  # then count everything those rounds caused, however long it takes
+        beats = joiner.heartbeats - before_beats
+        reported = time.monotonic() - started
+        mc.wait_idle(timeout=timeout)
+        api = calls_delta(before_calls, sim.calls())
+        calls = [c for c in mc.hook_calls()[before_hooks:] if c.get("hook") in ("sync", "finalize")]
+    finally:
+        joiner.stop()
+        mc.stop()
+    measured_rounds = beats / machines
+    by_controller = collections.Counter(str(c.get("controller")) for c in calls)
+    per_round = {name: round(by_controller[name] / measured_rounds, 2) for name in CONTROLLER_NAMES}
+    return {
+        "machines": machines,
+        "period_s": period,
+        "rounds": round(measured_rounds, 2),
+        "seconds_reporting": round(reported, 1),
+        "seconds_until_idle": round(time.monotonic() - started, 1),
+        "heartbeats": beats,
+        "hook_calls_per_period": per_round,
+        "metal_api_calls_per_period": round(sum(api.values()) / measured_rounds, 2),
+        "api_calls_by_route": api,
+    }
