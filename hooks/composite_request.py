@@ -45,7 +45,7 @@ def child_object(obj: Any, key: str) -> dict[str, Any]:
     """An observed child; Metacontroller never sends one without a name, so one is a malformed request."""
     if not objects.name(obj):
         raise BadRequest(f"child {key!r} has no metadata.name")
-    return obj  # type: ignore[no-any-return]  # objects.name only finds a name in a dict
+    return obj
 
 
 def without_last_applied(annotations: dict[str, Any]) -> dict[str, Any]:

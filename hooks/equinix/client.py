@@ -23,7 +23,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-import requests  # type: ignore[import-untyped]
+import requests
 
 from hooks import PROJECT, __version__, events
 from hooks.equinix.errors import (

@@ -168,26 +168,26 @@ def _short(value: Any) -> str:
 
 def _render(error: jsonschema.ValidationError) -> list[str]:
     where = list(error.absolute_path)
+    wanted: Any = error.validator_value  # jsonschema's stubs type it as possibly Unset; it is set for these keywords
     if error.validator == "required":
         present = error.instance if isinstance(error.instance, dict) else {}
         return [
             f"{_path([*where, name])}: Required value: {_REQUIRED.get(name, 'required')}"
-            for name in error.validator_value
+            for name in wanted
             if name not in present
         ]
     if error.validator == "minLength" and len(where) == 1 and where[0] in _REQUIRED:
         return [f"{_path(where)}: Required value: {_REQUIRED[where[0]]}"]
     if error.validator == "type":
-        wanted = error.validator_value
         names = " or ".join(_TYPE_NAMES.get(t, t) for t in ([wanted] if isinstance(wanted, str) else wanted))
         return [f"{_path(where)}: Invalid value: {_short(error.instance)}: must be {names}"]
     if error.validator == "enum":
-        allowed = ", ".join(f'"{v}"' for v in error.validator_value)
+        allowed = ", ".join(f'"{v}"' for v in wanted)
         return [f"{_path(where)}: Unsupported value: {_short(error.instance)}: supported values: {allowed}"]
     if error.validator == "maxLength":
         return [
-            f"{_path(where)}: Too long: may have at most {error.validator_value} characters, "
-            f"{_short(error.instance)} has {len(error.instance)}"
+            f"{_path(where)}: Too long: may have at most {wanted} characters, "
+            f"{_short(error.instance)} has {len(str(error.instance))}"
         ]
     if error.validator == "minLength":
         return [f"{_path(where)}: Invalid value: \"\": must not be empty"]

@@ -12,6 +12,7 @@ import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlparse
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -29,11 +30,11 @@ class ReadOnlyAdapter(HTTPAdapter):
         super().__init__()
         self.would_have: list[str] = []
 
-    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
         method = (request.method or "GET").upper()
         if method in READ_METHODS:
             return super().send(request, *args, **kwargs)
-        path = requests.utils.urlparse(request.url or "").path
+        path = urlparse(request.url or "").path
         body = _json(request.body)
         shown = {k: body[k] for k in SHOWN_FIELDS if isinstance(body.get(k), str | int) and body.get(k) != ""}
         self.would_have.append(f"{method} {path}" + (f" {json.dumps(shown, sort_keys=True)}" if shown else ""))

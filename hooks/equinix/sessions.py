@@ -23,8 +23,8 @@ import http.cookiejar
 import os
 import threading
 
-import requests  # type: ignore[import-untyped]
-import requests.utils  # type: ignore[import-untyped]
+import requests
+import requests.utils
 
 _local = threading.local()
 

@@ -29,7 +29,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from hooks.config import ConfigError, Settings
 from hooks.migrate import plan as planning
@@ -146,7 +146,7 @@ def main(
     print(f"{mode} of namespace {ns} {'(applying)' if args.apply else '(dry run: nothing changes; --apply to act)'}",
           file=out)
     try:
-        client = api or MigrationApi.in_cluster(env)
+        client = api or cast(MigrationApi, MigrationApi.in_cluster(env))  # in_cluster builds `cls`
         deployment, status = client.read("Deployment", ns, args.mcm_deployment)
         proceed, why = planning.mcm_verdict(deployment, status, stopped_elsewhere=args.mcm_stopped_elsewhere,
                                             namespace=ns, name=args.mcm_deployment)

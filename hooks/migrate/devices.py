@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from hooks import objects
 from hooks.equinix import providerspec
 from hooks.equinix.adoption import Claim, class_markers, prove
 from hooks.equinix.devices import GONE_STATES
@@ -37,8 +38,7 @@ def class_scopes(snapshot: Snapshot, client_for: Callable[[str], Any]) -> tuple[
     secrets = {f"{snapshot.namespace}/{name}": s for name, s in snapshot.secrets.items() if s is not None}
     for machine_class in snapshot.classes:
         name = name_of(machine_class)
-        raw = machine_class.get("providerSpec") if isinstance(machine_class.get("providerSpec"), dict) else {}
-        folded, _ = providerspec.fold_keys(raw)
+        folded, _ = providerspec.fold_keys(objects.mapping(machine_class, "providerSpec"))
         project = folded.get("projectID")
         tags = tuple(t for t in folded.get("tags") or () if isinstance(t, str))
         cluster, role = class_markers(tags)
@@ -96,9 +96,10 @@ def survey(snapshot: Snapshot, scopes: list[ClassScope]) -> list[str]:
     for machine in snapshot.machines:
         device_id = recorded_device_id(machine)
         name = name_of(machine)
-        scope = by_name.get(_class_of(machine))
-        if not device_id or scope is None:
+        found_scope = by_name.get(_class_of(machine))
+        if not device_id or found_scope is None:
             continue
+        scope = found_scope
         device = listed.get(device_id, (None, scope))[0]
         if device is None:
             try:

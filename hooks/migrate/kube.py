@@ -6,6 +6,7 @@ KUBE_CA_FILE, KUBE_API_SCHEME; the token re-read for every request), so both pro
 
 from __future__ import annotations
 
+import builtins  # MigrationApi.list shadows `list` in the class body
 from typing import Any
 from urllib.parse import quote
 
@@ -56,10 +57,10 @@ class MigrationApi(KubeApi):
                             "for the rights this program needs)", 403)
         return found
 
-    def list(self, kind: str, namespace: str, page_size: int = 500) -> list[dict[str, Any]]:
+    def list(self, kind: str, namespace: str, page_size: int = 500) -> builtins.list[dict[str, Any]]:
         """Every object of the kind in the namespace, following `continue` tokens."""
         path = object_path(kind, namespace)
-        items: list[dict[str, Any]] = []
+        items: builtins.list[dict[str, Any]] = []
         params: dict[str, Any] = {"limit": page_size}
         while True:
             response = self._call("GET", path, params=params)
@@ -72,7 +73,7 @@ class MigrationApi(KubeApi):
                 return items
             params = {**params, "continue": token}
 
-    def patch(self, kind: str, namespace: str, name: str, operations: list[dict[str, Any]]) -> dict[str, Any] | None:
+    def patch(self, kind: str, namespace: str, name: str, operations: builtins.list[dict[str, Any]]) -> dict[str, Any] | None:
         """Apply a JSON patch; None when its resourceVersion test failed or the object changed meanwhile (409/422:
         read it again and decide again) or it is gone (404)."""
         path = object_path(kind, namespace, name)

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from hooks import objects
 from hooks.config import CREDENTIALS_LABEL, CREDENTIALS_LABEL_VALUE
 from hooks.driver import PROVIDER_ID_ANNOTATION
 from hooks.equinix.devices import parse_provider_id, recorded_device_id
@@ -114,8 +115,8 @@ def mcm_verdict(deployment: Obj | None, status: int, *, stopped_elsewhere: bool,
                          f"on namespace {namespace}"
         return False, (f"MCM: {where} {seen}. If MCM runs elsewhere (another namespace or cluster), stop it (or "
                        f"remove {namespace} from what it watches) and run again with --mcm-stopped-elsewhere")
-    spec = deployment.get("spec") if isinstance(deployment.get("spec"), dict) else {}
-    status_obj = deployment.get("status") if isinstance(deployment.get("status"), dict) else {}
+    spec = objects.mapping(deployment, "spec")
+    status_obj = objects.mapping(deployment, "status")
     wanted = spec.get("replicas", 1)
     running = status_obj.get("replicas") or 0
     if wanted != 0:
@@ -154,9 +155,7 @@ def used_secret_names(snapshot: Snapshot) -> dict[str, list[str]]:
 
 
 def spec_provider_id(machine: Mapping[str, Any]) -> str:
-    spec = machine.get("spec") if isinstance(machine.get("spec"), dict) else {}
-    value = spec.get("providerID")
-    return value if isinstance(value, str) else ""
+    return objects.string(machine, "spec", "providerID")
 
 
 # ---------------------------------------------------------------------------------------------------- migration
@@ -257,7 +256,7 @@ def plan_rollback(snapshot: Snapshot) -> Plan:
             if parse_provider_id(annotated):
                 plan.annotate.append(Step("Machine", name_of(machine), f"Machine {name_of(machine)}: write "
                                                                        f"spec.providerID {annotated}",
-                                          provider_id=annotated))
+                                          provider_id=str(annotated)))
             elif device_id:
                 plan.attention.append(
                     f"Machine {name_of(machine)} records device {device_id} but no provider ID to write back: set "

@@ -67,7 +67,8 @@ def begin_request(request_id: str, hook: str | None = None) -> tuple[Any, ...]:
 def end_request(tokens: tuple[Any, ...]) -> None:
     # Worker threads are reused, so a request's id and secrets must not leak into the next request on the thread.
     try:
-        for var, token in zip((_request_id, _hook, _secrets, _subject), tokens, strict=True):
+        variables: tuple[ContextVar[Any], ...] = (_request_id, _hook, _secrets, _subject)
+        for var, token in zip(variables, tokens, strict=True):
             var.reset(token)
     except ValueError:  # left from another context than the one entered: clear instead of restoring
         _request_id.set(None)
@@ -212,13 +213,13 @@ def _iso_time(created: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{millis:03d}Z"
 
 
-class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class StderrHandler(logging.StreamHandler):
     """Writes to whatever sys.stderr is at emit time, so a replaced stream (tests, CLI capture) is followed."""
 
     def __init__(self) -> None:
         super().__init__()
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 

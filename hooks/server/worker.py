@@ -16,8 +16,8 @@ import socket
 import time
 from typing import Any
 
-from gunicorn.http.errors import NoMoreData
-from gunicorn.workers.gthread import TConn, ThreadWorker
+from gunicorn.http.errors import NoMoreData  # type: ignore[import-untyped]
+from gunicorn.workers.gthread import TConn, ThreadWorker  # type: ignore[import-untyped]
 
 DEFAULT_READ_SECONDS = 10.0
 log = logging.getLogger("hooks.server")
