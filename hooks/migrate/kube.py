@@ -73,7 +73,8 @@ class MigrationApi(KubeApi):
                 return items
             params = {**params, "continue": token}
 
-    def patch(self, kind: str, namespace: str, name: str, operations: builtins.list[dict[str, Any]]) -> dict[str, Any] | None:
+    def patch(self, kind: str, namespace: str, name: str,
+              operations: builtins.list[dict[str, Any]]) -> dict[str, Any] | None:
         """Apply a JSON patch; None when its resourceVersion test failed or the object changed meanwhile (409/422:
         read it again and decide again) or it is gone (404)."""
         path = object_path(kind, namespace, name)
