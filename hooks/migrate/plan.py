@@ -172,8 +172,19 @@ def _release(kind: str, obj: Obj, *, extra: str = "") -> Step | None:
 def plan_migration(snapshot: Snapshot) -> Plan:
     """Everything that remains to move the namespace over, from the current objects."""
     plan = Plan()
+    used = _plan_credentials(snapshot, plan)
+    _plan_provider_ids(snapshot, plan)
+    held: list[tuple[str, Obj]] = [("Machine", m) for m in snapshot.machines]
+    held += [("MachineClass", c) for c in snapshot.classes]
+    held += [("Secret", s) for s in used]
+    _plan_finalizers(held, plan)
+    _plan_releases(snapshot, held, plan)
+    return plan
+
+
+def _plan_credentials(snapshot: Snapshot, plan: Plan) -> list[Obj]:
+    """Secrets the classes name: labelled so the hooks can see them; references they cannot follow, named."""
     ns = snapshot.namespace
-    users = used_secret_names(snapshot)
     for machine_class in snapshot.classes:
         for key, namespace, name in secret_refs(machine_class, ns):
             if namespace != ns:
@@ -182,7 +193,7 @@ def plan_migration(snapshot: Snapshot) -> Plan:
                     f"{ns}; the hooks read credentials only from the Machines' namespace: copy it into {ns} (with "
                     f"the label {CREDENTIALS_LABEL}: \"{CREDENTIALS_LABEL_VALUE}\") and point the class at the copy")
     used: list[Obj] = []
-    for name, classes in users.items():
+    for name, classes in used_secret_names(snapshot).items():
         secret = snapshot.secrets.get(name)
         if secret is None:
             plan.attention.append(f"Secret {name}, named by MachineClass {', '.join(classes)}, does not exist in "
@@ -195,6 +206,10 @@ def plan_migration(snapshot: Snapshot) -> Plan:
                                                    f"{CREDENTIALS_LABEL_VALUE} (used by MachineClass "
                                                    f"{', '.join(classes)})",
                                    labels={CREDENTIALS_LABEL: CREDENTIALS_LABEL_VALUE}))
+    return used
+
+
+def _plan_provider_ids(snapshot: Snapshot, plan: Plan) -> None:
     for machine in snapshot.machines:
         provider_id = spec_provider_id(machine)
         annotations = meta(machine).get("annotations") or {}
@@ -203,9 +218,10 @@ def plan_migration(snapshot: Snapshot) -> Plan:
                                                                    f"{provider_id} in annotation "
                                                                    f"{PROVIDER_ID_ANNOTATION} (kubectl -o wide)",
                                       annotations={PROVIDER_ID_ANNOTATION: provider_id}))
-    held: list[tuple[str, Obj]] = [("Machine", m) for m in snapshot.machines]
-    held += [("MachineClass", c) for c in snapshot.classes]
-    held += [("Secret", s) for s in used]
+
+
+def _plan_finalizers(held: list[tuple[str, Obj]], plan: Plan) -> None:
+    """What still waits for Metacontroller's finalizers (the program waits for these before releasing MCM's)."""
     for kind, obj in held:
         hook_finalizer = HOOK_FINALIZERS[kind]
         if hook_finalizer in finalizers(obj):
@@ -218,26 +234,21 @@ def plan_migration(snapshot: Snapshot) -> Plan:
                     f"it (scale MCM up until it is gone, then down again) and run this program again")
             continue
         plan.awaiting.append(f"{kind} {name_of(obj)} lacks {hook_finalizer}")
-    for kind, obj in held:
-        # Listed now, done only once nothing awaits Metacontroller (the program plans again after the wait).
-        if HOOK_FINALIZERS[kind] in finalizers(obj) or not deleting(obj):
-            step = _release(kind, obj)
-            if step:
-                plan.release.append(step)
-    for kind, objs in (("MachineSet", snapshot.machinesets), ("MachineDeployment", snapshot.deployments)):
-        for obj in objs:
-            step = _release(kind, obj)
-            if step:
-                plan.release.append(step)
+
+
+def _plan_releases(snapshot: Snapshot, held: list[tuple[str, Obj]], plan: Plan) -> None:
+    """MCM's finalizers to remove: listed now, done only once nothing awaits Metacontroller (the program plans
+    again after the wait)."""
+    candidates = [(kind, obj) for kind, obj in held if HOOK_FINALIZERS[kind] in finalizers(obj) or not deleting(obj)]
+    candidates += [("MachineSet", obj) for obj in snapshot.machinesets]
+    candidates += [("MachineDeployment", obj) for obj in snapshot.deployments]
     node_names = sorted({str((meta(m).get("labels") or {}).get("node")) for m in snapshot.machines
                          if (meta(m).get("labels") or {}).get("node")})
-    for node_name in node_names:
-        node = snapshot.nodes.get(node_name)
-        if node is not None:
-            step = _release("Node", node)
-            if step:
-                plan.release.append(step)
-    return plan
+    candidates += [("Node", snapshot.nodes[n]) for n in node_names if snapshot.nodes.get(n) is not None]
+    for kind, obj in candidates:
+        step = _release(kind, obj)
+        if step:
+            plan.release.append(step)
 
 
 # ---------------------------------------------------------------------------------------------------- rollback
