@@ -531,6 +531,7 @@ class Run:
         self.phase_times: list[tuple[str, float]] = []
         self.failure = ""
         self.machine_events: Counter[str] = Counter()  # ADDED / DELETED Machines
+        self.set_writes: list[tuple[float, str]] = []  # (time, what changed) of every MachineSet write
         self.metrics_text = ""
         self.owners = OwnerLog()
         self.store.watch(self._count_machines)
@@ -539,6 +540,12 @@ class Run:
     def _count_machines(self, event: WatchEvent) -> None:
         if event.object.get("kind") == "Machine" and event.type in ("ADDED", "DELETED"):
             self.machine_events[event.type] += 1
+        if event.object.get("kind") == "MachineSet" and event.type == "MODIFIED" and event.old is not None:
+            new, old = event.object, event.old
+            changed = sorted({k for k in {*new, *old} if k != "metadata" and new.get(k) != old.get(k)}
+                             | {f"metadata.{k}" for k in {*new["metadata"], *old["metadata"]}
+                                if k != "resourceVersion" and new["metadata"].get(k) != old["metadata"].get(k)})
+            self.set_writes.append((time.time(), ",".join(changed) or "nothing"))
 
     # ------------------------------------------------------------------ helpers
 
@@ -554,11 +561,16 @@ class Run:
             self.say(f"stuck: set {ms['metadata']['name']} generation={ms['metadata'].get('generation')} "
                      f"replicas={ms['spec'].get('replicas')} status={json.dumps(ms.get('status') or {})}")
         now = time.time()
+        writes = Counter(what for when, what in list(self.set_writes) if now - when < 30)
+        self.say(f"stuck: MachineSet writes in the last 30 s by what changed: {dict(writes)}")
         for controller in ("metal-machinedeployments", "metal-machinesets", "metal-machines"):
             calls = [e for e in self.mc.hook_calls(controller=controller)]
             last = max((float(e["time"]) for e in calls), default=0.0)
+            recent = Counter(str(e["outcome"]) + (" " + str(e["error"])[:60] if e["outcome"] == "conflict-dropped"
+                                                  else "") for e in list(self.mc.events)
+                             if e["controller"] == controller and now - float(e["time"]) < 30)
             self.say(f"stuck: {controller}: {len(calls)} hook calls, last {now - last:.1f} s ago; queue "
-                     f"{self.mc.runtime(controller).queue.pending_delays()}")
+                     f"{self.mc.runtime(controller).queue.pending_delays()}; last 30 s: {dict(recent)}")
 
     def machines(self) -> list[Obj]:
         return self.store.list(MACHINE_API, "Machine", NAMESPACE)
@@ -932,6 +944,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="simulated provisioning and deprovisioning time (default 0.1 up to 20 machines, "
                              "else 0.5)")
     parser.add_argument("--poll", type=float, default=None, help="invariant monitor interval (default 0.15-0.25)")
+    parser.add_argument("--informer-lag", type=float, default=ChaosConfig.informer_lag,
+                        help=f"seconds the controllers' informer caches trail the store, 0.5-1.5x per kind (default "
+                             f"{ChaosConfig.informer_lag}; 0 = read the live store)")
     parser.add_argument("--doc", type=Path, default=None,
                         help=f"write this run's figures into the table between {DOC_BEGIN} and {DOC_END} of this "
                              "file (make chaos: docs/reliability.md)")
@@ -945,7 +960,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout=args.timeout if args.timeout is not None else 120.0 + 6.0 * args.machines,
         poll=args.poll if args.poll is not None else (0.15 if small else 0.25),
         node_poll=0.1 if small else 0.5,
-        heartbeat_period=10.0 if small else 300.0,
+        heartbeat_period=10.0 if small else 300.0, informer_lag=args.informer_lag,
     )
     signal.signal(signal.SIGTERM, _interrupt)
     try:

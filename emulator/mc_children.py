@@ -102,6 +102,8 @@ class ChildrenMixin(RuntimeCore):
             return
         try:
             self.store.update(merged)
-        except (Conflict, NotFound):
+        except (Conflict, NotFound) as exc:  # swallowed: "will reconcile again" (the next event brings a sync)
+            self.mc.record(self.name, str(key), None, "conflict-dropped",
+                           f"update {obj['kind']} {meta_of(current)['name']}: {exc}")
             return
         self.mc.record(self.name, str(key), None, "update", None, object=f"{obj['kind']} {meta_of(current)['name']}")
