@@ -281,11 +281,6 @@ def slow_informers(metal_sim_factory: Callable[..., Any]) -> Iterator[Obj]:
         yield {"sim": sim, "store": running.store, "mc": running.mc, "joiner": running.joiner, "jobs": running.jobs}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug, for the hooks owner: a MachineDeployment (and then MachineSet) synced from a cache that still "
-    "shows it after its delete answers its children again, so MachineSets and Machines are re-created for a gone "
-    "owner (the garbage collector removes them later; a Machine that lives long enough gets a device). Nothing in "
-    "hooks/machinedeployment.py or hooks/machineset.py holds back creation for a parent being deleted."))
 def test_a_deleted_machine_deployment_creates_nothing(slow_informers: Obj) -> None:
     created = _deleting_deployment_creates(slow_informers)
     assert created == {"MachineSet": [], "Machine": [], "devices": []}
@@ -311,10 +306,6 @@ def _syncs_per_heartbeat(realistic: Obj, rounds: int = 4) -> dict[str, float]:
             for controller in ("metal-machines", "metal-machinesets", "metal-machineclasses")}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug, for the hooks owner: the Machine hook copies the Node's lastHeartbeatTime into Machine status, "
-    "so every kubelet report rewrites every Machine's status and re-syncs its MachineSet and MachineClass "
-    "(issue 13 item 5); a steady fleet should cost the set and class controllers nothing per heartbeat"))
 def test_heartbeats_of_a_steady_fleet_cost_no_set_or_class_syncs(realistic: Obj) -> None:
     per_period = _syncs_per_heartbeat(realistic)
     assert per_period["metal-machinesets"] < 0.5 and per_period["metal-machineclasses"] < 0.5, per_period

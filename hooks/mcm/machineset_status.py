@@ -13,6 +13,7 @@ from hooks import objects
 from hooks.mcm import vocabulary as mcm
 from hooks.mcm.conditions import REPLICA_FAILURE, carried_time, clean_operation, condition
 from hooks.mcm.text import NAMES_SHOWN, names_list, plural
+from hooks.mcm.timefmt import format_time, parse_time
 from hooks.mcm.validation import int_field
 
 if TYPE_CHECKING:
@@ -75,8 +76,16 @@ def _changes(plan: Plan) -> dict[str, Any]:
 
 
 def operation(plan: Plan, problems: list[str], machines: list[Machine], replicas: int, available: int,
-              observed: Any, now: datetime, no_scale_up: bool = False, held: str | None = None) -> dict[str, Any]:
-    """lastOperation: what this sync changes, or what the set waits for."""
+              observed: Any, now: datetime, no_scale_up: bool = False, held: str | None = None,
+              since: datetime | None = None) -> dict[str, Any]:
+    """lastOperation: what this sync changes, or what the set waits for.
+
+    Its lastUpdateTime is the latest change among the set's Machines (their phase times and creation), or `since`
+    (the set's creation) without any: a function of the Machines alone, never of the set's own observed status.
+    Metacontroller may sync from a cache one write behind; an answer that depended on the observed status would
+    differ between the stale and the fresh view, be written again and again, and starve the MachineDeployment's
+    updates of the set (tests/test_stale_view.py).
+    """
     terminating = sum(1 for m in machines if m.deleting)
     if problems:
         op = {"type": "Update", "state": mcm.STATE_FAILED,
@@ -101,9 +110,14 @@ def operation(plan: Plan, problems: list[str], machines: list[Machine], replicas
     else:
         op = {"type": "Update", "state": mcm.SUCCESSFUL,
               "description": f"{available} of {plural(replicas, 'machine')} available"}
-    old = observed if isinstance(observed, dict) else {}
-    same = all(old.get(k) == op[k] for k in ("type", "state", "description"))
-    op["lastUpdateTime"] = carried_time(old.get("lastUpdateTime"), same, now)
+    times = [t for m in machines for t in (m.became, parse_time(m.created)) if t is not None]
+    moment = max(times) if times else since
+    if moment is not None:
+        op["lastUpdateTime"] = format_time(moment)
+    else:
+        old = observed if isinstance(observed, dict) else {}
+        same = all(old.get(k) == op[k] for k in ("type", "state", "description"))
+        op["lastUpdateTime"] = carried_time(old.get("lastUpdateTime"), same, now)
     return op
 
 
@@ -138,5 +152,6 @@ def set_status(parent: dict[str, Any], machines: list[Machine], plan: Plan, prob
     if conditions:
         status["machineSetCondition"] = conditions
     status["lastOperation"] = operation(plan, problems, machines, replicas, available,
-                                        observed.get("lastOperation"), now, no_scale_up, held)
+                                        observed.get("lastOperation"), now, no_scale_up, held,
+                                        since=parse_time(objects.string(parent, "metadata", "creationTimestamp")))
     return status, soonest
