@@ -234,3 +234,21 @@ def test_repr_names_the_server_only() -> None:
     reader = TargetReader(TargetConfig("https://t.example", token=TOKEN))
     assert TOKEN not in repr(reader) and "t.example" in repr(reader)
     assert base64.b64encode(TOKEN.encode()).decode() not in repr(reader)
+
+
+def test_every_read_is_counted_by_outcome_in_the_servers_metrics() -> None:
+    from prometheus_client import REGISTRY
+
+    import hooks.server.metrics  # noqa: F401  (subscribes the counters)
+
+    def count(outcome: str) -> float:
+        return REGISTRY.get_sample_value("metal_machine_hooks_target_node_reads_total", {"outcome": outcome}) or 0.0
+
+    before = {o: count(o) for o in ("ok", "not_found", "unreachable")}
+    with serve(nodes) as api:
+        reader = TargetReader(TargetConfig(api.url.replace("localhost", "127.0.0.1"), token=TOKEN))
+        reader.get_node("m1")
+        reader.get_node("m2")
+    with pytest.raises(TargetUnavailable):
+        reader.get_node("m1")  # the server is gone
+    assert {o: count(o) - before[o] for o in before} == {"ok": 1, "not_found": 1, "unreachable": 1}

@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 import requests
 
+from hooks import events
 from hooks.redact import redact
 from hooks.target.kubeconfig import TargetConfig
 from hooks.target.tls import session_for
@@ -69,7 +70,19 @@ class TargetReader:
         return self.config.secrets()
 
     def get_node(self, name: str, *, deadline: float = 8.0) -> dict[str, Any] | None:
-        """The Node, None when the API says it does not exist; TargetUnavailable otherwise, within `deadline` s."""
+        """The Node, None when the API says it does not exist; TargetUnavailable otherwise, within `deadline` s.
+
+        Each read is counted by outcome (events.TARGET_READ: the server's metal_machine_hooks_target_node_reads_total).
+        """
+        try:
+            node = self._get_node(name, deadline)
+        except TargetUnavailable as exc:
+            events.emit(events.TARGET_READ, outcome=exc.kind)
+            raise
+        events.emit(events.TARGET_READ, outcome="ok" if node is not None else "not_found")
+        return node
+
+    def _get_node(self, name: str, deadline: float) -> dict[str, Any] | None:
         end = self._monotonic() + deadline
         path = f"/api/v1/nodes/{quote(name, safe='')}"
         headers = {"Accept": "application/json"}
