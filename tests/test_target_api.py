@@ -252,3 +252,13 @@ def test_every_read_is_counted_by_outcome_in_the_servers_metrics() -> None:
     with pytest.raises(TargetUnavailable):
         reader.get_node("m1")  # the server is gone
     assert {o: count(o) - before[o] for o in before} == {"ok": 1, "not_found": 1, "unreachable": 1}
+
+
+def test_tls_server_name_is_the_name_the_certificate_is_checked_against(pki: Pki) -> None:
+    with serve(nodes, pki=pki) as api:
+        url = api.url.replace("localhost", "127.0.0.1")
+        good = TargetReader(TargetConfig(url, ca_data=pki.ca, token=TOKEN, tls_server_name="localhost"))
+        assert good.get_node("m1") == NODE
+        wrong = TargetReader(TargetConfig(url, ca_data=pki.ca, token=TOKEN, tls_server_name="api.elsewhere.example"))
+        with pytest.raises(TargetUnavailable, match=r"elsewhere|match|CERTIFICATE_VERIFY_FAILED"):
+            wrong.get_node("m1")
