@@ -162,7 +162,7 @@ _printable = st.characters(min_codepoint=32, max_codepoint=126, exclude_characte
 _scalar = st.one_of(_plain, st.text(_printable, max_size=20))
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(st.lists(st.tuples(_plain, _scalar, _scalar), min_size=1, max_size=4))
 def test_the_block_yaml_reader_agrees_with_pyyaml_on_kubeconfig_shapes(entries: list[tuple[str, str, str]]) -> None:
     doc = {"clusters": [{"name": n, "cluster": {"server": s, "certificate-authority-data": c}}
