@@ -64,6 +64,14 @@ def test_the_client_key_and_certificate_are_scrubbed_in_every_form() -> None:
     assert "canaryKEY" not in out and "canaryCERT" not in out
 
 
+def test_the_server_alone_registers_the_parsed_credentials_of_a_target_secret() -> None:
+    request = body({"token": SHORT_TOKEN})
+    with logs.request_scope("req-3", "/machine/sync"):
+        for value in _secret_values(request):
+            logs.register_secret(value)
+        assert SHORT_TOKEN not in logs.scrub(f"echo: {SHORT_TOKEN}")
+
+
 def test_the_read_message_an_echo_produces_is_clean_once_scrubbed() -> None:
     request = body({"token": SHORT_TOKEN})
     with logs.request_scope("req-2", "/machine/sync"):
