@@ -119,10 +119,15 @@ TARGET_READS = Counter(
 )
 TARGET_DECISIONS = Counter(
     f"{PREFIX}_target_decisions_total",
-    "What the Machine hooks concluded from the target cluster, by decision: ok, recovered, frozen (target "
+    "What the Machine hooks concluded from the target cluster, by outcome: ok, recovered, frozen (target "
     "unreachable, Machine frozen), held (a deletion waiting for the target).",
-    ["decision"],
+    ["outcome"],
 )
+# Both vocabularies are fixed: every series exists from the start (at 0), so an alert on a rate sees the first one.
+for _outcome in ("ok", "not_found", "unreachable", "rejected", "error"):
+    TARGET_READS.labels(_outcome)
+for _outcome in ("ok", "recovered", "frozen", "held"):
+    TARGET_DECISIONS.labels(_outcome)
 BUILD_INFO = Gauge(
     f"{PREFIX}_build_info",
     "Always 1; the version label is the running hooks.__version__ (joins with other series to show a rollout).",
@@ -327,7 +332,7 @@ events.subscribe(events.DRAIN_STARTED, _on_drain_started)
 events.subscribe(events.RATE_LIMIT_WAIT, _on_rate_limit_wait)
 events.subscribe(events.TARGET_READ, lambda count, *, outcome="error": TARGET_READS.labels(outcome).inc(count))
 events.subscribe(events.TARGET_DECISION,
-                 lambda count, *, decision="ok": TARGET_DECISIONS.labels(decision).inc(count))
+                 lambda count, *, outcome="ok": TARGET_DECISIONS.labels(outcome).inc(count))
 
 
 def multiprocess_dir() -> str | None:
