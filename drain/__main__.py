@@ -3,7 +3,8 @@
 Exit 1 when it is not: the reason is printed and written to the pod's termination message (`kubectl describe pod`;
 the file is TERMINATION_MESSAGE_PATH, default /dev/termination-log, the container's terminationMessagePath),
 and the Job, once out of retries, turns the Machine's lastOperation into "Drain failed due to - ...". Exit 2 on bad
-arguments.
+arguments. The API server is the pod's own (ServiceAccount) unless KUBECONFIG names a kubeconfig file (the target
+cluster's, mounted from a Secret volume: docs/operations.md "Two clusters").
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def main(
         budget = min(budget, (args.deadline - wall_clock()).total_seconds())
     own_pod = f"{env.get('POD_NAMESPACE', '')}/{env.get('POD_NAME', '')}" if env.get("POD_NAME") else ""
     try:
-        client = api or KubeApi.in_cluster(env)
+        client = api or KubeApi.from_env(env)
         drain_node(
             client,
             args.node,

@@ -1,4 +1,9 @@
-"""The four Kubernetes API calls a drain makes, over HTTPS with the pod's ServiceAccount token."""
+"""The four Kubernetes API calls a drain makes, over HTTPS with the pod's ServiceAccount token or a kubeconfig.
+
+With KUBECONFIG set (a file in a Secret volume: the target cluster's kubeconfig when Nodes live in another cluster,
+docs/operations.md "Two clusters") the calls go to that cluster with its token or client certificate instead of the
+pod's own cluster; the same rules as the hooks apply (hooks/target/kubeconfig.py: no exec plugins, no file paths).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,13 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote
 
 import requests
+
+from hooks.target import kubeconfig as target_kubeconfig
+from hooks.target.tls import session_for
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 MERGE_PATCH = "application/merge-patch+json"
@@ -55,7 +63,7 @@ class KubeApi:
         self._timeout = timeout
 
     @classmethod
-    def in_cluster(cls, env: Mapping[str, str] | None = None, root: Path = SERVICE_ACCOUNT_DIR) -> KubeApi:
+    def in_cluster(cls, env: Mapping[str, str] | None = None, root: Path = SERVICE_ACCOUNT_DIR) -> Self:
         """The API server a pod is given: KUBERNETES_SERVICE_HOST/PORT, the mounted token and CA.
 
         KUBE_TOKEN_FILE and KUBE_CA_FILE move the token and CA (defaults: `token` and `ca.crt` in `root`, the
@@ -79,8 +87,36 @@ class KubeApi:
         verify: str | bool = str(ca) if ca.is_file() else True
         return cls(f"{scheme}://{host}:{port}", lambda: token_file.read_text().strip(), verify=verify)
 
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, root: Path = SERVICE_ACCOUNT_DIR) -> Self:
+        """KUBECONFIG when set (the target cluster), else the pod's own cluster (in_cluster)."""
+        env = os.environ if env is None else env
+        path = (env.get("KUBECONFIG") or "").strip()
+        return cls.from_kubeconfig(Path(path)) if path else cls.in_cluster(env, root)
+
+    @classmethod
+    def from_kubeconfig(cls, path: Path) -> Self:
+        """The cluster a kubeconfig file names. Its token is read again on every request, so a rotated Secret
+        (the kubelet refreshes Secret volumes) takes effect during a long drain; TLS settings are read once."""
+
+        def load() -> target_kubeconfig.TargetConfig:
+            try:
+                text = path.read_text()
+            except OSError as exc:
+                raise KubeError(f"KUBECONFIG={path}: {exc.strerror or exc}") from None
+            try:
+                return target_kubeconfig.parse(text, source=str(path))
+            except target_kubeconfig.TargetConfigError as exc:
+                raise KubeError(str(exc)) from None
+
+        config = load()
+        return cls(config.server, lambda: load().token or "", verify=True, session=session_for(config))
+
     def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        headers = {"Authorization": f"Bearer {self._token()}", "Accept": "application/json"}
+        headers = {"Accept": "application/json"}
+        token = self._token()
+        if token:  # a client-certificate kubeconfig has none
+            headers["Authorization"] = f"Bearer {token}"
         headers.update(kwargs.pop("headers", {}))
         try:
             return self._session.request(

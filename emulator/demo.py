@@ -11,12 +11,20 @@ exits 1.
     python -m emulator.demo            # the flow with short, realistic delays
     python -m emulator.demo --keep     # stop before the deletion and leave everything running (Ctrl-C ends it)
     python -m emulator.demo --fast     # zero delays (tests)
+    python -m emulator.demo --two-clusters   # Machines in one cluster, their Nodes in another (issue 17)
+
+With --two-clusters the emulator runs a control cluster (Machines, Secrets, Jobs; Metacontroller) and a target
+cluster (Nodes) with its own REST API, and a kubeconfig Secret naming the target in the Machines' namespace. The
+demo applies the standalone example Machine, shows its Node joining the target (not the control cluster), reads it
+from there through hooks/target/api.py, then deletes the Machine. The Machine hook does not read Nodes from the
+target yet, so the Machine cannot reach Running in this topology; the demo says so instead of pretending.
 """
 
 from __future__ import annotations
 
 import argparse
 import atexit
+import base64
 import contextlib
 import dataclasses
 import json
@@ -169,6 +177,7 @@ class Demo:
     keep: bool = False
     out: TextIO | None = None
     tty: bool | None = None
+    two_clusters: bool = False
 
     def __post_init__(self) -> None:
         self.out = self.out or sys.stdout
@@ -177,6 +186,9 @@ class Demo:
         self.workers: list[Any] = []
         self.mc: Any = None
         self.store: Store | None = None
+        self.node_store: Store | None = None  # where Nodes live: the target cluster with --two-clusters
+        self.target_api: Any = None
+        self.target_token = ""
         self.sim_url = ""
         self.session = requests.Session()
         self.peak_machines = 0
@@ -211,12 +223,40 @@ class Demo:
         self.mc = Metacontroller(store, load_controllers(CONTROLLERS), service_urls={HOOK_SERVICE: hooks.url},
                                  backoff_cap=2.0, keep_bodies=self.keep)
         self.mc.start()
-        self.workers = [NodeJoiner(store, sim.url, ready_delay=self.timing.node_ready, poll_interval=0.1),
+        self.node_store = store
+        if self.two_clusters:
+            self.node_store = self.start_target(store)
+        self.workers = [NodeJoiner(self.node_store, sim.url, ready_delay=self.timing.node_ready, poll_interval=0.1),
                         JobRunner(store, delay=self.timing.drain, poll_interval=0.1)]
+        if self.target_api is not None:
+            self.workers.append(self.target_api)
         for worker in self.workers:
             worker.start()
         self.phases.append(("start simulator, hook server and emulator", time.monotonic() - started))
         self.note(f"  simulator {sim.url}   hook server {hooks.url}   ({time.monotonic() - started:.1f} s)")
+
+    def start_target(self, control: Store) -> Store:
+        """The target cluster: its own store and REST API, and the kubeconfig Secret for it in the control store."""
+        import secrets
+
+        from emulator.kubeapi import KubeApiServer
+        from hooks.target.kubeconfig import KUBECONFIG_KEY, TARGET_LABEL, TARGET_LABEL_VALUE
+
+        target = Store()
+        self.target_token = secrets.token_urlsafe(24)
+        self.target_api = KubeApiServer(target, tokens={self.target_token: "metal-machine-hooks-target"}).start()
+        text = json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "target",
+            "clusters": [{"name": "target", "cluster": {"server": self.target_api.url}}],
+            "contexts": [{"name": "target", "context": {"cluster": "target", "user": "hooks"}}],
+            "users": [{"name": "hooks", "user": {"token": self.target_token}}]})
+        control.create({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                        "metadata": {"name": "target-kubeconfig", "namespace": NAMESPACE,
+                                     "labels": {TARGET_LABEL: TARGET_LABEL_VALUE}},
+                        "data": {KUBECONFIG_KEY: base64.b64encode(text.encode()).decode()}})
+        self.note(f"  target cluster API {self.target_api.url}  (kubeconfig Secret {NAMESPACE}/target-kubeconfig "
+                  "in the control cluster)")
+        return target
 
     def stop(self) -> None:
         """Stop everything this demo started, newest first; safe to call twice (finally and atexit)."""
@@ -250,7 +290,7 @@ class Demo:
             machinesets=self.store.list(MACHINE_API, "MachineSet", NAMESPACE),
             deployments=self.store.list(MACHINE_API, "MachineDeployment", NAMESPACE),
             devices=state.get("devices") or [], deleted=state.get("deleted") or [],
-            nodes=self.store.list("v1", "Node"))
+            nodes=(self.node_store or self.store).list("v1", "Node"))
         self.peak_machines = max(self.peak_machines, len(obs.machines))
         return obs
 
@@ -308,6 +348,9 @@ class Demo:
                 for d in docs if d.get("kind") == "MachineClass"}
 
     def flow(self) -> None:
+        if self.two_clusters:
+            self.two_cluster_flow()
+            return
         plans = self.class_plans()
 
         def scale(n: int) -> Callable[[], None]:
@@ -328,6 +371,58 @@ class Demo:
             steps.append((f"delete Machine {MACHINE} and MachineDeployment {DEPLOYMENT}", self.delete_all, _all_gone))
         for index, (title, action, done) in enumerate(steps, 1):
             self.run_step(index, len(steps), title, action, done)
+
+    def two_cluster_flow(self) -> None:
+        """What works in the two-cluster topology today, and a plain statement of what does not yet."""
+        assert self.store is not None and self.node_store is not None
+        store, target = self.store, self.node_store
+
+        def apply_machine() -> None:
+            for name in ("secret.yaml", "machine-class.yaml", "machine.yaml"):
+                for doc in _docs(EXAMPLES / name):
+                    store.apply(doc)
+
+        def node_ready(obs: view.Observation) -> bool:
+            node = target.try_get("v1", "Node", MACHINE)
+            conditions = ((node or {}).get("status") or {}).get("conditions") or []
+            return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+        steps: list[tuple[str, Callable[[], None], Callable[[view.Observation], bool]]] = [
+            (f"apply the example Machine {MACHINE}: its Node joins the target cluster", apply_machine, node_ready),
+            ("read the Node from the target through the kubeconfig Secret (hooks/target/api.py)", self.read_target,
+             lambda o: True),
+            (f"delete Machine {MACHINE} (unwired: the hook sees no Node in the control cluster, so it skips the drain)",
+             lambda: store.delete(MACHINE_API, "Machine", MACHINE, NAMESPACE),
+             lambda o: not o.machines and not o.ours()),
+        ]
+        for index, (title, action, done) in enumerate(steps, 1):
+            self.run_step(index, len(steps), title, action, done)
+
+    def read_target(self) -> None:
+        from hooks.target.api import TargetReader
+        from hooks.target.kubeconfig import customize_rule, from_related
+
+        assert self.store is not None and self.node_store is not None
+        rule = customize_rule(NAMESPACE)
+        related = {"Secret.v1": {f"{NAMESPACE}/{s['metadata']['name']}": s for s in
+                                 self.store.list("v1", "Secret", NAMESPACE, rule["labelSelector"])}}
+        config = from_related(related, NAMESPACE)
+        assert config is not None
+        node = TargetReader(config).get_node(MACHINE, deadline=5.0) or {}
+        ready = next((c.get("status") for c in (node.get("status") or {}).get("conditions") or []
+                      if c.get("type") == "Ready"), "?")
+        machine = self.store.get(MACHINE_API, "Machine", MACHINE, NAMESPACE)
+        status = machine.get("status") or {}
+        self.note("\n".join([
+            f"  Node {MACHINE} read from {config.server} (Secret {config.source}): "
+            f"providerID {(node.get('spec') or {}).get('providerID')}, Ready={ready}",
+            f"  Nodes in the control cluster: {len(self.store.list('v1', 'Node'))}; "
+            f"in the target cluster: {len(self.node_store.list('v1', 'Node'))}",
+            f"  Machine {MACHINE}: phase {(status.get('currentStatus') or {}).get('phase')!s}, "
+            f"lastOperation: {(status.get('lastOperation') or {}).get('description')!s}",
+            "  NOT YET WIRED: the Machine hook still looks for its Node in the control cluster (issue 17), so in this",
+            "  topology the Machine cannot reach Running; the rest of the flow is shown without two clusters.",
+        ]))
 
     # ------------------------------------------------------------ reporting
 
@@ -455,6 +550,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fast", action="store_true", help="zero delays everywhere (what the tests run)")
     parser.add_argument("--step-timeout", type=float, default=None, metavar="S",
                         help="seconds a step may take before the demo gives up (default 60, 30 with --fast)")
+    parser.add_argument("--two-clusters", action="store_true",
+                        help="Machines in a control cluster, their Nodes in a target cluster (issue 17)")
     args = parser.parse_args(argv)
     timing = Timing.fast() if args.fast else Timing()
     if args.step_timeout is not None:
@@ -463,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
-    return Demo(timing, keep=args.keep).run()
+    return Demo(timing, keep=args.keep, two_clusters=args.two_clusters).run()
 
 
 if __name__ == "__main__":

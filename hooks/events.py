@@ -16,6 +16,8 @@ ORPHANS_COLLECTED = "orphans_collected"  # count
 DRAIN_STARTED = "drain_started"  # retry: bool
 API_FAILURE = "api_failure"  # operation: str, code: the MCM code
 RATE_LIMIT_WAIT = "rate_limit_wait"  # operation: str, seconds: float
+TARGET_READ = "target_read"  # outcome: ok | not_found | unreachable | rejected | error (hooks/target/api.py)
+TARGET_DECISION = "target_decision"  # outcome: ok | recovered | frozen | held (hooks/target/freeze.py Decision.metric)
 
 Listener = Callable[..., None]
 _listeners: dict[str, list[Listener]] = {}

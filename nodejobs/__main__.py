@@ -9,7 +9,8 @@
 Token steps derive the token from the key in BOOTSTRAP_TOKEN_KEY_FILE (mounted from a Secret) and the Machine's UID,
 so no argument, log line or termination message holds its secret half. Exit 0 when done (or nothing to do), 1 when
 not (the reason is printed and written to TERMINATION_MESSAGE_PATH, default /dev/termination-log), 2 on bad
-arguments. The API server is reached as the drain program reaches it (drain.kube.KubeApi.in_cluster: KUBE_*).
+arguments. The API server is reached as the drain program reaches it (drain.kube.KubeApi.from_env: KUBECONFIG, the
+target cluster's kubeconfig from a Secret volume, when set; else the pod's ServiceAccount and KUBE_*).
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def main(
             if not key_file:
                 raise bootstrap.BootstrapTokenError(f"{bootstrap.KEY_FILE_ENV} is not set: no bootstrap token key")
             key = bootstrap.read_key(key_file)
-        client = api or NodeSideApi.in_cluster(env)
+        client = api or NodeSideApi.from_env(env)
         if args.kind == "token" and args.action == "create":
             create_token(client, key, args.machine, args.machine_uid, args.expiration, args.extra_groups)
         elif args.kind == "token":

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from drain.kube import MERGE_PATCH, SERVICE_ACCOUNT_DIR, KubeApi
+from drain.kube import MERGE_PATCH, KubeApi
 
 STRATEGIC_PATCH = "application/strategic-merge-patch+json"
 
 
 class NodeSideApi(KubeApi):
     """Secrets in one namespace (create, delete by name) and one Node (get, patch, patch status, delete)."""
-
-    @classmethod
-    def in_cluster(cls, env: Mapping[str, str] | None = None, root: Path = SERVICE_ACCOUNT_DIR) -> NodeSideApi:
-        api = super().in_cluster(env, root)
-        assert isinstance(api, NodeSideApi)
-        return api
 
     def create_secret(self, namespace: str, body: dict[str, Any]) -> bool:
         """True when created, False when a Secret of that name already exists (409 AlreadyExists)."""

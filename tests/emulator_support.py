@@ -7,6 +7,7 @@ exception, for end-to-end tests: our real hook app in-process, the repo's CRDs a
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -198,11 +199,49 @@ class RealCluster:
     app: Any
     hooks_url: str
     kube_api: Any = None  # emulator.kubeapi.KubeApiServer the Jobs' programs talk to (jobs="program")
+    target: Any = None  # TargetCluster with two_clusters=True: where the Nodes live
+
+
+@dataclass
+class TargetCluster:
+    """The second cluster of `real_cluster(two_clusters=True)`: its store (Nodes, pods, bootstrap tokens), its REST
+    API (http on loopback, bearer `token`), and the kubeconfig Secret for it created in the control store."""
+
+    store: Store
+    api: Any  # emulator.kubeapi.KubeApiServer
+    token: str
+    secret_name: str
+    namespace: str
+
+    def kubeconfig(self) -> str:
+        return target_kubeconfig(self.api.url, self.token)
+
+
+TARGET_SECRET = "target-kubeconfig"
+TARGET_USER = "system:serviceaccount:kube-system:metal-machine-hooks-target"
+
+
+def target_kubeconfig(server: str, token: str) -> str:
+    """A kubeconfig as `kubectl config view --raw --minify --flatten` writes it (block YAML), for the target."""
+    return (f"apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    server: {server}\n  name: target\n"
+            f"contexts:\n- context:\n    cluster: target\n    user: hooks\n  name: target\n"
+            f"current-context: target\npreferences: {{}}\nusers:\n- name: hooks\n  user:\n    token: {token}\n")
+
+
+def target_kubeconfig_secret(server: str, token: str, namespace: str, name: str = TARGET_SECRET) -> Obj:
+    """The labelled Secret that names a namespace's target cluster (hooks/target/kubeconfig.py)."""
+    from hooks.target.kubeconfig import KUBECONFIG_KEY, TARGET_LABEL, TARGET_LABEL_VALUE
+
+    text = target_kubeconfig(server, token)
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": name, "namespace": namespace, "labels": {TARGET_LABEL: TARGET_LABEL_VALUE}},
+            "data": {KUBECONFIG_KEY: base64.b64encode(text.encode()).decode()}}
 
 
 @contextmanager
 def real_cluster(sim_url: str, sim_base_url: str, *, settings: Any = None, controllers: list[Obj] | None = None,
                  jobs: str = "stand-in", gc_delay: float = 0.0, heartbeat_period: float = 0.0,
+                 two_clusters: bool = False, target_namespace: str = "default",
                  **mc_kwargs: Any) -> Iterator[RealCluster]:
     """Our hook app (werkzeug, ephemeral port) under the emulator with the repo's CRDs and controllers.
 
@@ -214,6 +253,10 @@ def real_cluster(sim_url: str, sim_base_url: str, *, settings: Any = None, contr
     subprocesses against a Kubernetes REST API over the store (`kube_api`), with a 0.5 s back-off between
     failed pods. A subprocess per drain made the MachineDeployment lifecycle scenario take about twice as long
     on a loaded machine, so the drain e2e tests use it and the flows that only need drains to finish do not.
+    `two_clusters=True` adds a target cluster (issue 17): a second Store with its own REST API, where the Node
+    joiner puts the Nodes instead of the control store, and a kubeconfig Secret for it (http on loopback, bearer
+    token) in `target_namespace` of the control store (`cluster.target`). Until the Machine hook reads Nodes from
+    the target (hooks/target/), Machines there never see their Node: this builds the topology, not the wiring.
     Everything, subprocesses included, is stopped afterwards.
     """
     from werkzeug.serving import make_server
@@ -233,7 +276,19 @@ def real_cluster(sim_url: str, sim_base_url: str, *, settings: Any = None, contr
     mc_kwargs.setdefault("backoff_cap", 0.5)
     mc = Metacontroller(store, controllers if controllers is not None else load_controllers(REPO / "metacontroller"),
                         service_urls={HOOK_SERVICE: hooks_url}, **mc_kwargs)
-    joiner = NodeJoiner(store, sim_base_url, poll_interval=0.02, heartbeat_period=heartbeat_period)
+    target = None
+    if two_clusters:
+        import secrets
+
+        from emulator.kubeapi import KubeApiServer as TargetApi
+
+        target_store = Store(gc_delay=gc_delay)
+        token = secrets.token_urlsafe(24)
+        target_api = TargetApi(target_store, tokens={token: TARGET_USER}).start()
+        target = TargetCluster(target_store, target_api, token, TARGET_SECRET, target_namespace)
+        store.create(target_kubeconfig_secret(target_api.url, token, target_namespace))
+    node_store = target.store if target is not None else store
+    joiner = NodeJoiner(node_store, sim_base_url, poll_interval=0.02, heartbeat_period=heartbeat_period)
     kube_api = None
     if jobs == "program":
         from emulator.job_pods import ProgramJobRunner
@@ -249,11 +304,13 @@ def real_cluster(sim_url: str, sim_base_url: str, *, settings: Any = None, contr
     joiner.start()
     runner.start()
     try:
-        yield RealCluster(store, mc, joiner, runner, app, hooks_url, kube_api)
+        yield RealCluster(store, mc, joiner, runner, app, hooks_url, kube_api, target)
     finally:
         runner.stop()
         if kube_api is not None:
             kube_api.stop()
+        if target is not None:
+            target.api.stop()
         joiner.stop()
         mc.stop()
         http.shutdown()

@@ -74,6 +74,9 @@ def forbidden_imports(source: str, name: str) -> set[str]:
         banned = ("hooks.equinix", "hooks.server")
     elif name.startswith("hooks/equinix/"):
         banned = ("hooks.mcm", "hooks.server")
+    elif name.startswith("hooks/target/"):
+        # The target cluster's reader is below the MCM logic (hooks.mcm calls it) and knows no provider.
+        banned = ("hooks.equinix", "hooks.server", "hooks.mcm")
     elif name == "hooks/driver.py":
         banned = ("hooks.equinix", "hooks.mcm", "hooks.server")
     else:
@@ -105,6 +108,9 @@ def test_the_checks_notice_a_violation() -> None:
     assert forbidden_imports("from hooks.mcm import vocabulary\n", "hooks/equinix/probe.py") == {
         "hooks.mcm", "hooks.mcm.vocabulary"}
     assert equinix_names(source) == {"DeviceCreate", "ip_addresses"}
+    assert forbidden_imports("from hooks.server import logs\nfrom hooks.mcm import machine\n",
+                             "hooks/target/probe.py") == {"hooks.server", "hooks.server.logs", "hooks.mcm",
+                                                          "hooks.mcm.machine"}
 
 
 def test_every_pending_exception_names_an_existing_module() -> None:

@@ -24,6 +24,7 @@ from hooks.equinix.driver import EquinixDriver, client_factory
 from hooks.server import logs, metrics
 from hooks.server.auth import check_bearer
 from hooks.server.jsonio import FastJSONProvider
+from hooks.target import kubeconfig as target_kubeconfig
 
 Hook = Callable[[dict[str, Any], HookContext], dict[str, Any]]
 log = logging.getLogger("hooks")
@@ -209,7 +210,9 @@ def _secret_values(body: dict[str, Any]) -> list[str]:
     """Every value of every Secret in a hook request (API tokens, userData), decoded, so no log line can show one.
 
     Metacontroller hands us Secrets in the `related`, `attachments` and `children` maps (kind key, then name key),
-    and a Secret decorator (the credentials controller) gets one as the decorated object itself.
+    and a Secret decorator (the credentials controller) gets one as the decorated object itself. A target
+    kubeconfig Secret's token, client certificate and key are added as parsed (hooks/target/kubeconfig.py), so a
+    short token an echo prints alone is still scrubbed.
     """
     secrets: list[Any] = [body.get(key) for key in ("object", "parent")]
     for group in ("related", "attachments", "children"):
@@ -225,7 +228,23 @@ def _secret_values(body: dict[str, Any]) -> list[str]:
             for value in data.values() if isinstance(data, dict) else ():
                 if isinstance(value, str):
                     values += [value, *_decoded(value)] if field == "data" else [value]
+        values += _target_credentials(obj)
     return values
+
+
+def _target_credentials(secret: dict[str, Any]) -> list[str]:
+    """The credentials inside a target kubeconfig Secret; nothing when it is not one or cannot be parsed."""
+    labels = (secret.get("metadata") or {}).get("labels")
+    wanted = target_kubeconfig.TARGET_LABEL_VALUE
+    if not isinstance(labels, dict) or labels.get(target_kubeconfig.TARGET_LABEL) != wanted:
+        return []
+    data = secret.get("data")
+    raw = data.get(target_kubeconfig.KUBECONFIG_KEY) if isinstance(data, dict) else None
+    text = _decoded(raw) if isinstance(raw, str) else []
+    try:
+        return target_kubeconfig.parse(text[0]).secrets() if text else []
+    except target_kubeconfig.TargetConfigError:
+        return []
 
 
 def _decoded(value: str) -> list[str]:

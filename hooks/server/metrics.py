@@ -111,6 +111,23 @@ DRAINS_STARTED = Counter(
     "Drain Jobs declared by the Machine finalize hook, by attempt ('first', or 'retry' after a failed Job).",
     ["attempt"],
 )
+TARGET_READS = Counter(
+    f"{PREFIX}_target_node_reads_total",
+    "Reads of a Machine's Node from a target cluster (two-cluster topology), by outcome: ok, not_found, "
+    "unreachable, rejected (401/403), error.",
+    ["outcome"],
+)
+TARGET_DECISIONS = Counter(
+    f"{PREFIX}_target_decisions_total",
+    "What the Machine hooks concluded from the target cluster, by outcome: ok, recovered, frozen (target "
+    "unreachable, Machine frozen), held (a deletion waiting for the target).",
+    ["outcome"],
+)
+# Both vocabularies are fixed: every series exists from the start (at 0), so an alert on a rate sees the first one.
+for _outcome in ("ok", "not_found", "unreachable", "rejected", "error"):
+    TARGET_READS.labels(_outcome)
+for _outcome in ("ok", "recovered", "frozen", "held"):
+    TARGET_DECISIONS.labels(_outcome)
 BUILD_INFO = Gauge(
     f"{PREFIX}_build_info",
     "Always 1; the version label is the running hooks.__version__ (joins with other series to show a rollout).",
@@ -313,6 +330,9 @@ events.subscribe(events.ORPHANS_COLLECTED, orphans_collected)
 events.subscribe(events.API_FAILURE, _on_api_failure)
 events.subscribe(events.DRAIN_STARTED, _on_drain_started)
 events.subscribe(events.RATE_LIMIT_WAIT, _on_rate_limit_wait)
+events.subscribe(events.TARGET_READ, lambda count, *, outcome="error": TARGET_READS.labels(outcome).inc(count))
+events.subscribe(events.TARGET_DECISION,
+                 lambda count, *, outcome="ok": TARGET_DECISIONS.labels(outcome).inc(count))
 
 
 def multiprocess_dir() -> str | None:
