@@ -17,8 +17,9 @@ Decisions, each answering a Metacontroller or bare-metal constraint:
   and `node.machine.sapcloud.io/scale-up-disabled` stop creation (removal goes on).
 - Scale-down victims: lowest `machinepriority.machine.sapcloud.io` first, then phase (Terminating, Failed,
   CrashLoopBackOff, Unknown, Pending, Available, Running; an empty or unknown phase counts as not started and goes
-  first), then the newest Machine first (MCM leaves this tie unordered; Kubernetes' ReplicaSet removes the newest,
-  which has served least), then by name so the choice is repeatable.
+  first), then the OLDEST Machine first, then by name so the choice is repeatable: MCM's `ActiveMachines.Less`
+  (pkg/controller/controller_utils.go) ends on `CreationTimestamp.Before` (Kubernetes' ReplicaSet removes the newest;
+  MCM users rely on MCM's order).
 - An unusable spec (selector not matching the template labels, no class, a name too long for its Machines) changes
   no Machine: all observed children are returned unchanged and the status says why.
 - A set that is being deleted creates and removes nothing (MCM's reconcileClusterMachineSet calls manageReplicas
@@ -31,7 +32,6 @@ Decisions, each answering a Metacontroller or bare-metal constraint:
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -45,7 +45,6 @@ from hooks.mcm import vocabulary as mcm
 from hooks.mcm.machineset_status import set_status
 from hooks.mcm.naming import MAX_MACHINE_NAME, SUFFIX_LENGTH, machine_name, new_names
 from hooks.mcm.text import names_list, plural
-from hooks.mcm.timefmt import parse_time
 from hooks.mcm.validation import int_field, template_problems
 from hooks.mcm.vocabulary import MACHINE_KEY
 
@@ -80,7 +79,6 @@ class Machine:
     deleting: bool
     priority: int
     created: str
-    became: datetime | None  # currentStatus.lastUpdateTime: when it reached its phase
     labels: dict[str, Any] = field(repr=False)
 
     @classmethod
@@ -99,7 +97,6 @@ class Machine:
             deleting=bool(meta.get("deletionTimestamp")) or phase == mcm.TERMINATING,
             priority=priority,
             created=str(meta.get("creationTimestamp") or ""),
-            became=parse_time(current.get("lastUpdateTime")) or parse_time(meta.get("creationTimestamp")),
             labels=objects.labels(obj),
         )
 
@@ -118,8 +115,7 @@ class Machine:
 
 def deletion_order(machines: Iterable[Machine]) -> list[Machine]:
     """Scale-down victims first (see the module docstring for the order)."""
-    ordered = sorted(machines, key=lambda m: m.name)
-    ordered.sort(key=lambda m: m.created, reverse=True)  # newest first; stable sorts keep the name order in ties
+    ordered = sorted(machines, key=lambda m: (m.created, m.name))  # oldest first, as MCM's ActiveMachines.Less
     ordered.sort(key=lambda m: (m.priority, DELETE_ORDER.get(m.phase, 0)))
     return ordered
 
@@ -269,10 +265,8 @@ def reconcile(parent: dict[str, Any], machines: list[Machine], now: datetime,
         children += [new_child(n, str(meta["namespace"]), template, spec.get("selector") or {})
                      for n in the_plan.create]
     children.sort(key=lambda c: c["metadata"]["name"])
-    status, soonest = set_status(parent, machines, the_plan, problems, now, no_scale_up=no_scale_up, held=held)
+    status = set_status(parent, machines, the_plan, problems, now, no_scale_up=no_scale_up, held=held)
     response: dict[str, Any] = {"status": status, "children": children}
-    if soonest is not None:
-        response["resyncAfterSeconds"] = float(max(1, math.ceil(soonest)))
     if owner_problem is not None and not objects.meta(parent).get("deletionTimestamp"):
         # An owner not seen may only be missing from a lagging cache: look again (a related event also wakes us).
         response["resyncAfterSeconds"] = min(response.get("resyncAfterSeconds", OWNER_RECHECK_SECONDS),
