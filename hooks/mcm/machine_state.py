@@ -55,6 +55,9 @@ class Observed:
     node: Mapping[str, Any] | None
     now: datetime
     settings: Settings
+    # Whether the Machine's MachineSet names it as the one Machine of its deployment that may be marked Failed for
+    # health now (MCM's canMarkMachineFailed; hooks/mcm/fail_permit.py).
+    may_fail: bool = True
 
     @property
     def name(self) -> str:
@@ -322,6 +325,9 @@ def _unknown(seen: Observed, healthy: bool) -> Transition:
     since = parse_time(objects.mapping(seen.status, "currentStatus").get("lastUpdateTime")) or seen.now
     left = timeout - (seen.now - since).total_seconds()
     if left <= 0 and not objects.mapping(seen.machine, "spec").get("disableHealthTimeout"):
+        if not seen.may_fail:
+            # MCM keeps it Unknown and retries shortly while other Machines of the deployment are being replaced.
+            return Transition(mcm.UNKNOWN, None, HEALTH_RECHECK)
         text = mcm.health_timeout(seen.name, go_duration(timeout), describe_conditions(node_conditions(seen.node)))
         return Transition(mcm.FAILED, Operation(text, mcm.STATE_FAILED, mcm.OP_HEALTH))
     return Transition(mcm.UNKNOWN, None, min(HEALTH_RECHECK, max(1.0, left + 1)))

@@ -40,7 +40,7 @@ from typing import Any
 from hooks import objects
 from hooks.composite_request import LAST_APPLIED, child_objects, parent_and_children, without_last_applied
 from hooks.context import HookContext
-from hooks.mcm import labels, set_owner
+from hooks.mcm import fail_permit, labels, set_owner
 from hooks.mcm import vocabulary as mcm
 from hooks.mcm.machineset_status import set_status
 from hooks.mcm.naming import MAX_MACHINE_NAME, SUFFIX_LENGTH, machine_name, new_names
@@ -221,9 +221,14 @@ def plan(replicas: int, set_name: str, set_uid: str, machines: list[Machine], *,
 
 
 def customize(body: dict[str, Any], ctx: HookContext) -> dict[str, Any]:
-    """Related objects: the set's controlling MachineDeployment, so a sync can see it being deleted."""
+    """Related objects: the set's controlling MachineDeployment, so a sync can see it being deleted, and every Machine
+    of its deployment, so it can decide which one may be marked Failed (hooks/mcm/fail_permit.py)."""
     parent, _ = parent_and_children(body)  # a customize request has no children: an empty map
-    return {"relatedResources": set_owner.related_rules(parent)}
+    rules = set_owner.related_rules(parent)
+    group = fail_permit.group_rule(parent)
+    if group is not None:
+        rules.append(group)
+    return {"relatedResources": rules}
 
 
 def _parse(body: Any) -> tuple[dict[str, Any], list[Machine]]:
@@ -235,7 +240,9 @@ def _parse(body: Any) -> tuple[dict[str, Any], list[Machine]]:
 
 def sync(body: dict[str, Any], ctx: HookContext) -> dict[str, Any]:
     parent, machines = _parse(body)
-    return reconcile(parent, machines, ctx.clock(), owner_problem=set_owner.owner_problem(parent, body))
+    related = objects.children(body, "related", MACHINE_KEY)
+    group = fail_permit.group_of([m.obj for m in machines], related, parent)
+    return reconcile(parent, machines, ctx.clock(), owner_problem=set_owner.owner_problem(parent, body), group=group)
 
 
 def held_reason(parent: dict[str, Any], owner_problem: str | None) -> str | None:
@@ -246,8 +253,9 @@ def held_reason(parent: dict[str, Any], owner_problem: str | None) -> str | None
 
 
 def reconcile(parent: dict[str, Any], machines: list[Machine], now: datetime,
-              owner_problem: str | None = None) -> dict[str, Any]:
-    """The desired Machines and the status of one MachineSet (`owner_problem`: see hooks/mcm/set_owner.py)."""
+              owner_problem: str | None = None, group: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The desired Machines and the status of one MachineSet (`owner_problem`: see hooks/mcm/set_owner.py; `group`:
+    the Machines of its deployment, see hooks/mcm/fail_permit.py; None: its own)."""
     meta = parent["metadata"]
     spec = objects.mapping(parent, "spec")
     problems = spec_problems(parent)
@@ -265,7 +273,8 @@ def reconcile(parent: dict[str, Any], machines: list[Machine], now: datetime,
         children += [new_child(n, str(meta["namespace"]), template, spec.get("selector") or {})
                      for n in the_plan.create]
     children.sort(key=lambda c: c["metadata"]["name"])
-    status = set_status(parent, machines, the_plan, problems, now, no_scale_up=no_scale_up, held=held)
+    status = set_status(parent, machines, the_plan, problems, now, no_scale_up=no_scale_up, held=held,
+                        group=[m.obj for m in machines] if group is None else group)
     response: dict[str, Any] = {"status": status, "children": children}
     if owner_problem is not None and not objects.meta(parent).get("deletionTimestamp"):
         # An owner not seen may only be missing from a lagging cache: look again (a related event also wakes us).

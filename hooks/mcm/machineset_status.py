@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from hooks import objects
+from hooks.mcm import fail_permit
 from hooks.mcm import vocabulary as mcm
 from hooks.mcm.conditions import REPLICA_FAILURE, carried_time, clean_operation, condition
 from hooks.mcm.text import NAMES_SHOWN, names_list, plural
@@ -98,7 +99,7 @@ def operation(plan: Plan, problems: list[str], machines: list[Machine], replicas
 
 
 def set_status(parent: dict[str, Any], machines: list[Machine], plan: Plan, problems: list[str], now: datetime, *,
-               no_scale_up: bool, held: str | None) -> dict[str, Any]:
+               no_scale_up: bool, held: str | None, group: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The status MCM's calculateMachinesetStatus would write for these Machines."""
     spec = objects.mapping(parent, "spec")
     observed = objects.mapping(parent, "status")
@@ -121,9 +122,10 @@ def set_status(parent: dict[str, Any], machines: list[Machine], plan: Plan, prob
     if failed:
         status["failedMachines"] = failed
     observed_conditions = observed.get("machineSetCondition")
-    conditions = failure_conditions(
-        machines, problems, observed_conditions if isinstance(observed_conditions, list) else [], now
-    )
+    seen_conditions = observed_conditions if isinstance(observed_conditions, list) else []
+    conditions = failure_conditions(machines, problems, seen_conditions, now)
+    conditions += fail_permit.permit_conditions([m.obj for m in machines] if group is None else group,
+                                                {m.name for m in machines}, seen_conditions, now)
     if conditions:
         status["machineSetCondition"] = conditions
     status["lastOperation"] = operation(plan, problems, machines, replicas, available,
