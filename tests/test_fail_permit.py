@@ -61,10 +61,10 @@ def test_can_mark_machine_failed_names_one_machine_across_the_sets_of_a_deployme
 def test_can_mark_machine_failed_names_none_while_another_machine_is_being_replaced() -> None:
     unknown = [machine("a", "Unknown"), machine("b", "Unknown")]
     for busy in ("Failed", "Pending", "CrashLoopBackOff", "Terminating", ""):
-        assert permit_of("pool-a-1", unknown, unknown + [machine("x", busy, set_name="pool-a-2")]) is None, busy
+        assert permit_of("pool-a-1", unknown, [*unknown, machine("x", busy, set_name="pool-a-2")]) is None, busy
     being_deleted = machine("x", "Running", set_name="pool-a-2", deletionTimestamp="2026-11-25T09:59:00Z")
-    assert permit_of("pool-a-1", unknown, unknown + [being_deleted]) is None
-    assert permit_of("pool-a-1", unknown, unknown + [machine("x", "Running", set_name="pool-a-2")]) == "a"
+    assert permit_of("pool-a-1", unknown, [*unknown, being_deleted]) is None
+    assert permit_of("pool-a-1", unknown, [*unknown, machine("x", "Running", set_name="pool-a-2")]) == "a"
 
 
 def test_can_mark_machine_failed_counts_terminating_twice() -> None:
