@@ -311,10 +311,6 @@ def _syncs_per_heartbeat(realistic: Obj, rounds: int = 4) -> dict[str, float]:
             for controller in ("metal-machines", "metal-machinesets", "metal-machineclasses")}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug, for the hooks owner: the Machine hook copies the Node's lastHeartbeatTime into Machine status, "
-    "so every kubelet report rewrites every Machine's status and re-syncs its MachineSet and MachineClass "
-    "(issue 13 item 5); a steady fleet should cost the set and class controllers nothing per heartbeat"))
 def test_heartbeats_of_a_steady_fleet_cost_no_set_or_class_syncs(realistic: Obj) -> None:
     per_period = _syncs_per_heartbeat(realistic)
     assert per_period["metal-machinesets"] < 0.5 and per_period["metal-machineclasses"] < 0.5, per_period
