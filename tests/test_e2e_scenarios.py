@@ -204,6 +204,10 @@ def test_machine_deployment_lifecycle_as_in_mcm_integration_tests(metal_factory:
                     and all(m["spec"]["class"]["name"] == "eqx-mc-v2" for m in live))
 
         mc.wait_for(rolled_out, timeout=60, message="4 updated and available Machines of eqx-mc-v2")
+        # The deployment's own revision annotation follows its newest set (MCM's getNewMachineSet; written by the
+        # DecoratorController metal-machinedeployment-revisions).
+        mc.wait_for(lambda s: (_deployment(s)["metadata"].get("annotations") or {}).get(
+            "deployment.kubernetes.io/revision") == "2", timeout=60, message="the deployment at revision 2")
         # Four active devices can be seen while an old one is still being deleted and the last new one not yet
         # created (Machines count available as soon as they run): wait for the four of the new class.
         mc.wait_for(lambda s: len(sim.devices()) == 4 and all(d["state"] == "active" for d in sim.devices())

@@ -98,3 +98,27 @@ def test_rollback_to_revision_0_means_the_last_revision() -> None:
 def test_without_rollback_to_no_condition_is_written() -> None:
     response = md.sync(rolled_out(), ctx())
     assert all(c["type"] != rollback.CONDITION for c in response["status"]["conditions"])
+
+
+def test_get_new_machine_set_revision_is_written_on_the_deployment() -> None:
+    """Mirrors MCM's getNewMachineSet (deployment_sync.go): the deployment carries its newest set's revision."""
+    from hooks.mcm import deployment_revision
+
+    body = rolled_out()
+    deployment = body["parent"]
+    sets = copy.deepcopy(body["children"][KEY])
+    for ms in sets.values():
+        ms["metadata"]["ownerReferences"] = [{"apiVersion": "machine.sapcloud.io/v1alpha1", "kind":
+                                              "MachineDeployment", "name": "pool-a",
+                                              "uid": deployment["metadata"]["uid"], "controller": True}]
+    foreign = copy.deepcopy(next(iter(sets.values())))
+    foreign["metadata"].update(name="other", ownerReferences=[])
+    foreign["metadata"]["annotations"][md.REVISION] = "9"
+    sets["ns/other"] = foreign
+    answer = deployment_revision.sync({"object": deployment, "attachments": {}, "related": {KEY: sets}}, ctx())
+    assert answer["annotations"] == {md.REVISION: "2"}
+    assert answer["status"] is None  # the composite hook owns the status
+    rules = deployment_revision.customize({"parent": deployment}, ctx())["relatedResources"]
+    assert rules == [{"apiVersion": "machine.sapcloud.io/v1alpha1", "resource": "machinesets",
+                      "namespace": deployment["metadata"]["namespace"],
+                      "labelSelector": deployment["spec"]["selector"]}]
