@@ -452,3 +452,42 @@ def test_canary_credentials_never_leave_the_secret(metal_factory: Callable[..., 
     for record in caplog.records:
         fields = {k: v for k, v in vars(record).items() if k != "message"}
         assert not _leaks(record.getMessage() + json.dumps(fields, default=str)), record
+
+
+# ------------------------------------------------------------------------------------------------ failure limit
+
+
+def test_can_mark_machine_failed_replaces_a_partitioned_pool_one_machine_at_a_time(
+        metal_factory: Callable[..., Metal]) -> None:
+    """MCM's canMarkMachineFailed (machine_util.go, maxReplacements 1): every Node of a pool goes NotReady; the
+    Machines go Unknown together but are marked Failed and replaced one at a time, never two at once."""
+    metal = metal_factory()
+    with _cluster(metal) as cluster:
+        store, mc, joiner = cluster.store, cluster.mc, cluster.joiner
+        store.load_yaml([EXAMPLES / "secret.yaml", EXAMPLES / "machine-class.yaml"])
+        doc = _example_deployment(3, min_ready=0)
+        doc["spec"]["template"]["metadata"]["labels"]["name"] = "eqx-pool"  # MCM groups a deployment's Machines so
+        doc["spec"]["template"]["spec"].update(healthTimeout="3s", drainTimeout="1s")
+        store.create(doc)
+        mc.wait_for(lambda s: len([m for m in _machines(s) if _phase(m) == "Running"]) == 3, timeout=60,
+                    message="3 Running Machines")
+        first = {m["metadata"]["uid"] for m in _machines(store)}
+        for node in _ready_nodes(store):
+            joiner.set_ready(node, "False")
+        most = 0
+
+        def replaced(s: Store) -> bool:
+            nonlocal most
+            machines = _machines(s)
+            going = [m for m in machines if m["metadata"]["uid"] in first and m["metadata"].get("deletionTimestamp")]
+            for m in going:  # names are reused (slot names): the replacement's Node must not inherit the pin
+                joiner.set_ready(m["metadata"]["name"], None)
+            # Being replaced: Failed, or an original Machine already being deleted.
+            most = max(most, len({m["metadata"]["uid"] for m in machines if _phase(m) == "Failed"}
+                                 | {m["metadata"]["uid"] for m in going}))
+            live = [m for m in machines if not m["metadata"].get("deletionTimestamp")]
+            return (len(live) == 3 and not {m["metadata"]["uid"] for m in live} & first
+                    and all(_phase(m) == "Running" for m in live))
+
+        mc.wait_for(replaced, timeout=120, message="all three Machines replaced")
+        assert most == 1, f"{most} Machines were being replaced at once"
