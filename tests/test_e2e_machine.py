@@ -281,11 +281,6 @@ def slow_informers(metal_sim_factory: Callable[..., Any]) -> Iterator[Obj]:
         yield {"sim": sim, "store": running.store, "mc": running.mc, "joiner": running.joiner, "jobs": running.jobs}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug, for the hooks owner: a MachineDeployment (and then MachineSet) synced from a cache that still "
-    "shows it after its delete answers its children again, so MachineSets and Machines are re-created for a gone "
-    "owner (the garbage collector removes them later; a Machine that lives long enough gets a device). Nothing in "
-    "hooks/machinedeployment.py or hooks/machineset.py holds back creation for a parent being deleted."))
 def test_a_deleted_machine_deployment_creates_nothing(slow_informers: Obj) -> None:
     created = _deleting_deployment_creates(slow_informers)
     assert created == {"MachineSet": [], "Machine": [], "devices": []}
