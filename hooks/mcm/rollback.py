@@ -27,6 +27,9 @@ from hooks import objects
 from hooks.mcm.conditions import condition
 from hooks.mcm.deployment_sets import HASH_LABEL, REVISION, MachineSet, as_int, template_hash
 
+__all__ = ["CONDITION", "REVISION", "REVISION_HISTORY", "effective", "revision_history"]
+
+REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
 CONDITION = "RollbackApplied"
 ROLLED_BACK = "DeploymentRollback"
 UNCHANGED = "DeploymentRollbackTemplateUnchanged"
@@ -115,6 +118,3 @@ def revision_history(annotations: dict[str, Any], old_revision: int) -> str:
         history.append(str(old_revision))
     return ",".join(history)
 
-
-REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
-__all__ = ["CONDITION", "REVISION", "REVISION_HISTORY", "effective", "revision_history"]
