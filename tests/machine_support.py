@@ -58,6 +58,17 @@ def owner_machineset(**meta: Any) -> dict[str, Any]:
             "metadata": {"name": OWNER["name"], "namespace": NS, "uid": OWNER["uid"], **meta}}
 
 
+def permit_failure(body: dict[str, Any], machine: str | None) -> dict[str, Any]:
+    """The request with the Machine's MachineSet naming `machine` as the one that may be marked Failed (None: none),
+    as the MachineSet hook writes it (hooks/mcm/fail_permit.py)."""
+    body = copy.deepcopy(body)
+    for machine_set in body["related"][MACHINESET_KEY].values():
+        conditions = [] if machine is None else [
+            {"type": "MachineFailurePermit", "status": "True", "reason": "CanMarkMachineFailed", "message": machine}]
+        machine_set.setdefault("status", {})["machineSetCondition"] = conditions
+    return body
+
+
 def finalize_request(body: dict[str, Any] | None = None) -> dict[str, Any]:
     body = copy.deepcopy(body) if body is not None else sync_request()
     body["finalizing"] = True

@@ -475,7 +475,7 @@ ROWS: list[Row] = [
         (LIST_CALL, CREATE_CALL)),
     Row("api-create-422-echo", "a 422 that quotes the userData back", api(lambda m: m.answer(
         "POST", LIST, status_code=422, json={"errors": [f"userdata is invalid: {USERDATA_LINE} worker-a-7f9c2"]})),
-        200, "creating the device failed: create_device failed: HTTP 422: userdata is invalid: echo [redacted] for",
+        200, "Could not create machine: create_device failed: HTTP 422: userdata is invalid: echo [redacted] for",
         "description", (LIST_CALL, CREATE_CALL)),
     Row("api-create-401-echo", "a 401 that quotes the token back", api(lambda m: m.answer(
         "POST", LIST, status_code=401, json={"error": f"token {TOKEN} is not valid"})), 200,

@@ -356,11 +356,16 @@ def test_readonly_filesystem_for_over_five_minutes_forces() -> None:
     assert not short.ready_to_delete_device
 
 
-def test_failed_machine_is_not_drained() -> None:
+def test_drain_node_drains_a_failed_machine_as_any_other() -> None:
+    """Mirrors MCM's drainNode (machine_util.go): the phase does not skip the drain; only the force rules do."""
     step = plan_drain(machine(phase="Failed"), node(), attachments(), SETTINGS, NOW)
-    assert step.ready_to_delete_device and step.forced and step.reason == "machine-failed"
-    assert step.attachments == []
-    assert step.description == "Skipping drain as machine is Failed. Initiate VM deletion"
+    assert not step.ready_to_delete_device and not step.forced
+    assert [j["kind"] for j in step.attachments] == ["Job"]
+    assert step.description.endswith("Initiate node drain")
+    # Failed for health: its Node has been NotReady past the health timeout, so MCM's 5-minute rule forces it.
+    unhealthy = node(ready="False", since=timedelta(minutes=11))
+    forced = plan_drain(machine(phase="Failed"), unhealthy, attachments(), SETTINGS, NOW)
+    assert forced.ready_to_delete_device and forced.forced and forced.reason == "node-not-ready"
 
 
 # --- nothing to drain -----------------------------------------------------------------------------------------------

@@ -142,10 +142,10 @@ def _edit_deployment(store: Store, **spec: Any) -> None:
     store.update(md)
 
 
-def _example_deployment(replicas: int) -> Obj:
+def _example_deployment(replicas: int, min_ready: int = 1) -> Obj:
     doc = yaml.safe_load((EXAMPLES / "machine-deployment.yaml").read_text())
     doc["spec"]["replicas"] = replicas
-    doc["spec"]["minReadySeconds"] = 1  # the example's 10 s per machine, shortened; the behaviour is the same
+    doc["spec"]["minReadySeconds"] = min_ready  # the example's 10 s, shortened unless a test asks for MCM's own
     return doc
 
 
@@ -153,12 +153,14 @@ def _example_deployment(replicas: int) -> Obj:
 
 
 def test_machine_deployment_lifecycle_as_in_mcm_integration_tests(metal_factory: Callable[..., Metal]) -> None:
+    """MCM's integration scenario with its `minReadySeconds: 500`: it converges within the waits only because a
+    MachineSet counts a Running Machine available at once (MCM's isMachineAvailable), as MCM's own test relies on."""
     metal = metal_factory()
     sim = metal.sim
     with _cluster(metal) as cluster:
         store, mc = cluster.store, cluster.mc
         store.load_yaml([EXAMPLES / "secret.yaml", EXAMPLES / "machine-class.yaml"])
-        store.create(_example_deployment(0))
+        store.create(_example_deployment(0, min_ready=500))
 
         sets = mc.wait_for(lambda s: s.list(MACHINE_API, "MachineSet", NS), timeout=60,
                            message="a MachineSet for a deployment of 0 replicas")
@@ -202,9 +204,15 @@ def test_machine_deployment_lifecycle_as_in_mcm_integration_tests(metal_factory:
                     and all(m["spec"]["class"]["name"] == "eqx-mc-v2" for m in live))
 
         mc.wait_for(rolled_out, timeout=60, message="4 updated and available Machines of eqx-mc-v2")
-        mc.wait_for(lambda s: len(sim.devices()) == 4 and all(d["state"] == "active" for d in sim.devices()),
-                    timeout=60, message="the old class's devices deleted")
-        assert {d["plan"]["slug"] for d in sim.devices()} == {second_plan}
+        # The deployment's own revision annotation follows its newest set (MCM's getNewMachineSet; written by the
+        # DecoratorController metal-machinedeployment-revisions).
+        mc.wait_for(lambda s: (_deployment(s)["metadata"].get("annotations") or {}).get(
+            "deployment.kubernetes.io/revision") == "2", timeout=60, message="the deployment at revision 2")
+        # Four active devices can be seen while an old one is still being deleted and the last new one not yet
+        # created (Machines count available as soon as they run): wait for the four of the new class.
+        mc.wait_for(lambda s: len(sim.devices()) == 4 and all(d["state"] == "active" for d in sim.devices())
+                    and {d["plan"]["slug"] for d in sim.devices()} == {second_plan},
+                    timeout=60, message="the old class's devices deleted, four of the new class active")
 
         store.delete(MACHINE_API, "MachineDeployment", DEPLOYMENT, NS)
         mc.wait_for(lambda s: not _machines(s) and not s.list(MACHINE_API, "MachineSet", NS)
@@ -444,3 +452,42 @@ def test_canary_credentials_never_leave_the_secret(metal_factory: Callable[..., 
     for record in caplog.records:
         fields = {k: v for k, v in vars(record).items() if k != "message"}
         assert not _leaks(record.getMessage() + json.dumps(fields, default=str)), record
+
+
+# ------------------------------------------------------------------------------------------------ failure limit
+
+
+def test_can_mark_machine_failed_replaces_a_partitioned_pool_one_machine_at_a_time(
+        metal_factory: Callable[..., Metal]) -> None:
+    """MCM's canMarkMachineFailed (machine_util.go, maxReplacements 1): every Node of a pool goes NotReady; the
+    Machines go Unknown together but are marked Failed and replaced one at a time, never two at once."""
+    metal = metal_factory()
+    with _cluster(metal) as cluster:
+        store, mc, joiner = cluster.store, cluster.mc, cluster.joiner
+        store.load_yaml([EXAMPLES / "secret.yaml", EXAMPLES / "machine-class.yaml"])
+        doc = _example_deployment(3, min_ready=0)
+        doc["spec"]["template"]["metadata"]["labels"]["name"] = "eqx-pool"  # MCM groups a deployment's Machines so
+        doc["spec"]["template"]["spec"].update(healthTimeout="3s", drainTimeout="1s")
+        store.create(doc)
+        mc.wait_for(lambda s: len([m for m in _machines(s) if _phase(m) == "Running"]) == 3, timeout=60,
+                    message="3 Running Machines")
+        first = {m["metadata"]["uid"] for m in _machines(store)}
+        for node in _ready_nodes(store):
+            joiner.set_ready(node, "False")
+        most = 0
+
+        def replaced(s: Store) -> bool:
+            nonlocal most
+            machines = _machines(s)
+            going = [m for m in machines if m["metadata"]["uid"] in first and m["metadata"].get("deletionTimestamp")]
+            for m in going:  # names are reused (slot names): the replacement's Node must not inherit the pin
+                joiner.set_ready(m["metadata"]["name"], None)
+            # Being replaced: Failed, or an original Machine already being deleted.
+            most = max(most, len({m["metadata"]["uid"] for m in machines if _phase(m) == "Failed"}
+                                 | {m["metadata"]["uid"] for m in going}))
+            live = [m for m in machines if not m["metadata"].get("deletionTimestamp")]
+            return (len(live) == 3 and not {m["metadata"]["uid"] for m in live} & first
+                    and all(_phase(m) == "Running" for m in live))
+
+        mc.wait_for(replaced, timeout=120, message="all three Machines replaced")
+        assert most == 1, f"{most} Machines were being replaced at once"

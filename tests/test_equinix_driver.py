@@ -82,7 +82,7 @@ def test_an_api_device_becomes_a_neutral_device() -> None:
         (UnexpectedResponse("HTTP 409", status=409), "Unavailable", True),
         (Unauthorized("HTTP 401", status=401), "Unauthenticated", False),
         (Forbidden("HTTP 403", status=403), "PermissionDenied", False),
-        (Unprocessable("HTTP 422: plan is not valid", status=422), "InvalidArgument", False),
+        (Unprocessable("HTTP 422: plan is not valid", status=422), "Unavailable", False),  # as the Go provider
         (CapacityError("HTTP 503: no provisionable", status=503), "ResourceExhausted", False),
     ],
 )

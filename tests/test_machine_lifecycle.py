@@ -19,6 +19,7 @@ from tests.machine_support import (
     cached_crd_schemas,
     clock_fixture,
     node,
+    permit_failure,
     sync_request,
     with_node,
 )
@@ -124,9 +125,13 @@ def test_missing_node_makes_running_unknown_and_failed_after_health_timeout(driv
     assert response["status"]["currentStatus"]["lastUpdateTime"] == went_unknown
     assert response["resyncAfterSeconds"] <= 61
     clock.advance(minutes=1, seconds=1)
-    response = run(body, driver, clock)
+    held = run(permit_failure(body, None), driver, clock)  # another Machine of the deployment is being replaced
+    assert phase(held) == "Unknown"
+    assert held["status"]["lastOperation"] == response["status"]["lastOperation"]
+    assert held["resyncAfterSeconds"] <= 60
+    response = run(permit_failure(body, NAME), driver, clock)
     assert phase(response) == "Failed"
-    assert "health checks failing since last 10 minutes" in op(response)["description"]
+    assert "health checks failing since last 10m0s minutes" in op(response)["description"]
     assert "resyncAfterSeconds" not in response
 
 
@@ -135,7 +140,7 @@ def test_health_timeout_override_from_spec(driver, clock) -> None:
     body["object"]["spec"]["healthTimeout"] = "90s"
     body = apply(body, run(with_node(body, None), driver, clock))
     clock.advance(seconds=91)
-    assert phase(run(body, driver, clock)) == "Failed"
+    assert phase(run(permit_failure(body, NAME), driver, clock)) == "Failed"
 
 
 def test_pending_fails_after_creation_timeout(driver, clock) -> None:
@@ -145,7 +150,7 @@ def test_pending_fails_after_creation_timeout(driver, clock) -> None:
     clock.advance(minutes=1)
     response = run(body, driver, clock)
     assert phase(response) == "Failed"
-    assert op(response)["description"] == f"Machine {NAME} failed to join the cluster in 20 minutes."
+    assert op(response)["description"] == f"Machine {NAME} failed to join the cluster in 20m0s minutes."
 
 
 @pytest.mark.parametrize(("value", "fails_after"), [("5m", 5), ("1h30m", 90), ("90s", 1.5)])

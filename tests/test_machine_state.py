@@ -96,7 +96,7 @@ ROWS = [
     # -- creation ---------------------------------------------------------------------------------------------
     Row("no device: create", "triggerCreationFlow", machine(), ms.NoDevice(), "", None, create=True),
     Row("no device past creation timeout", "reconcileMachineHealth (creation timeout)", machine("Pending", age=1300),
-        ms.NoDevice(), "Failed", "Machine worker-a failed to join the cluster in 20 minutes.", "Failed", "Create"),
+        ms.NoDevice(), "Failed", "Machine worker-a failed to join the cluster in 20m0s minutes.", "Failed", "Create"),
     Row("created, provisioning", "triggerCreationFlow", machine(), ms.HasDevice(device(DeviceState.PROVISIONING)),
         "Pending", CREATING, "Processing", "Create", resync=(10, 10)),
     Row("active, no Node yet", "triggerCreationFlow", machine("Pending"), ms.HasDevice(device()),
@@ -106,7 +106,7 @@ ROWS = [
     Row("Node Ready but critical taint", "reconcileMachineHealth", machine("Pending"), ms.HasDevice(device()),
         "Pending", CREATING, "Processing", "Create", node=node(taint=True), resync=(30, 30)),
     Row("joining past creation timeout", "reconcileMachineHealth", machine("Pending", age=1300),
-        ms.HasDevice(device()), "Failed", "Machine worker-a failed to join the cluster in 20 minutes.", "Failed",
+        ms.HasDevice(device()), "Failed", "Machine worker-a failed to join the cluster in 20m0s minutes.", "Failed",
         "Create"),
     Row("device failed while creating", "reconcileMachineHealth", machine("Pending"),
         ms.HasDevice(device(DeviceState.FAILED)), "Failed",
@@ -164,7 +164,7 @@ ROWS = [
     Row("Unknown within health timeout", "reconcileMachineHealth", machine("Unknown", since=300),
         ms.HasDevice(device()), "Unknown", None, node=node(ready=False), resync=(60, 60)),
     Row("Unknown past health timeout", "reconcileMachineHealth", machine("Unknown", since=601),
-        ms.HasDevice(device()), "Failed", "Machine worker-a health checks failing since last 10 minutes. Updating "
+        ms.HasDevice(device()), "Failed", "Machine worker-a health checks failing since last 10m0s minutes. Updating "
         "machine phase to Failed. Node Conditions: Ready=False, DiskPressure=False", "Failed", "HealthCheck",
         node=node(ready=False)),
     Row("Unknown past health timeout, disabled", "reconcileMachineHealth",
@@ -269,3 +269,25 @@ def test_owner_problem(owner: dict[str, Any] | None, meta: dict[str, Any], expec
          "controller": True, **meta}]
     related = {"ns/ms-1": {"metadata": {"name": "ms-1", "namespace": "ns", **owner}}} if owner else {}
     assert ms.owner_problem(subject, related) == expected
+
+
+@pytest.mark.parametrize(
+    ("node_conditions", "condition", "status", "phase"),
+    [
+        (None, "DiskPressure", "True", "Unknown"),  # MCM's default list holds DiskPressure
+        ("FrequentKubeletRestart", "DiskPressure", "True", "Running"),  # the Machine's list replaces the default
+        ("FrequentKubeletRestart,DiskPressure", "FrequentKubeletRestart", "True", "Unknown"),
+        ("FrequentKubeletRestart", "FrequentKubeletRestart", "Unknown", "Unknown"),  # anything but False is bad
+        (None, "FrequentKubeletRestart", "True", "Running"),  # not in the default list
+    ],
+)
+def test_get_effective_node_conditions_replace_the_default_list(
+    node_conditions: str | None, condition: str, status: str, phase: str
+) -> None:
+    """Mirrors MCM's getEffectiveNodeConditions and isHealthy (machine_util.go): a Machine's `spec.nodeConditions`
+    (comma-separated) replaces the `--node-conditions` default; a listed condition not False makes Running Unknown."""
+    spec = {} if node_conditions is None else {"nodeConditions": node_conditions}
+    the_node = node()
+    the_node["status"]["conditions"] = [{"type": "Ready", "status": "True"}, {"type": condition, "status": status}]
+    seen = Observed(machine("Running", **spec), the_node, NOW, Settings())
+    assert next_status(seen, ms.HasDevice(device())).phase == phase

@@ -255,7 +255,8 @@ def test_reserved_only_without_capacity_is_resource_exhausted(fake, clock) -> No
     assert [c[1] for c in fake.calls if c[0] == "create_device"] == ["res-1"]
     assert phase(response) == "CrashLoopBackOff"
     assert op(response)["errorCode"] == "ResourceExhausted"
-    assert "reservedDevicesOnly is true" in op(response)["description"]
+    text = "Could not create machine: could not get a device with the provided reservation IDs, and reservedOnly"
+    assert text in op(response)["description"]
 
 
 def test_unrelated_unprocessable_stops_reservation_attempts(fake, clock) -> None:
@@ -264,7 +265,7 @@ def test_unrelated_unprocessable_stops_reservation_attempts(fake, clock) -> None
     fake.fail("create_device", Unprocessable("plan is not valid", status=422))
     response = run(body, fake, clock)
     assert fake.ops().count("create_device") == 1
-    assert op(response)["errorCode"] == "InvalidArgument"
+    assert op(response)["errorCode"] == "Unavailable"  # the Go provider's code for a failed create
     assert "plan is not valid" in op(response)["description"]
 
 

@@ -233,7 +233,9 @@ def test_status_is_unchanged_once_written_back() -> None:
     assert later["status"] == first["status"]  # no timestamp moves while nothing changes
 
 
-def test_scale_down_picks_priority_then_phase_then_newest() -> None:
+def test_active_machines_less_scale_down_picks_priority_then_phase_then_oldest() -> None:
+    """Mirrors MCM's ActiveMachines.Less (pkg/controller/controller_utils.go): priority annotation, phase, then the
+    older CreationTimestamp goes first."""
     body = request()
     template = child_map(body)["shoot--demo--cluster/pool-a-x5xfgfj5-b2c4d"]
     machines: dict[str, Any] = {}
@@ -253,7 +255,7 @@ def test_scale_down_picks_priority_then_phase_then_newest() -> None:
     add("f-crashloop", "CrashLoopBackOff", "2026-11-25T08:00:00Z")
     body["children"][KEY] = machines
     order = [m.name for m in machineset.deletion_order(machineset.Machine.parse(m) for m in machines.values())]
-    assert order == ["e-running-prio1", "f-crashloop", "d-unknown", "c-pending", "b-running-new", "a-running-old"]
+    assert order == ["e-running-prio1", "f-crashloop", "d-unknown", "c-pending", "a-running-old", "b-running-new"]
     body["parent"]["spec"]["replicas"] = 2
     assert names(machineset.sync(body, ctx())) == ["a-running-old", "b-running-new"]
 
@@ -274,15 +276,19 @@ def test_terminating_machines_are_left_out_and_replaced_without_overshoot() -> N
     assert sorted(names(machineset.sync(body, ctx()))) == sorted(names(response))
 
 
-def test_min_ready_seconds_delays_availability_and_asks_for_a_resync() -> None:
+def test_is_machine_available_counts_running_machines_at_once_despite_min_ready_seconds() -> None:
+    """Mirrors MCM's isMachineAvailable (pkg/controller/deployment_machineset_util.go): Running or Available is
+    available, whatever minReadySeconds says; no resync is asked for to wait it out."""
     body = request()
-    body["parent"]["spec"]["minReadySeconds"] = 600  # k7m9q ran since 09:13, b2c4d since 09:12
-    response = machineset.sync(body, ctx(datetime(2026, 11, 25, 9, 20, tzinfo=UTC)))
-    assert response["status"]["availableReplicas"] == 0
+    body["parent"]["spec"]["minReadySeconds"] = 500  # as MCM's integration test; both Machines ran a few minutes
+    response = machineset.sync(body, ctx(datetime(2026, 11, 25, 9, 14, tzinfo=UTC)))
+    assert response["status"]["availableReplicas"] == 2
     assert response["status"]["readyReplicas"] == 2
-    assert response["resyncAfterSeconds"] == 120.0  # b2c4d becomes available at 09:22
-    later = machineset.sync(body, ctx(datetime(2026, 11, 25, 9, 22, 30, tzinfo=UTC)))
-    assert later["status"]["availableReplicas"] == 1
+    assert "resyncAfterSeconds" not in response
+    pending = copy.deepcopy(body)
+    first = next(iter(pending["children"][KEY].values()))
+    first["status"]["currentStatus"]["phase"] = "Pending"
+    assert machineset.sync(pending, ctx(datetime(2026, 11, 25, 9, 14, tzinfo=UTC)))["status"]["availableReplicas"] == 1
 
 
 @pytest.mark.parametrize(

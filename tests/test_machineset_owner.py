@@ -99,7 +99,8 @@ def test_a_set_without_a_deployment_owner_ignores_related_objects() -> None:
     body = request(None)
     body["parent"]["metadata"].pop("ownerReferences")
     assert len(machineset.sync(body, ctx())["children"]) > 2
-    assert machineset.customize({"controller": CONTROLLER, "parent": body["parent"]}, ctx()) == {"relatedResources": []}
+    rules = machineset.customize({"controller": CONTROLLER, "parent": body["parent"]}, ctx())["relatedResources"]
+    assert [r["resource"] for r in rules] == ["machines"]  # only the deployment's Machines (hooks/mcm/fail_permit.py)
 
 
 def test_customize_relates_the_controlling_deployment_by_name_in_the_sets_namespace() -> None:
@@ -108,7 +109,9 @@ def test_customize_relates_the_controlling_deployment_by_name_in_the_sets_namesp
     answer = client.post("/machineset/customize", json={"controller": CONTROLLER, "parent": parent})
     assert answer.status_code == 200
     assert answer.get_json() == {"relatedResources": [
-        {"apiVersion": mcm.API_VERSION, "resource": "machinedeployments", "namespace": NS, "names": [OWNER]}]}
+        {"apiVersion": mcm.API_VERSION, "resource": "machinedeployments", "namespace": NS, "names": [OWNER]},
+        {"apiVersion": mcm.API_VERSION, "resource": "machines", "namespace": NS,
+         "labelSelector": {"matchLabels": {"name": "pool-a"}}}]}
     assert client.post("/machineset/customize", json={"parent": None}).status_code == 400
 
 

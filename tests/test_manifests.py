@@ -602,7 +602,7 @@ def schema_of_any(crd: dict[str, Any]) -> dict[str, Any]:
 def test_controller_configs_found_are_the_agreed_files() -> None:
     names = {p.name for p, _ in CONFIGS}
     assert names <= {"machines.yaml", "machineclasses.yaml", "machinesets.yaml", "machinedeployments.yaml",
-                     "credentials.yaml"}
+                     "machinedeployment-revisions.yaml", "credentials.yaml"}
 
 
 @needs_configs

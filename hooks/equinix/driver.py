@@ -213,8 +213,12 @@ class EquinixDriver:
                 f"the outcome of the create request is unknown ({redact(str(exc), secrets)}); the next sync looks "
                 f"for the device by its tag {tags.uid_tag(call.uid)} instead of creating another",
                 UNAVAILABLE, ambiguous=True) from exc
+        except Unprocessable as exc:
+            # The Go provider (machine-controller-manager-provider-equinix-metal, core.go CreateMachine) answers every
+            # failed create with codes.Unavailable and "Could not create machine: <err>"; MCM then retries shortly.
+            raise _driver_error(exc, call, CREATE_FAILED_PREFIX, code=UNAVAILABLE) from exc
         except MetalError as exc:
-            raise _driver_error(exc, call, "creating the device failed: ") from exc
+            raise _driver_error(exc, call, CREATE_FAILED_PREFIX) from exc
         if not isinstance(raw, dict) or not isinstance(raw.get("id"), str) or not raw["id"].strip():
             raise DriverError("the create request was answered without a device id; the next sync looks the device "
                               "up by its tag", UNKNOWN_CODE, ambiguous=True)
@@ -239,8 +243,9 @@ class EquinixDriver:
             log.info("machine %s/%s: reservation %s refused, trying the next", call.namespace, call.name, reservation)
         if spec.reserved_only:
             tried = "; ".join(refused) if refused else "providerSpec.reservationIDs is empty"
-            text = (f"could not get a device with the provided reservation IDs and reservedDevicesOnly is true "
-                    f"({tried})")
+            # The Go provider's text (core.go createDeviceWithReservations), with what each reservation answered.
+            text = (f"{CREATE_FAILED_PREFIX}could not get a device with the provided reservation IDs, and reservedOnly "
+                    f"is true ({tried})")
             raise DriverError(redact(text, call.res.secrets()), RESOURCE_EXHAUSTED)
         return call.client.create_device(call.project, devices.create_body(spec, call.name, call.uid,
                                                                            creds.user_data, None,
@@ -353,6 +358,10 @@ def client_factory(
     return build
 
 
+# The Go provider's text for a failed create (core.go CreateMachine), kept so MCM users recognise it.
+CREATE_FAILED_PREFIX = "Could not create machine: "
+
+
 def _resolve(request: MachineRequest) -> Resolution:
     return resolve(request.machine, request.machine_class, request.secrets)
 
@@ -368,10 +377,10 @@ def _report(call: _Call, exc: MetalError) -> None:
     events.emit(events.API_FAILURE, operation=exc.operation or "unknown", code=exc.mcm_code)
 
 
-def _driver_error(exc: MetalError, call: _Call, prefix: str = "") -> DriverError:
+def _driver_error(exc: MetalError, call: _Call, prefix: str = "", *, code: str = "") -> DriverError:
     _report(call, exc)
     retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
-    return DriverError(prefix + redact(str(exc), call.res.secrets()), exc.mcm_code, retry_after=retry_after)
+    return DriverError(prefix + redact(str(exc), call.res.secrets()), code or exc.mcm_code, retry_after=retry_after)
 
 
 @contextmanager

@@ -27,6 +27,7 @@ from hooks.mcm.deployment_sets import (
     same_template,
     template_hash,
 )
+from hooks.mcm.rollback import REVISION_HISTORY, revision_history
 
 # After a sync that found every set gone (see sets_vanished), look again this soon even if no event comes.
 VANISHED_RECHECK_SECONDS = 1.0
@@ -109,7 +110,12 @@ def children(step: Step, spec: dict[str, Any], namespace: str) -> list[dict[str,
         annotations = dict(sized) if changed else {}
         revision = max(new.view.revision, step.max_old_revision + 1)
         if revision != new.view.revision:
+            # An old set becomes the new one again (a rollback, or a template changed back): it takes the next
+            # revision and remembers the ones it had, as Kubernetes' SetNewReplicaSetAnnotations.
             annotations[REVISION] = str(revision)
+            history = revision_history(new.annotations, new.view.revision)
+            if history:
+                annotations[REVISION_HISTORY] = history
         min_ready = spec.get("minReadySeconds") or 0
         extra = {"minReadySeconds": min_ready} if min_ready != (new.spec.get("minReadySeconds") or 0) else {}
         out.append(echo(new, new.view.replicas, annotations, extra))

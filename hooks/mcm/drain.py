@@ -8,7 +8,9 @@ watches that Job in the following finalize calls. Metacontroller deletes attachm
 Job is returned on every call until the Machine is gone.
 
 MCM's rules decide when the wait is skipped (`force-deletion` label, drain timeout since deletionTimestamp, Node not
-Ready or with a read-only filesystem for more than 5 minutes) and we add Failed machines; each step is described
+Ready or with a read-only filesystem for more than 5 minutes); a Failed Machine is drained as any other, as MCM's
+`drainNode` does (one Failed for health has had a NotReady Node for longer than 5 minutes, so the Node rule forces
+it at once); each step is described
 with MCM's lastOperation texts. Everything here is a pure function of the observed objects and the clock. The Job
 itself is built and read in hooks/mcm/drain_job.py; the settings (DrainSettings) are read once at start-up as part
 of hooks.config.Settings.
@@ -205,8 +207,6 @@ def _force_reason(
     since = _unhealthy_since(node, "ReadonlyFilesystem", "False")
     if since is not None and now - since > NODE_UNHEALTHY_GRACE:
         return "node-readonly-filesystem", "machine is in ReadonlyFilesystem for over 5minutes"
-    if objects.mapping(machine, "status", "currentStatus").get("phase") == mcm.FAILED:
-        return "machine-failed", "machine is Failed"
     return None
 
 

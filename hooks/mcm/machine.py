@@ -50,8 +50,8 @@ from hooks import events, objects
 from hooks.config import CREDENTIALS_LABEL, CREDENTIALS_LABEL_VALUE
 from hooks.context import HookContext
 from hooks.driver import DEVICE_ID_ANNOTATION, PROVIDER_ID_ANNOTATION, Device, Driver, DriverError, StatusResponse
+from hooks.mcm import fail_permit, machineclass
 from hooks.mcm import machine_state as state
-from hooks.mcm import machineclass
 from hooks.mcm import vocabulary as mcm
 from hooks.mcm.drain import JOB_KEY, plan_drain
 from hooks.mcm.drain_job import ATTEMPT_ANNOTATION
@@ -132,7 +132,8 @@ def _driver(ctx: HookContext) -> Driver:
 
 
 def _observed(req: HookRequest, ctx: HookContext) -> state.Observed:
-    return state.Observed(req.machine, req.node, ctx.clock(), ctx.settings)
+    may_fail = fail_permit.may_fail(req.machine, objects.mapping(req.related, mcm.MACHINESET_KEY))
+    return state.Observed(req.machine, req.node, ctx.clock(), ctx.settings, may_fail)
 
 
 def _answer(req: HookRequest, seen: state.Observed, step: state.Transition, **status: Any) -> Outcome:

@@ -30,6 +30,7 @@ from hooks.mcm.machine_status import (
     observed_operation,
     observed_phase,
     operation_since,
+    unhealthy_condition_types,
 )
 from hooks.mcm.timefmt import go_duration, parse_duration, parse_time
 
@@ -54,6 +55,9 @@ class Observed:
     node: Mapping[str, Any] | None
     now: datetime
     settings: Settings
+    # Whether the Machine's MachineSet names it as the one Machine of its deployment that may be marked Failed for
+    # health now (MCM's canMarkMachineFailed; hooks/mcm/fail_permit.py).
+    may_fail: bool = True
 
     @property
     def name(self) -> str:
@@ -222,8 +226,9 @@ def _cloud(text: str) -> str:
 
 
 def _join_timeout(seen: Observed) -> Transition:
-    minutes = seen.timeout("creationTimeout", seen.settings.creation_timeout) / 60
-    return Transition(mcm.FAILED, Operation(mcm.join_timeout(seen.name, minutes), mcm.STATE_FAILED, mcm.OP_CREATE))
+    timeout = seen.timeout("creationTimeout", seen.settings.creation_timeout)
+    text = mcm.join_timeout(seen.name, go_duration(timeout))
+    return Transition(mcm.FAILED, Operation(text, mcm.STATE_FAILED, mcm.OP_CREATE))
 
 
 def _call_failed(seen: Observed, event: CallFailed) -> Transition:
@@ -271,7 +276,7 @@ def device_phase(seen: Observed, device: Device, extra: str = "") -> Transition:
     active = device.state is DeviceState.ACTIVE
     if seen.settings.no_target_cluster and (seen.phase == mcm.AVAILABLE or active):
         return _without_target(seen, extra)
-    healthy = active and node_is_healthy(seen.node)
+    healthy = active and node_is_healthy(seen.node, unhealthy_condition_types(seen.machine))
     if seen.phase == mcm.RUNNING:
         return _running(seen, device, healthy)
     if seen.phase == mcm.UNKNOWN:
@@ -320,7 +325,10 @@ def _unknown(seen: Observed, healthy: bool) -> Transition:
     since = parse_time(objects.mapping(seen.status, "currentStatus").get("lastUpdateTime")) or seen.now
     left = timeout - (seen.now - since).total_seconds()
     if left <= 0 and not objects.mapping(seen.machine, "spec").get("disableHealthTimeout"):
-        text = mcm.health_timeout(seen.name, timeout / 60, describe_conditions(node_conditions(seen.node)))
+        if not seen.may_fail:
+            # MCM keeps it Unknown and retries shortly while other Machines of the deployment are being replaced.
+            return Transition(mcm.UNKNOWN, None, HEALTH_RECHECK)
+        text = mcm.health_timeout(seen.name, go_duration(timeout), describe_conditions(node_conditions(seen.node)))
         return Transition(mcm.FAILED, Operation(text, mcm.STATE_FAILED, mcm.OP_HEALTH))
     return Transition(mcm.UNKNOWN, None, min(HEALTH_RECHECK, max(1.0, left + 1)))
 

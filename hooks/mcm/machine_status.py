@@ -122,11 +122,22 @@ def describe_conditions(conditions: Iterable[dict[str, Any]]) -> str:
     return text or "none reported"
 
 
-def node_is_healthy(node: Any) -> bool:
-    """MCM's rule: Ready is True and none of the problem conditions is anything but False."""
+def unhealthy_condition_types(machine: Any) -> tuple[str, ...]:
+    """The Node conditions that must be False: the Machine's `spec.nodeConditions` (comma-separated) when set,
+    else MCM's default list (MCM's getEffectiveNodeConditions in machine_util.go: the Machine's list replaces the
+    `--node-conditions` flag, it does not add to it)."""
+    spec = machine.get("spec") if isinstance(machine, dict) else None
+    value = spec.get("nodeConditions") if isinstance(spec, dict) else None
+    if isinstance(value, str):
+        return tuple(value.split(","))
+    return mcm.UNHEALTHY_NODE_CONDITIONS
+
+
+def node_is_healthy(node: Any, unhealthy: tuple[str, ...] = mcm.UNHEALTHY_NODE_CONDITIONS) -> bool:
+    """MCM's isHealthy: Ready is True and none of the `unhealthy` conditions is anything but False."""
     conditions = node_conditions(node)
     ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
-    bad = any(c["type"] in mcm.UNHEALTHY_NODE_CONDITIONS and c["status"] != "False" for c in conditions)
+    bad = any(c["type"] in unhealthy and c["status"] != "False" for c in conditions)
     return ready and not bad
 
 

@@ -30,6 +30,7 @@ from hooks.composite_request import LAST_APPLIED, child_objects, parent_and_chil
 from hooks.context import HookContext
 from hooks.mcm import deployment_plan as steps
 from hooks.mcm import deployment_status as conds
+from hooks.mcm import rollback
 from hooks.mcm.deployment_sets import (
     DESIRED,
     HASH_LABEL,
@@ -72,6 +73,9 @@ def reconcile(parent: dict[str, Any], sets: list[MachineSet], now: datetime) -> 
         return {**_status_only(sets, [], observed_conditions, conditions, now),
                 "resyncAfterSeconds": steps.VANISHED_RECHECK_SECONDS}
 
+    # spec.rollbackTo: the template rolled back to becomes the effective one, applied once (hooks/mcm/rollback.py).
+    spec, rolled_back = rollback.effective(parent, sets, observed_conditions, now)
+    conditions = [c for c in conditions if c.get("type") != rollback.CONDITION] + rolled_back
     how = strategy(spec)
     conds.check_paused(conditions, bool(spec.get("paused")), now)
     step = steps.plan(str(parent["metadata"]["name"]), spec, sets, how, as_int(observed.get("replicas")) or 0)

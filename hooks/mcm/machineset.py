@@ -17,8 +17,9 @@ Decisions, each answering a Metacontroller or bare-metal constraint:
   and `node.machine.sapcloud.io/scale-up-disabled` stop creation (removal goes on).
 - Scale-down victims: lowest `machinepriority.machine.sapcloud.io` first, then phase (Terminating, Failed,
   CrashLoopBackOff, Unknown, Pending, Available, Running; an empty or unknown phase counts as not started and goes
-  first), then the newest Machine first (MCM leaves this tie unordered; Kubernetes' ReplicaSet removes the newest,
-  which has served least), then by name so the choice is repeatable.
+  first), then the OLDEST Machine first, then by name so the choice is repeatable: MCM's `ActiveMachines.Less`
+  (pkg/controller/controller_utils.go) ends on `CreationTimestamp.Before` (Kubernetes' ReplicaSet removes the newest;
+  MCM users rely on MCM's order).
 - An unusable spec (selector not matching the template labels, no class, a name too long for its Machines) changes
   no Machine: all observed children are returned unchanged and the status says why.
 - A set that is being deleted creates and removes nothing (MCM's reconcileClusterMachineSet calls manageReplicas
@@ -31,7 +32,6 @@ Decisions, each answering a Metacontroller or bare-metal constraint:
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,12 +40,11 @@ from typing import Any
 from hooks import objects
 from hooks.composite_request import LAST_APPLIED, child_objects, parent_and_children, without_last_applied
 from hooks.context import HookContext
-from hooks.mcm import labels, set_owner
+from hooks.mcm import fail_permit, labels, set_owner
 from hooks.mcm import vocabulary as mcm
 from hooks.mcm.machineset_status import set_status
 from hooks.mcm.naming import MAX_MACHINE_NAME, SUFFIX_LENGTH, machine_name, new_names
 from hooks.mcm.text import names_list, plural
-from hooks.mcm.timefmt import parse_time
 from hooks.mcm.validation import int_field, template_problems
 from hooks.mcm.vocabulary import MACHINE_KEY
 
@@ -80,7 +79,6 @@ class Machine:
     deleting: bool
     priority: int
     created: str
-    became: datetime | None  # currentStatus.lastUpdateTime: when it reached its phase
     labels: dict[str, Any] = field(repr=False)
 
     @classmethod
@@ -99,7 +97,6 @@ class Machine:
             deleting=bool(meta.get("deletionTimestamp")) or phase == mcm.TERMINATING,
             priority=priority,
             created=str(meta.get("creationTimestamp") or ""),
-            became=parse_time(current.get("lastUpdateTime")) or parse_time(meta.get("creationTimestamp")),
             labels=objects.labels(obj),
         )
 
@@ -118,8 +115,7 @@ class Machine:
 
 def deletion_order(machines: Iterable[Machine]) -> list[Machine]:
     """Scale-down victims first (see the module docstring for the order)."""
-    ordered = sorted(machines, key=lambda m: m.name)
-    ordered.sort(key=lambda m: m.created, reverse=True)  # newest first; stable sorts keep the name order in ties
+    ordered = sorted(machines, key=lambda m: (m.created, m.name))  # oldest first, as MCM's ActiveMachines.Less
     ordered.sort(key=lambda m: (m.priority, DELETE_ORDER.get(m.phase, 0)))
     return ordered
 
@@ -225,9 +221,14 @@ def plan(replicas: int, set_name: str, set_uid: str, machines: list[Machine], *,
 
 
 def customize(body: dict[str, Any], ctx: HookContext) -> dict[str, Any]:
-    """Related objects: the set's controlling MachineDeployment, so a sync can see it being deleted."""
+    """Related objects: the set's controlling MachineDeployment, so a sync can see it being deleted, and every Machine
+    of its deployment, so it can decide which one may be marked Failed (hooks/mcm/fail_permit.py)."""
     parent, _ = parent_and_children(body)  # a customize request has no children: an empty map
-    return {"relatedResources": set_owner.related_rules(parent)}
+    rules = set_owner.related_rules(parent)
+    group = fail_permit.group_rule(parent)
+    if group is not None:
+        rules.append(group)
+    return {"relatedResources": rules}
 
 
 def _parse(body: Any) -> tuple[dict[str, Any], list[Machine]]:
@@ -239,7 +240,9 @@ def _parse(body: Any) -> tuple[dict[str, Any], list[Machine]]:
 
 def sync(body: dict[str, Any], ctx: HookContext) -> dict[str, Any]:
     parent, machines = _parse(body)
-    return reconcile(parent, machines, ctx.clock(), owner_problem=set_owner.owner_problem(parent, body))
+    related = objects.children(body, "related", MACHINE_KEY)
+    group = fail_permit.group_of([m.obj for m in machines], related, parent)
+    return reconcile(parent, machines, ctx.clock(), owner_problem=set_owner.owner_problem(parent, body), group=group)
 
 
 def held_reason(parent: dict[str, Any], owner_problem: str | None) -> str | None:
@@ -250,8 +253,9 @@ def held_reason(parent: dict[str, Any], owner_problem: str | None) -> str | None
 
 
 def reconcile(parent: dict[str, Any], machines: list[Machine], now: datetime,
-              owner_problem: str | None = None) -> dict[str, Any]:
-    """The desired Machines and the status of one MachineSet (`owner_problem`: see hooks/mcm/set_owner.py)."""
+              owner_problem: str | None = None, group: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The desired Machines and the status of one MachineSet (`owner_problem`: see hooks/mcm/set_owner.py; `group`:
+    the Machines of its deployment, see hooks/mcm/fail_permit.py; None: its own)."""
     meta = parent["metadata"]
     spec = objects.mapping(parent, "spec")
     problems = spec_problems(parent)
@@ -269,10 +273,9 @@ def reconcile(parent: dict[str, Any], machines: list[Machine], now: datetime,
         children += [new_child(n, str(meta["namespace"]), template, spec.get("selector") or {})
                      for n in the_plan.create]
     children.sort(key=lambda c: c["metadata"]["name"])
-    status, soonest = set_status(parent, machines, the_plan, problems, now, no_scale_up=no_scale_up, held=held)
+    status = set_status(parent, machines, the_plan, problems, now, no_scale_up=no_scale_up, held=held,
+                        group=[m.obj for m in machines] if group is None else group)
     response: dict[str, Any] = {"status": status, "children": children}
-    if soonest is not None:
-        response["resyncAfterSeconds"] = float(max(1, math.ceil(soonest)))
     if owner_problem is not None and not objects.meta(parent).get("deletionTimestamp"):
         # An owner not seen may only be missing from a lagging cache: look again (a related event also wakes us).
         response["resyncAfterSeconds"] = min(response.get("resyncAfterSeconds", OWNER_RECHECK_SECONDS),

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from hooks import objects
+from hooks.mcm import fail_permit
 from hooks.mcm import vocabulary as mcm
 from hooks.mcm.conditions import REPLICA_FAILURE, carried_time, clean_operation, condition
 from hooks.mcm.text import NAMES_SHOWN, names_list, plural
@@ -40,24 +41,14 @@ def failure_conditions(machines: list[Machine], problems: list[str], observed: l
     return [condition(observed, REPLICA_FAILURE, "True", reason, message, now)]
 
 
-def availability(machines: list[Machine], min_ready: int, now: datetime) -> tuple[int, float | None]:
-    """(available count, seconds until the next Machine becomes available, if one is waiting for minReadySeconds)."""
-    available = 0
-    soonest: float | None = None
-    for m in machines:
-        if m.deleting or m.phase not in (mcm.RUNNING, mcm.AVAILABLE):
-            continue
-        if min_ready <= 0:
-            available += 1
-            continue
-        since = m.became
-        waited = (now - since).total_seconds() if since else 0.0
-        if since is not None and waited >= min_ready:
-            available += 1
-        else:
-            left = min_ready - waited
-            soonest = left if soonest is None else min(soonest, left)
-    return available, soonest
+def availability(machines: list[Machine]) -> int:
+    """Available Machines, counted as MCM's `isMachineAvailable` (deployment_machineset_util.go) counts them.
+
+    A Machine is available as soon as its phase is Running or Available: MCM's MachineSet does not wait
+    `minReadySeconds` (that field only shapes the MachineDeployment's progress in Kubernetes; MCM ignores it here),
+    so a set with `minReadySeconds: 500` reports its Machines available as soon as they run.
+    """
+    return sum(1 for m in machines if not m.deleting and m.phase in (mcm.RUNNING, mcm.AVAILABLE))
 
 
 def _changes(plan: Plan) -> dict[str, Any]:
@@ -110,7 +101,8 @@ def operation(plan: Plan, problems: list[str], machines: list[Machine], replicas
     else:
         op = {"type": "Update", "state": mcm.SUCCESSFUL,
               "description": f"{available} of {plural(replicas, 'machine')} available"}
-    times = [t for m in machines for t in (m.became, parse_time(m.created)) if t is not None]
+    phase_times = (parse_time(objects.string(m.obj, "status", "currentStatus", "lastUpdateTime")) for m in machines)
+    times = [t for t in (*phase_times, *(parse_time(m.created) for m in machines)) if t is not None]
     moment = max(times) if times else since
     if moment is not None:
         op["lastUpdateTime"] = format_time(moment)
@@ -122,14 +114,13 @@ def operation(plan: Plan, problems: list[str], machines: list[Machine], replicas
 
 
 def set_status(parent: dict[str, Any], machines: list[Machine], plan: Plan, problems: list[str], now: datetime, *,
-               no_scale_up: bool, held: str | None) -> tuple[dict[str, Any], float | None]:
-    """The status, and seconds until a Machine waiting for minReadySeconds becomes available (None: none waits)."""
+               no_scale_up: bool, held: str | None, group: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The status MCM's calculateMachinesetStatus would write for these Machines."""
     spec = objects.mapping(parent, "spec")
     observed = objects.mapping(parent, "status")
     scratch: list[str] = []
     replicas = int_field(spec.get("replicas"), "", scratch)
-    min_ready = int_field(spec.get("minReadySeconds"), "", scratch)
-    available, soonest = availability(machines, min_ready, now)
+    available = availability(machines)
     template_labels = objects.mapping(spec, "template", "metadata", "labels")
     live = [m for m in machines if not m.deleting]
     status: dict[str, Any] = {
@@ -146,12 +137,13 @@ def set_status(parent: dict[str, Any], machines: list[Machine], plan: Plan, prob
     if failed:
         status["failedMachines"] = failed
     observed_conditions = observed.get("machineSetCondition")
-    conditions = failure_conditions(
-        machines, problems, observed_conditions if isinstance(observed_conditions, list) else [], now
-    )
+    seen_conditions = observed_conditions if isinstance(observed_conditions, list) else []
+    conditions = failure_conditions(machines, problems, seen_conditions, now)
+    conditions += fail_permit.permit_conditions([m.obj for m in machines] if group is None else group,
+                                                {m.name for m in machines}, seen_conditions, now)
     if conditions:
         status["machineSetCondition"] = conditions
     status["lastOperation"] = operation(plan, problems, machines, replicas, available,
                                         observed.get("lastOperation"), now, no_scale_up, held,
                                         since=parse_time(objects.string(parent, "metadata", "creationTimestamp")))
-    return status, soonest
+    return status

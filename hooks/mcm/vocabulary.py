@@ -82,13 +82,14 @@ def node_missing(machine: str) -> str:
     return f"Node object went missing. Machine {machine} is unhealthy - changing MachinePhase to Unknown"
 
 
-def join_timeout(machine: str, minutes: float) -> str:
-    return f"Machine {machine} failed to join the cluster in {minutes:g} minutes."
+def join_timeout(machine: str, duration: str) -> str:
+    """MCM prints a Go duration before "minutes" (machine_util.go reconcileMachineHealth): "in 20m0s minutes."."""
+    return f"Machine {machine} failed to join the cluster in {duration} minutes."
 
 
-def health_timeout(machine: str, minutes: float, conditions: str) -> str:
+def health_timeout(machine: str, duration: str, conditions: str) -> str:
     return (
-        f"Machine {machine} health checks failing since last {minutes:g} minutes. "
+        f"Machine {machine} health checks failing since last {duration} minutes. "
         f"Updating machine phase to Failed. Node Conditions: {conditions}"
     )
 

@@ -47,6 +47,10 @@ def _routes() -> dict[str, Hook]:
     routes["/machineset/customize"] = machineset.customize
     routes["/machineset/sync"] = machineset.sync
     routes["/machinedeployment/sync"] = machinedeployment.sync
+    from hooks.mcm import deployment_revision
+
+    routes["/machinedeployment-revision/customize"] = deployment_revision.customize
+    routes["/machinedeployment-revision/sync"] = deployment_revision.sync
     routes["/machineclass/customize"] = machineclass.customize
     routes["/machineclass/sync"] = machineclass.sync
     routes["/machineclass/finalize"] = machineclass.finalize
