@@ -16,6 +16,8 @@ ORPHANS_COLLECTED = "orphans_collected"  # count
 DRAIN_STARTED = "drain_started"  # retry: bool
 API_FAILURE = "api_failure"  # operation: str, code: the MCM code
 RATE_LIMIT_WAIT = "rate_limit_wait"  # operation: str, seconds: float
+# value: a secret the current request now holds (a bootstrap token): hooks.server.logs never logs it in this request.
+SECRET_SEEN = "secret_seen"
 
 Listener = Callable[..., None]
 _listeners: dict[str, list[Listener]] = {}
