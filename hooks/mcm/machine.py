@@ -8,7 +8,10 @@ Hooks (all Metacontroller hook version v2, related keys `namespace/name`):
   per sync, and never while the Machine's MachineSet is missing or being deleted), and reports MCM's status.
 * finalize first drains the Machine's Node with a Job attachment (hooks.mcm.drain decides; docs/drain.md), shows
   each drain outcome in lastOperation before the next step, then asks the driver to delete every device of the
-  Machine and answers `finalized: true` only once none is left.
+  Machine, then removes its Node, and answers `finalized: true` only once no device is left and the Node is gone.
+* The Node side (docs/nodes.md, hooks.mcm.node_side): a bootstrap token before the create when the userData asks
+  for one, the Node's nodeTemplate while it differs, its Terminating condition and its removal, each a Job
+  attachment declared on every call while it matters.
 
 This module is the I/O half: it checks the request, gathers the inputs, calls the driver (`ctx.driver`, a
 `hooks.driver.Driver`) and writes the answer. Every phase and lastOperation is decided by
