@@ -29,6 +29,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -57,6 +58,7 @@ MACHINE = "eqx-test-machine"
 DEPLOYMENT = "eqx-test-machine-deployment"
 NEW_CLASS = "eqx-mc-v2"
 HOOK_SERVICE = "metal-machine-hooks.metal-machine-hooks"
+JOIN_LINE = "kubeadm join api.demo.example:443 --token <<BOOTSTRAP_TOKEN>> --node-name <<MACHINE_NAME>>\n"
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,7 @@ class Demo:
         self.workdir = Path(tempfile.mkdtemp(prefix="metal-demo-"))
         self._stopped = False
         self.keeping = False  # in --keep's wait, where Ctrl-C is the normal way out
+        self.node_side = view.NodeSide()
         # The simulator accepts exactly the example Secret's token for the example classes' project.
         self.token = _docs(EXAMPLES / "secret.yaml")[0]["stringData"]["apiToken"]
         self.project = next(d for d in _docs(EXAMPLES / "machine-class.yaml")
@@ -215,19 +218,28 @@ class Demo:
                               deprovision_seconds=self.timing.deprovision)
         self.children.append(sim)
         self.sim_url = sim.url
-        hooks = start_hook_server(self.workdir, metal_api_url=sim.url + "/metal/v1")
+        # The key bootstrap tokens are derived with (docs/nodes.md), as the deployment mounts it from a Secret.
+        key_file = self.workdir / "bootstrap-token-key"
+        key_file.write_text(secrets.token_hex(32))
+        key_file.chmod(0o600)
+        hooks = start_hook_server(self.workdir, metal_api_url=sim.url + "/metal/v1",
+                                  env={"BOOTSTRAP_TOKEN_KEY_FILE": str(key_file)})
         self.children.append(hooks)
         store = Store()
         store.load_yaml(sorted(p for p in CRDS.glob("*.yaml") if p.name != "kustomization.yaml"))
         self.store = store
+        store.watch(self.node_side.record)
         self.mc = Metacontroller(store, load_controllers(CONTROLLERS), service_urls={HOOK_SERVICE: hooks.url},
                                  backoff_cap=2.0, keep_bodies=self.keep)
         self.mc.start()
         self.node_store = store
         if self.two_clusters:
             self.node_store = self.start_target(store)
-        self.workers = [NodeJoiner(self.node_store, sim.url, ready_delay=self.timing.node_ready, poll_interval=0.1),
-                        JobRunner(store, delay=self.timing.drain, poll_interval=0.1)]
+        # No cloud node lifecycle controller: the Machines remove their Nodes, as MCM does (docs/nodes.md).
+        self.workers = [NodeJoiner(self.node_store, sim.url, ready_delay=self.timing.node_ready, poll_interval=0.1,
+                                   delete_gone=False),
+                        JobRunner(store, delay=self.timing.drain, poll_interval=0.1,
+                                  node_jobs_key_file=str(key_file))]
         if self.target_api is not None:
             self.workers.append(self.target_api)
         for worker in self.workers:
@@ -321,6 +333,8 @@ class Demo:
         resources = yaml.safe_load((EXAMPLES / "kustomization.yaml").read_text())["resources"]
         for name in resources:
             for doc in _docs(EXAMPLES / name):
+                if doc.get("kind") == "Secret" and "userData" in (doc.get("stringData") or {}):
+                    doc["stringData"]["userData"] += JOIN_LINE  # a Gardener-style join: MCM's token placeholder
                 if doc.get("kind") == "MachineDeployment":
                     doc["spec"]["minReadySeconds"] = self.timing.min_ready
                 self.store.apply(doc)
@@ -428,9 +442,10 @@ class Demo:
 
     def summary(self, total: float) -> list[str]:
         calls = self.session.get(self.sim_url + "/_sim/calls", timeout=5).json()
+        self.node_side.removed_by_jobs(log for worker in self.workers for log in getattr(worker, "logs", {}).values())
         return view.summary(state=self.sim_state(), calls=calls, events=list(self.mc.events),
                             peak_machines=self.peak_machines, phases=self.phases, total_seconds=total,
-                            deleted_all=not self.keep)
+                            deleted_all=not self.keep, node_side=self.node_side)
 
     def note(self, text: str) -> None:
         out = self.out or sys.stdout

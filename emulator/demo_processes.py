@@ -119,8 +119,10 @@ def start_simulator(workdir: Path, *, token: str, project: str, provision_second
     return child
 
 
-def start_hook_server(workdir: Path, *, metal_api_url: str, timeout: float = 30.0) -> Child:
-    """gunicorn with the repository's gunicorn.conf.py, on a socket bound here (no free-port race)."""
+def start_hook_server(workdir: Path, *, metal_api_url: str, timeout: float = 30.0,
+                      env: dict[str, str] | None = None) -> Child:
+    """gunicorn with the repository's gunicorn.conf.py, on a socket bound here (no free-port race); `env` adds
+    settings (the demo's bootstrap token key file)."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     listener.listen(128)
@@ -135,6 +137,7 @@ def start_hook_server(workdir: Path, *, metal_api_url: str, timeout: float = 30.
                            "PROMETHEUS_MULTIPROC_DIR": str(metrics),
                            # Ctrl-C should not wait the production 25 s for in-flight calls.
                            "GUNICORN_GRACEFUL_TIMEOUT": "5",
+                           **(env or {}),
                        })
     finally:
         listener.close()  # gunicorn holds its own copy

@@ -7,6 +7,7 @@ without any server.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -203,8 +204,45 @@ def hook_call_counts(events: Iterable[Obj]) -> dict[tuple[str, str], Counter[str
     return counts
 
 
+@dataclass
+class NodeSide:
+    """What the Node-side Jobs did, seen from the store's watch: bootstrap token Secrets in kube-system (their
+    names hold the token id, never the secret half); and the Nodes the `node remove` Jobs deleted after their
+    devices (docs/nodes.md), from the Jobs' output (the Node joiner also deletes Nodes, as a cloud controller would).
+    """
+
+    tokens_created: list[str] = field(default_factory=list)
+    tokens_deleted: list[str] = field(default_factory=list)
+    nodes_removed: list[str] = field(default_factory=list)
+
+    def record(self, event: Any) -> None:
+        obj = event.object
+        meta = obj.get("metadata") or {}
+        name = str(meta.get("name") or "")
+        if obj.get("kind") == "Secret" and meta.get("namespace") == "kube-system" \
+                and name.startswith("bootstrap-token-"):
+            if event.type == "ADDED":
+                self.tokens_created.append(name.removeprefix("bootstrap-token-"))
+            elif event.type == "DELETED":
+                self.tokens_deleted.append(name.removeprefix("bootstrap-token-"))
+
+    def removed_by_jobs(self, job_logs: Iterable[str]) -> None:
+        self.nodes_removed = [found[1] for text in job_logs
+                              if (found := re.search(r'Deletion of Node Object "([^"]+)" is successful', text))]
+
+    def lines(self) -> list[str]:
+        shown = ", ".join(self.tokens_created[:4]) + (" ..." if len(self.tokens_created) > 4 else "")
+        return [f"  bootstrap tokens (<<BOOTSTRAP_TOKEN>> in userData): {len(self.tokens_created)} created in "
+                f"kube-system (token ids {shown or '-'}), {len(self.tokens_deleted)} deleted after their Node joined "
+                "or their Machine went; the secret halves are only in the devices' userData and the Secrets",
+                f"  Nodes removed by their Machines after the devices (node remove Jobs): {len(self.nodes_removed)}"
+                + (f" ({', '.join(self.nodes_removed[:4])}{' ...' if len(self.nodes_removed) > 4 else ''})"
+                   if self.nodes_removed else "")]
+
+
 def summary(*, state: Obj, calls: Obj, events: Iterable[Obj], peak_machines: int,
-            phases: Sequence[tuple[str, float]], total_seconds: float, deleted_all: bool) -> list[str]:
+            phases: Sequence[tuple[str, float]], total_seconds: float, deleted_all: bool,
+            node_side: NodeSide | None = None) -> list[str]:
     """The closing report. `state` and `calls` are the simulator's /_sim/state and /_sim/calls answers."""
     live = state.get("devices") or []
     gone = state.get("deleted") or []
@@ -212,7 +250,8 @@ def summary(*, state: Obj, calls: Obj, events: Iterable[Obj], peak_machines: int
     ours_gone = [d for d in gone if owner_uid(d.get("tags") or []) is not None]
     leaked, duplicates = device_checks(ours_ever, live)
     lines = ["Summary", f"  devices created: {len(ours_ever)}, deleted: {len(ours_gone)}, live now: {leaked}",
-             f"  peak machines: {peak_machines}", "  hook calls (controller hook: outcomes):"]
+             f"  peak machines: {peak_machines}", *(node_side.lines() if node_side else []),
+             "  hook calls (controller hook: outcomes):"]
     for (controller, hook), outcomes in sorted(hook_call_counts(events).items()):
         detail = ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))
         lines.append(f"    {controller} {hook}: {sum(outcomes.values())} ({detail})")

@@ -62,8 +62,12 @@ class NodeJoiner(Poller):
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], datetime] = utc_now,
         session: requests.Session | None = None,
+        delete_gone: bool = True,
     ) -> None:
+        """`delete_gone=False`: no cloud node lifecycle controller; a Node whose device is gone stays until someone
+        (the Machine's `node remove` Job, docs/nodes.md) deletes it."""
         super().__init__(poll_interval)
+        self.delete_gone = delete_gone
         self.store = store
         self.sim_base_url = sim_base_url.rstrip("/")
         self.ready_delay = ready_delay
@@ -126,7 +130,7 @@ class NodeJoiner(Poller):
             if not pid.startswith(PROVIDER_PREFIX):
                 continue
             device = live.get(name)
-            if device is None or provider_id(device) != pid or name in self._removed:
+            if name in self._removed or (self.delete_gone and (device is None or provider_id(device) != pid)):
                 with contextlib.suppress(NotFound):
                     self.store.delete("v1", "Node", name)
                 with self._lock:

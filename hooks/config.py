@@ -11,8 +11,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from hooks import __version__
+
+if TYPE_CHECKING:  # hooks.mcm.node_jobs imports this module: read it lazily (Settings.from_env)
+    from hooks.mcm.node_jobs import NodeJobSettings
 
 DEFAULT_API_URL = "https://api.equinix.com/metal/v1"
 # Label the credentials Secrets must carry: Metacontroller can only hand us Secrets it selects by label.
@@ -113,6 +117,8 @@ class Settings:
     device_cache_seconds: float = 0.0
     hook_auth_token: str = field(default="", repr=False)
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # The Node-side Jobs (docs/nodes.md): image, ServiceAccounts, bootstrap token settings; read once, here.
+    node_jobs: NodeJobSettings = field(default_factory=lambda: _node_jobs({}))
 
     @cached_property
     def drain(self) -> DrainSettings:
@@ -142,4 +148,12 @@ class Settings:
             device_cache_seconds=_float(env, "METAL_DEVICE_CACHE_SECONDS", 0.0, 0.0),
             hook_auth_token=env.get("HOOK_AUTH_TOKEN", "").strip(),
             extra={k: v for k, v in env.items() if k.startswith("MMH_")},
+            node_jobs=_node_jobs(env),
         )
+
+
+def _node_jobs(env: Mapping[str, str]) -> NodeJobSettings:
+    """NODE_JOBS_*, BOOTSTRAP_TOKEN_* (hooks.mcm.node_jobs.NodeJobSettings.from_env); a bad value is a ConfigError."""
+    from hooks.mcm.node_jobs import NodeJobSettings
+
+    return NodeJobSettings.from_env(env)

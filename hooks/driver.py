@@ -75,6 +75,9 @@ class MachineRequest:
     machine: Mapping[str, Any]
     machine_class: Mapping[str, Any] | None
     secrets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # The userData to create the device with, already rendered by the MCM logic (`<<BOOTSTRAP_TOKEN>>` and
+    # `<<MACHINE_NAME>>` replaced, as MCM's core does before CreateMachine); None: the Secret's, as it is.
+    user_data: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

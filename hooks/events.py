@@ -18,6 +18,8 @@ API_FAILURE = "api_failure"  # operation: str, code: the MCM code
 RATE_LIMIT_WAIT = "rate_limit_wait"  # operation: str, seconds: float
 TARGET_READ = "target_read"  # outcome: ok | not_found | unreachable | rejected | error (hooks/target/api.py)
 TARGET_DECISION = "target_decision"  # outcome: ok | recovered | frozen | held (hooks/target/freeze.py Decision.metric)
+# value: a secret the current request now holds (a bootstrap token): hooks.server.logs never logs it in this request.
+SECRET_SEEN = "secret_seen"
 
 Listener = Callable[..., None]
 _listeners: dict[str, list[Listener]] = {}

@@ -265,9 +265,12 @@ def real_cluster(sim_url: str, sim_base_url: str, *, settings: Any = None, contr
     from emulator.metacontroller import load_controllers
     from emulator.nodes import NodeJoiner
     from hooks.config import Settings
+    from hooks.mcm.node_jobs import NodeJobSettings
     from hooks.server.app import create_app
 
-    app = create_app(settings or Settings(metal_api_url=sim_url, retry_budget=1.0))
+    # The Node-side settings from the environment, as the hook server reads them (a test sets the token key file).
+    app = create_app(settings or Settings(metal_api_url=sim_url, retry_budget=1.0,
+                                          node_jobs=NodeJobSettings.from_env()))
     http = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=http.serve_forever, daemon=True).start()
     hooks_url = f"http://127.0.0.1:{http.server_port}"

@@ -34,6 +34,30 @@ def test_bad_drain_settings_are_refused_at_start_up(monkeypatch, variable: str, 
     assert variable in response.json["error"]
 
 
+@pytest.mark.parametrize("variable,value", [("NODE_JOBS_SERVICE_ACCOUNT", "Not A Name"),
+                                            ("BOOTSTRAP_TOKEN_SERVICE_ACCOUNT", "x_y"), ("NODE_JOBS_IMAGE", "a b"),
+                                            ("BOOTSTRAP_TOKEN_AUTH_EXTRA_GROUPS", "system:masters")])
+def test_bad_node_job_settings_are_refused_at_start_up(monkeypatch, variable: str, value: str) -> None:
+    """The Node-side Job settings (docs/nodes.md) are read once with the rest: a bad one keeps the pod unready."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=variable):
+        Settings.from_env()
+    response = create_app().test_client().get("/readyz")
+    assert response.status_code == 503
+    assert variable in response.json["error"]
+
+
+def test_node_job_settings_are_part_of_the_settings() -> None:
+    settings = Settings.from_env({"DRAIN_IMAGE": "r.example/x:9", "NODE_JOBS_SERVICE_ACCOUNT": "n",
+                                  "BOOTSTRAP_TOKEN_AUTH_EXTRA_GROUPS": "system:bootstrappers:workers",
+                                  "BOOTSTRAP_TOKEN_KEY_FILE": "/keys/key"})
+    jobs = settings.node_jobs
+    assert (jobs.image, jobs.node_account, jobs.token.extra_groups, jobs.token.key_file) == (
+        "r.example/x:9", "n", "system:bootstrappers:workers", "/keys/key")
+    assert Settings.from_env({"NODE_JOBS_IMAGE": "r.example/n:1", "DRAIN_IMAGE": "r.example/x:9"}).node_jobs.image \
+        == "r.example/n:1"
+
+
 def test_drain_settings_are_part_of_the_settings() -> None:
     settings = Settings.from_env({"DRAIN_ENABLED": "false", "DRAIN_IMAGE": "r.example/x:9",
                                   "DRAIN_SERVICE_ACCOUNT": "d", "MACHINE_DRAIN_TIMEOUT": "600"})

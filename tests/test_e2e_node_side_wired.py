@@ -1,10 +1,9 @@
 """End to end through the whole emulated cluster, once the Node side is wired into the hooks (issue 16).
 
 Our hook app under the Metacontroller emulator with the Metal simulator, the Jobs' programs running for real
-against the emulator's REST API. Each test asserts what a user sees once the lead wires hooks/mcm/node_side.py and
-hooks/mcm/deletion_request.py into the Machine, MachineSet and MachineDeployment hooks (docs/nodes.md, "Wiring");
-until then they fail, fast, at their first Node-side assertion, and are marked xfail(strict=True) so they flip (and
-must be unmarked) when the wiring lands.
+against the emulator's REST API. Each test asserts what a user sees with hooks/mcm/node_side.py and
+hooks/mcm/deletion_request.py wired into the Machine, MachineSet and MachineDeployment hooks (docs/nodes.md,
+"Wiring").
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ from tests.test_e2e_node_side import valid_bootstrap_token
 
 Obj = dict[str, Any]
 KEY = b"wired-e2e-bootstrap-token-key-32-bytes-or-more"
-WIRED = pytest.mark.xfail(strict=True, reason="wired into the Machine hook by the lead")
 GARDENER_USER_DATA = ("#!/bin/bash\n# gardener-node-agent bootstrap (shape of Gardener's cloud-config)\n"
                       "kubeadm join api.shoot.example:443 --token <<BOOTSTRAP_TOKEN>> --node-name <<MACHINE_NAME>> "
                       "--discovery-token-unsafe-skip-ca-verification\n")
@@ -61,7 +59,6 @@ def _phase(store: Any, name: str = MACHINE) -> str:
     return str((((_machine(store, name) or {}).get("status") or {}).get("currentStatus") or {}).get("phase") or "")
 
 
-@WIRED
 def test_gardener_user_data_gets_a_fresh_bootstrap_token_that_exists_in_kube_system(
     cluster: tuple[RealCluster, RecordedSim], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -93,7 +90,6 @@ def test_gardener_user_data_gets_a_fresh_bootstrap_token_that_exists_in_kube_sys
     assert secret_half not in caplog.text and secret_half[:8] not in caplog.text  # the hook server's log lines
 
 
-@WIRED
 def test_scale_down_removes_the_node_after_its_device(cluster: tuple[RealCluster, RecordedSim]) -> None:
     running, recorded = cluster
     store, mc, api = running.store, running.mc, running.kube_api
@@ -109,7 +105,6 @@ def test_scale_down_removes_the_node_after_its_device(cluster: tuple[RealCluster
     assert deletes[0].at > recorded.device_deletes()[0].at
 
 
-@WIRED
 def test_node_template_appears_on_the_node_and_follows_changes(cluster: tuple[RealCluster, RecordedSim]) -> None:
     running, _ = cluster
     store, mc = running.store, running.mc
@@ -142,7 +137,6 @@ def test_node_template_appears_on_the_node_and_follows_changes(cluster: tuple[Re
     assert "team" not in (current["metadata"].get("annotations") or {}) and not current["spec"].get("taints")
 
 
-@WIRED
 def test_the_deletion_annotation_removes_exactly_the_named_machine(cluster: tuple[RealCluster, RecordedSim]) -> None:
     running, _ = cluster
     store, mc = running.store, running.mc

@@ -41,3 +41,38 @@ def test_running_jobs_never_finish() -> None:
     runner.tick()
     runner.tick()
     assert conditions(store, "slow") == {} and runner.finished == []
+
+
+def test_node_side_jobs_run_their_program_against_the_store(tmp_path) -> None:
+    """`make demo`'s stand-in runs the nodejobs program: the token Secret appears in kube-system (never printed),
+    a Node proven the device's is removed, and a failing program fails its Job."""
+    import base64
+
+    from hooks.mcm import bootstrap, node_jobs
+
+    key = b"stand-in-bootstrap-token-key-of-32-bytes-or-more"
+    (tmp_path / "key").write_bytes(key)
+    store = Store()
+    runner = JobRunner(store, delay=5.0, node_jobs_key_file=str(tmp_path / "key"))
+    machine = {"metadata": {"name": "m1", "namespace": "default", "uid": "uid-1"}}
+    settings = node_jobs.NodeJobSettings()
+    store.create(node_jobs.build_job(machine, node_jobs.TOKEN_CREATE, "m1-token", [
+        "token", "create", "--machine", "m1", "--machine-uid", "uid-1", "--expiration", "2030-01-01T00:00:00Z"],
+        settings))
+    store.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "m1"},
+                  "spec": {"providerID": "equinixmetal://da/d-1"}})
+    store.create(node_jobs.build_job(machine, node_jobs.NODE_REMOVE, "m1-node-remove", [
+        "node", "remove", "m1", "--device-id", "d-1", "--provider-id", "equinixmetal://d-1"], settings))
+    store.create(node_jobs.build_job(machine, node_jobs.NODE_REMOVE, "m1-node-remove-2", ["node", "bogus"],
+                                     settings))
+    runner.tick()  # the programs have run: no drain delay for them
+    token = bootstrap.derive(key, "uid-1")
+    secret = store.get("v1", "Secret", token.secret_name, "kube-system")
+    assert base64.b64decode(secret["data"]["token-secret"]).decode() == token.secret
+    assert base64.b64decode(secret["data"]["expiration"]).decode() == "2030-01-01T00:00:00Z"
+    assert store.try_get("v1", "Node", "m1") is None
+    assert conditions(store, "m1-token")["Complete"] == "True"
+    assert conditions(store, "m1-node-remove")["Complete"] == "True"
+    assert conditions(store, "m1-node-remove-2")["Failed"] == "True"
+    assert all(token.secret not in text for text in runner.logs.values())
+    assert "Deletion of Node Object \"m1\" is successful" in runner.logs["m1-node-remove"]

@@ -58,6 +58,17 @@ def test_provisioning_device_has_no_node_powered_off_is_unknown_gone_loses_it(si
     assert ready(store, "worker-2") == "True"
 
 
+def test_without_a_cloud_node_controller_a_gone_device_leaves_its_node(sim: Any) -> None:
+    """`make demo` runs without one: the Machine's `node remove` Job deletes the Node, as MCM does."""
+    store = Store()
+    device = sim.sim.add_device(sim.project, hostname="worker-5", state="active")
+    joiner = NodeJoiner(store, sim.base_url, delete_gone=False)
+    joiner.tick()
+    sim.sim.set_device_state(device["id"], "deleted")
+    joiner.tick()
+    assert store.try_get("v1", "Node", "worker-5") is not None
+
+
 def test_knobs_pin_not_ready_and_remove_nodes(sim: Any) -> None:
     store = Store()
     sim.sim.add_device(sim.project, hostname="worker-4", state="active")

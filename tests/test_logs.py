@@ -203,3 +203,18 @@ def test_secrets_in_the_request_are_redacted_without_the_hook_registering_them(
     assert SECRET not in err
     assert "bootstrap-secret-4f9a2c" not in err
     assert "using token [redacted]" in err
+
+
+def test_a_secret_reported_through_hooks_events_is_redacted_for_the_request() -> None:
+    """The MCM logic may not import the server; a bootstrap token it reports via hooks.events is never logged."""
+    from hooks import events
+
+    token = "abc123.0123456789abcdef"
+    scope = logs.begin_request("req-token")
+    try:
+        events.emit(events.SECRET_SEEN, value=token)
+        assert logs.scrub(f"kubeadm join --token {token}") == f"kubeadm join --token {logs.REDACTED}"
+        assert "0123456789abcdef" not in logs.scrub("secret half 0123456789abcdef")
+    finally:
+        logs.end_request(scope)
+    assert token not in logs.current_secrets()  # nothing outlives the request

@@ -217,6 +217,28 @@ ROWS = [
     Row("deleted", "deleteMachineFinalizers", machine("Terminating"), ms.Deleted(), "Terminating",
         "VM deletion was successful. Initiate machine object finalizer removal.", "Successful", "Delete",
         finalized=True),
+    Row("Node removal running", "deleteNodeObject", machine("Terminating"),
+        ms.NodeRemoval("VM deletion was successful. Initiate node object deletion", "Processing", False, 5.0),
+        "Terminating", "VM deletion was successful. Initiate node object deletion", "Processing", "Delete",
+        finalized=False, resync=(5, 5)),
+    Row("Node removed", "deleteNodeObject", machine("Terminating"),
+        ms.NodeRemoval('Deletion of Node Object "worker-a" is successful. Initiate machine object finalizer removal',
+                       "Processing", True), "Terminating",
+        'Deletion of Node Object "worker-a" is successful. Initiate machine object finalizer removal', "Processing",
+        "Delete", finalized=True),
+    # -- bootstrap token (docs/nodes.md) ------------------------------------------------------------------------
+    Row("ours: token Job runs, no device yet", "addBootstrapTokenToUserData", machine(),
+        ms.TokenStep("Creating bootstrap token for machine worker-a. Creating machine on cloud provider",
+                     "Processing", 5.0), "Pending",
+        "Creating bootstrap token for machine worker-a. Creating machine on cloud provider", "Processing", "Create",
+        resync=(5, 5)),
+    Row("ours: token Job failed, retried", "addBootstrapTokenToUserData", machine("Pending"),
+        ms.TokenStep("token failed", "Failed", 5.0), "CrashLoopBackOff", "token failed", "Failed", "Create",
+        resync=(5, 5)),
+    Row("ours: no token key", "addBootstrapTokenToUserData", machine(),
+        ms.TokenStep("no bootstrap token key is configured", "Failed", code="FailedPrecondition"),
+        "CrashLoopBackOff", "no bootstrap token key is configured", "Failed", "Create", "FailedPrecondition",
+        resync=(1, 600)),
 ]
 
 

@@ -204,9 +204,9 @@ class EquinixDriver:
         call = self._call(request)
         if call.res.problems:
             raise DriverError("; ".join(call.res.problems), INVALID_ARGUMENT)
-        secrets = call.res.secrets()
+        secrets = [*call.res.secrets(), *([request.user_data] if request.user_data else [])]
         try:
-            raw = self._create(call)
+            raw = self._create(call, request.user_data)
         except AMBIGUOUS as exc:
             _report(call, exc)
             raise DriverError(
@@ -216,21 +216,23 @@ class EquinixDriver:
         except Unprocessable as exc:
             # The Go provider (machine-controller-manager-provider-equinix-metal, core.go CreateMachine) answers every
             # failed create with codes.Unavailable and "Could not create machine: <err>"; MCM then retries shortly.
-            raise _driver_error(exc, call, CREATE_FAILED_PREFIX, code=UNAVAILABLE) from exc
+            raise _driver_error(exc, call, CREATE_FAILED_PREFIX, tuple(secrets), code=UNAVAILABLE) from exc
         except MetalError as exc:
-            raise _driver_error(exc, call, CREATE_FAILED_PREFIX) from exc
+            raise _driver_error(exc, call, CREATE_FAILED_PREFIX, tuple(secrets)) from exc
         if not isinstance(raw, dict) or not isinstance(raw.get("id"), str) or not raw["id"].strip():
             raise DriverError("the create request was answered without a device id; the next sync looks the device "
                               "up by its tag", UNKNOWN_CODE, ambiguous=True)
         log.info("machine %s/%s: created device %s", call.namespace, call.name, raw["id"])
         return call.device(raw)
 
-    def _create(self, call: _Call) -> Any:
+    def _create(self, call: _Call, rendered: str | None = None) -> Any:
+        """`rendered`: the request's userData (MCM's placeholders replaced by the caller), else the Secret's."""
         spec, creds = call.res.spec, call.res.credentials
         assert spec is not None and creds is not None
+        user_data = rendered if rendered is not None else creds.user_data
         refused: list[str] = []
         for reservation in spec.reservation_ids:
-            body = devices.create_body(spec, call.name, call.uid, creds.user_data, reservation,
+            body = devices.create_body(spec, call.name, call.uid, user_data, reservation,
                                        class_name=call.res.class_name)
             try:
                 return call.client.create_device(call.project, body)
@@ -248,7 +250,7 @@ class EquinixDriver:
                     f"is true ({tried})")
             raise DriverError(redact(text, call.res.secrets()), RESOURCE_EXHAUSTED)
         return call.client.create_device(call.project, devices.create_body(spec, call.name, call.uid,
-                                                                           creds.user_data, None,
+                                                                           user_data, None,
                                                                            class_name=call.res.class_name))
 
     # -- DeleteMachine ---------------------------------------------------------------------------------------
@@ -377,10 +379,13 @@ def _report(call: _Call, exc: MetalError) -> None:
     events.emit(events.API_FAILURE, operation=exc.operation or "unknown", code=exc.mcm_code)
 
 
-def _driver_error(exc: MetalError, call: _Call, prefix: str = "", *, code: str = "") -> DriverError:
+def _driver_error(exc: MetalError, call: _Call, prefix: str = "", extra: tuple[str, ...] = (), *,
+                  code: str = "") -> DriverError:
+    """`extra`: secrets beyond the Secret's (the rendered userData of a create); `code` overrides MCM's code."""
     _report(call, exc)
     retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
-    return DriverError(prefix + redact(str(exc), call.res.secrets()), code or exc.mcm_code, retry_after=retry_after)
+    return DriverError(prefix + redact(str(exc), [*call.res.secrets(), *extra]), code or exc.mcm_code,
+                       retry_after=retry_after)
 
 
 @contextmanager

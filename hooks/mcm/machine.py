@@ -8,7 +8,10 @@ Hooks (all Metacontroller hook version v2, related keys `namespace/name`):
   per sync, and never while the Machine's MachineSet is missing or being deleted), and reports MCM's status.
 * finalize first drains the Machine's Node with a Job attachment (hooks.mcm.drain decides; docs/drain.md), shows
   each drain outcome in lastOperation before the next step, then asks the driver to delete every device of the
-  Machine and answers `finalized: true` only once none is left.
+  Machine, then removes its Node, and answers `finalized: true` only once no device is left and the Node is gone.
+* The Node side (docs/nodes.md, hooks.mcm.node_side): a bootstrap token before the create when the userData asks
+  for one, the Node's nodeTemplate while it differs, its Terminating condition and its removal, each a Job
+  attachment declared on every call while it matters.
 
 This module is the I/O half: it checks the request, gathers the inputs, calls the driver (`ctx.driver`, a
 `hooks.driver.Driver`) and writes the answer. Every phase and lastOperation is decided by
@@ -50,9 +53,10 @@ from hooks import events, objects
 from hooks.config import CREDENTIALS_LABEL, CREDENTIALS_LABEL_VALUE
 from hooks.context import HookContext
 from hooks.driver import DEVICE_ID_ANNOTATION, PROVIDER_ID_ANNOTATION, Device, Driver, DriverError, StatusResponse
-from hooks.mcm import fail_permit, machineclass
+from hooks.mcm import fail_permit, machineclass, node_side
 from hooks.mcm import machine_state as state
 from hooks.mcm import vocabulary as mcm
+from hooks.mcm.bootstrap import BootstrapTokenError, expiration
 from hooks.mcm.drain import JOB_KEY, plan_drain
 from hooks.mcm.drain_job import ATTEMPT_ANNOTATION
 from hooks.mcm.machine_request import Checked, HookRequest, check, check_machine, parse_request
@@ -106,6 +110,7 @@ class Outcome:
     resync: float = 0.0
     finalized: bool | None = None
     attachments: list[dict[str, Any]] | None = None
+    device: Device | None = field(default=None, repr=False)  # the live device this call saw (not in the answer)
 
     def response(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -144,6 +149,8 @@ def _answer(req: HookRequest, seen: state.Observed, step: state.Transition, **st
 def sync(body: dict[str, Any], ctx: HookContext) -> dict[str, Any]:
     req = parse_request(body)
     outcome = reconcile(req, ctx)
+    if outcome.status is not None:  # a Failed Machine (no status written) keeps nothing: its Jobs go
+        outcome.attachments = _node_side_jobs(req, ctx, outcome)
     # Every Machine carries its class's label, so a MachineClass relates only its own Machines (machineclass.py).
     class_label = machineclass.machine_class_label(req.machine)
     if req.labels.get(machineclass.CLASS_LABEL) != class_label:
@@ -180,8 +187,14 @@ def reconcile(req: HookRequest, ctx: HookContext) -> Outcome:
     step = state.next_status(seen, state.OwnerNotReady(owner) if owner else state.NoDevice())
     if not step.create:
         return _answer(req, seen, step)
+    token = _token(req, ctx)
+    if isinstance(token, state.TokenStep):
+        return _answer(req, seen, state.next_status(seen, token))
+    if not token.done:
+        return _answer(req, seen, state.next_status(seen, state.TokenStep(token.description, token.state,
+                                                                          token.resync)))
     try:
-        device = driver.create_machine(req.for_driver())
+        device = driver.create_machine(req.for_driver(token.user_data if req.user_data() is not None else None))
     except DriverError as exc:
         return _answer(req, seen, state.next_status(seen, state.CallFailed(exc)))
     return _with_device(req, ctx, seen, checked, device)
@@ -209,10 +222,46 @@ def _with_device(req: HookRequest, ctx: HookContext, seen: state.Observed, check
         conditions=node_conditions(req.node) if not ctx.settings.no_target_cluster else [],
     )
     outcome.labels, outcome.annotations = _decorations(req, ctx, checked, device)
+    outcome.device = device
     if duplicates_left:
         outcome.annotations.pop(DEVICE_ID_ANNOTATION, None)  # keep using the tag lookup until they are gone
         outcome.resync = min(outcome.resync or state.PROVISIONING_RESYNC, state.PROVISIONING_RESYNC)
     return outcome
+
+
+def _token(req: HookRequest, ctx: HookContext) -> node_side.NodeStep | state.TokenStep:
+    """The bootstrap token step before a create (docs/nodes.md): its Job, and the userData rendered from it; a token
+    that cannot be made fails the create (FailedPrecondition). The token is registered for log redaction at once."""
+    try:
+        step = node_side.plan_token(req.machine, req.user_data(), req.attachments, ctx.settings.node_jobs,
+                                    ctx.settings.creation_timeout)
+    except BootstrapTokenError as exc:
+        return state.TokenStep(str(exc), mcm.STATE_FAILED, code=mcm.FAILED_PRECONDITION)
+    for secret in step.secrets:
+        events.emit(events.SECRET_SEEN, value=secret)
+    return step
+
+
+def _node_side_jobs(req: HookRequest, ctx: HookContext, outcome: Outcome) -> list[dict[str, Any]]:
+    """Every Node-side Job still relevant after a sync (Metacontroller deletes the attachments an answer leaves out):
+    the token's create Job until the Machine is Running, then its delete Job; the Node's sync Job while the proven
+    Node differs from the nodeTemplate."""
+    settings = ctx.settings.node_jobs
+    phase = objects.string(outcome.status, "currentStatus", "phase") or observed_phase(req.status)
+    jobs: list[dict[str, Any]] = []
+    if phase in state.CREATION_PHASES:
+        token = _token(req, ctx)
+        if isinstance(token, node_side.NodeStep):
+            jobs += token.attachments
+    else:
+        jobs += node_side.plan_token_cleanup(req.machine, req.user_data(), req.attachments, settings, ctx.clock(),
+                                             ctx.settings.creation_timeout).attachments
+    if outcome.device is not None and req.node is not None and not ctx.settings.no_target_cluster:
+        step = node_side.plan_node_sync(req.machine, req.node, outcome.device, req.attachments, settings)
+        jobs += step.attachments
+        if not step.done and step.resync:
+            outcome.resync = min(outcome.resync or step.resync, step.resync)
+    return jobs
 
 
 def _decorations(req: HookRequest, ctx: HookContext, checked: Checked,
@@ -255,13 +304,31 @@ def release(req: HookRequest, ctx: HookContext) -> Outcome:
     # Drain settings were read and checked once, at start-up (hooks.config.Settings.drain).
     step = plan_drain(*_drain_inputs(req), ctx.settings.drain, seen.now)
     _count_new_drains(req, step.attachments)
+    node_jobs, token_done = _finalize_node_side(req, ctx, seen)
     if not step.ready_to_delete_device:
         event = state.DrainStep(step.description, step.state, step.resync_after)
         outcome = _answer(req, seen, state.next_status(seen, event))
     else:
-        outcome = _release_devices(req, ctx, seen, announce=step.description if step.announce else None)
-    outcome.attachments = step.attachments
+        outcome = _release_devices(req, ctx, seen, announce=step.description if step.announce else None,
+                                   token_done=token_done)
+    outcome.attachments = [*step.attachments, *node_jobs, *(outcome.attachments or [])]
     return outcome
+
+
+def _finalize_node_side(req: HookRequest, ctx: HookContext, seen: state.Observed) -> tuple[list[dict[str, Any]], bool]:
+    """From the first finalize call: the Node's Terminating condition (no waiting) and the token's delete Job.
+
+    Returns the Jobs and whether the token needs nothing more: finalize waits for its deletion, but never past the
+    token's expiry (an expired token is useless and the token cleaner removes it)."""
+    settings = ctx.settings.node_jobs
+    terminating = node_side.plan_node_terminating(req.machine, req.node, node_side.recorded_device(req.machine),
+                                                  req.attachments, settings)
+    user_data = req.user_data()
+    cleanup = node_side.plan_token_cleanup(req.machine, user_data, req.attachments, settings, seen.now,
+                                           ctx.settings.creation_timeout)
+    expires = expiration(req.machine, ctx.settings.creation_timeout)
+    token_done = cleanup.done or expires is None or seen.now >= expires
+    return [*terminating.attachments, *cleanup.attachments], token_done
 
 
 def _count_new_drains(req: HookRequest, declared: list[dict[str, Any]]) -> None:
@@ -297,7 +364,7 @@ def _drain_inputs(req: HookRequest) -> tuple[dict[str, Any], dict[str, Any] | No
 
 
 def _release_devices(req: HookRequest, ctx: HookContext, seen: state.Observed, *,
-                     announce: str | None) -> Outcome:
+                     announce: str | None, token_done: bool = True) -> Outcome:
     """The device step. With `announce` (the drain outcome not yet shown), a Machine whose devices are all gone is
     let go at once; otherwise the drain outcome is written first and the devices are deleted in the next call."""
     driver = _driver(ctx)
@@ -314,5 +381,13 @@ def _release_devices(req: HookRequest, ctx: HookContext, seen: state.Observed, *
     if result.foreign_id:
         note = (f" Device {result.foreign_id} recorded on the Machine does not carry its ownership tag "
                 f"{result.owner_tag} and was left alone.")
-    event = state.Deleting(result.present, note) if result.present else state.Deleted(note)
-    return _answer(req, seen, state.next_status(seen, event))
+    if result.present:
+        return _answer(req, seen, state.next_status(seen, state.Deleting(result.present, note)))
+    # Every device is gone: the Node goes next (MCM's deleteNodeObject), if it is provably the Machine's.
+    removal = node_side.plan_node_removal(req.machine, req.node, node_side.recorded_device(req.machine),
+                                          req.attachments, ctx.settings.node_jobs)
+    event = state.NodeRemoval(removal.description, removal.state, removal.done and token_done,
+                              removal.resync or node_side.POLL_SECONDS, note)
+    outcome = _answer(req, seen, state.next_status(seen, event))
+    outcome.attachments = removal.attachments
+    return outcome

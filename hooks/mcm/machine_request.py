@@ -7,6 +7,8 @@ hook configured with version v1, which also drops objects from other namespaces,
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +18,8 @@ from hooks.context import BadRequest
 from hooks.driver import Driver, MachineRequest
 from hooks.mcm import vocabulary as mcm
 from hooks.mcm.timefmt import parse_duration
+
+USER_DATA_KEY = "userData"  # MCM's key for the userData in the class's Secret
 
 
 @dataclass(frozen=True)
@@ -65,9 +69,31 @@ class HookRequest:
             return None, [f"spec.class.name: Not found: MachineClass \"{self.namespace}/{name}\" does not exist"]
         return found, []
 
-    def for_driver(self) -> MachineRequest:
+    def for_driver(self, user_data: str | None = None) -> MachineRequest:
+        """The driver's request; `user_data` the rendered userData to create with (None: the Secret's as it is)."""
         machine_class, _ = self.machine_class()
-        return MachineRequest(self.machine, machine_class, objects.mapping(self.related, mcm.SECRET_KEY))
+        return MachineRequest(self.machine, machine_class, objects.mapping(self.related, mcm.SECRET_KEY), user_data)
+
+    def user_data(self) -> str | None:
+        """The class Secret's `userData`, as MCM's core reads it to replace its placeholders (secretRef, then
+        credentialsSecretRef, the later winning as for the credentials); None when there is none or it is unreadable
+        (the driver's validation names that problem)."""
+        machine_class, _ = self.machine_class()
+        secrets = objects.mapping(self.related, mcm.SECRET_KEY)
+        found: str | None = None
+        for key in ("secretRef", "credentialsSecretRef"):
+            ref = objects.mapping(machine_class, key)
+            name, namespace = objects.string(ref, "name"), objects.string(ref, "namespace") or self.namespace
+            if not name or namespace != self.namespace:
+                continue
+            raw = objects.mapping(secrets.get(f"{namespace}/{name}"), "data").get(USER_DATA_KEY)
+            if raw is None:
+                continue
+            try:
+                found = base64.b64decode(str(raw), validate=True).decode("utf-8") or found
+            except (binascii.Error, ValueError):
+                continue
+        return found
 
 
 def _short(value: Any) -> str:

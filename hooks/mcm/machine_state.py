@@ -128,6 +128,16 @@ class NoDevice:
 
 
 @dataclass(frozen=True)
+class TokenStep:
+    """The bootstrap token the userData asks for is not made yet (its Job runs, or failed and is retried), or cannot
+    be made (`code`, e.g. no key configured): no device is created in this call (docs/nodes.md)."""
+    description: str
+    state: str
+    resync: float = 0.0
+    code: str = ""
+
+
+@dataclass(frozen=True)
 class HasDevice:
     """The Machine's device (found, or created by this call); `notes` add what the lookup did along the way."""
     device: Device
@@ -177,9 +187,22 @@ class DeleteFailed:
     error: DriverError
 
 
-FINALIZE_EVENTS = (CleanupSkipped, DrainStep, CannotDelete, DeletionAnnounced, Deleting, Deleted, DeleteFailed)
-Event = (Invalid | CallFailed | ForeignDevice | DeviceGone | OwnerNotReady | NoDevice | HasDevice | CleanupSkipped
-         | DrainStep | CannotDelete | DeletionAnnounced | Deleting | Deleted | DeleteFailed)
+@dataclass(frozen=True)
+class NodeRemoval:
+    """Every device is gone; the Node-side end (hooks.mcm.node_side.plan_node_removal, MCM's deleteNodeObject):
+    `done` lets the Machine go with MCM's text for the step, else it waits `resync` seconds."""
+    description: str
+    state: str
+    done: bool
+    resync: float = 0.0
+    note: str = ""
+
+
+FINALIZE_EVENTS = (CleanupSkipped, DrainStep, CannotDelete, DeletionAnnounced, Deleting, Deleted, DeleteFailed,
+                   NodeRemoval)
+Event = (Invalid | CallFailed | ForeignDevice | DeviceGone | OwnerNotReady | NoDevice | TokenStep | HasDevice
+         | CleanupSkipped | DrainStep | CannotDelete | DeletionAnnounced | Deleting | Deleted | DeleteFailed
+         | NodeRemoval)
 
 
 @dataclass(frozen=True)
@@ -212,6 +235,8 @@ def next_status(seen: Observed, event: Event) -> Transition:
         text = (f"device {event.device_id} of machine {seen.name} is gone or being deleted at the provider and "
                 f"no other device carries the tag {event.owner_tag}: it was deleted outside the hooks")
         return Transition(mcm.FAILED, Operation(_cloud(text), mcm.STATE_FAILED, mcm.OP_HEALTH, mcm.NOT_FOUND))
+    if isinstance(event, TokenStep):
+        return _token_step(seen, event)
     if isinstance(event, OwnerNotReady):
         text = f"Not creating a device: {event.reason}"
         return Transition(mcm.PENDING, Operation(text, mcm.PROCESSING, mcm.OP_CREATE), OWNER_RESYNC)
@@ -219,6 +244,19 @@ def next_status(seen: Observed, event: Event) -> Transition:
     if seen.creation_left <= 0:
         return _join_timeout(seen)
     return Transition(seen.phase, None, create=True)
+
+
+def _token_step(seen: Observed, event: TokenStep) -> Transition:
+    """No device before its token: a token that cannot be made is a create failure (CrashLoopBackOff, Failed past
+    the creation timeout); a token Job that runs keeps the Machine Pending, one that failed (and is retried as a new
+    Job) shows CrashLoopBackOff, as a failed create does in MCM."""
+    if event.code:
+        return _failure(seen, event.description, event.code)
+    if seen.creation_left <= 0:
+        return _join_timeout(seen)
+    phase = mcm.CRASH_LOOP if event.state == mcm.STATE_FAILED else mcm.PENDING
+    wait = min(event.resync or PROVISIONING_RESYNC, max(1.0, seen.creation_left + 1))
+    return Transition(phase, Operation(event.description, event.state, mcm.OP_CREATE), wait)
 
 
 def _cloud(text: str) -> str:
@@ -363,6 +401,11 @@ def _finalize(seen: Observed, event: Event) -> Transition:
     if isinstance(event, Deleted):
         text = f"VM deletion was successful. Initiate machine object finalizer removal.{event.note}"
         return terminating(text, mcm.SUCCESSFUL, finalized=True)
+    if isinstance(event, NodeRemoval):
+        if event.done:
+            return terminating(event.description + event.note, event.state or mcm.SUCCESSFUL, finalized=True)
+        return terminating(event.description + event.note, event.state or mcm.PROCESSING,
+                           resync=event.resync or DELETING_RESYNC, finalized=False)
     if isinstance(event, DeleteFailed):
         # MCM's deleteVM: a failed DeleteMachine keeps the Machine Terminating and retries with a back-off.
         text = (f"VM deletion failed due to - {event.error.message}. However, will re-try in the next resync. "

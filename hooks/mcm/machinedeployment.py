@@ -31,6 +31,12 @@ from hooks.context import HookContext
 from hooks.mcm import deployment_plan as steps
 from hooks.mcm import deployment_status as conds
 from hooks.mcm import rollback
+from hooks.mcm.deletion_request import (
+    SCALER_TIME_ANNOTATION,
+    SET_DELETION_ANNOTATION,
+    TRIGGER_DELETION_ANNOTATION,
+    entries,
+)
 from hooks.mcm.deployment_sets import (
     DESIRED,
     HASH_LABEL,
@@ -88,6 +94,7 @@ def reconcile(parent: dict[str, Any], sets: list[MachineSet], now: datetime) -> 
     if done or spec.get("paused"):  # revision history only once the rollout is done (or paused), as Kubernetes
         children = steps.without_history(children, step, spec)
     children.sort(key=lambda c: c["metadata"]["name"])
+    _pass_deletion_request(parent, children)
 
     conds.note_availability(conditions, status["availableReplicas"], conds.min_available(step.replicas, how), now)
     resync = None if step.scaling_only else conds.estimate_progress(conditions, observed, status, spec, done,
@@ -97,6 +104,28 @@ def reconcile(parent: dict[str, Any], sets: list[MachineSet], now: datetime) -> 
     if resync is not None:
         response["resyncAfterSeconds"] = resync
     return response
+
+
+def _pass_deletion_request(parent: dict[str, Any], children: list[dict[str, Any]]) -> None:
+    """Delete on request (docs/nodes.md): the deployment's `trigger-deletion-by-mcm` list, normalised, and its
+    scaler time go to every set it declares (the set's hook orders its scale-down by them); removed with the list.
+
+    The scaler time is the deployment's, else the newest entry's time: never "now", which would change the sets on
+    every sync."""
+    notes = objects.annotations(parent)
+    scaler = str(notes.get(SCALER_TIME_ANNOTATION) or "")
+    found = entries(notes.get(TRIGGER_DELETION_ANNOTATION), scaler)
+    scaler = scaler or max((e.marked_at for e in found), default="")
+    for child in children:
+        annotations = child["metadata"].setdefault("annotations", {})
+        if found:
+            annotations[SET_DELETION_ANNOTATION] = ",".join(e.text() for e in found)
+            annotations[SCALER_TIME_ANNOTATION] = scaler
+        else:
+            annotations.pop(SET_DELETION_ANNOTATION, None)
+            annotations.pop(SCALER_TIME_ANNOTATION, None)
+        if not annotations:
+            del child["metadata"]["annotations"]
 
 
 def _status_only(sets: list[MachineSet], problems: list[str], observed_conditions: list[dict[str, Any]],

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -42,6 +42,13 @@ from hooks.composite_request import LAST_APPLIED, child_objects, parent_and_chil
 from hooks.context import HookContext
 from hooks.mcm import fail_permit, labels, set_owner
 from hooks.mcm import vocabulary as mcm
+from hooks.mcm.deletion_request import (
+    MARKED_PRIORITY,
+    SCALER_TIME_ANNOTATION,
+    deletion_marks,
+    marked_for_deletion,
+    with_marks,
+)
 from hooks.mcm.machineset_status import set_status
 from hooks.mcm.naming import MAX_MACHINE_NAME, SUFFIX_LENGTH, machine_name, new_names
 from hooks.mcm.text import names_list, plural
@@ -194,8 +201,9 @@ def creation_budget(active: list[Machine]) -> int:
 
 
 def plan(replicas: int, set_name: str, set_uid: str, machines: list[Machine], *, frozen: bool = False,
-         no_scale_up: bool = False) -> Plan:
-    """Which observed Machines stay, which go, and which names to create (none when `no_scale_up`)."""
+         no_scale_up: bool = False, first: frozenset[str] = frozenset()) -> Plan:
+    """Which observed Machines stay, which go, and which names to create (none when `no_scale_up`); `first` names
+    Machines marked for deletion (MCM's getMachinesMarkedForDeletion): victims before any other."""
     result = Plan()
     active = [m for m in machines if not m.deleting]
     if frozen:
@@ -205,7 +213,7 @@ def plan(replicas: int, set_name: str, set_uid: str, machines: list[Machine], *,
     healthy = [m for m in active if m.phase != mcm.FAILED]
     result.remove = list(failed)
     if len(healthy) > replicas:
-        victims = deletion_order(healthy)[: len(healthy) - replicas]
+        victims = sorted(deletion_order(healthy), key=lambda m: m.name not in first)[: len(healthy) - replicas]
         result.remove += victims
         healthy = [m for m in healthy if m not in victims]
     result.keep = healthy
@@ -252,6 +260,21 @@ def held_reason(parent: dict[str, Any], owner_problem: str | None) -> str | None
     return owner_problem
 
 
+def marked(parent: dict[str, Any], machines: list[Machine], now: datetime) -> tuple[list[Machine], frozenset[str]]:
+    """Delete on request (hooks/mcm/deletion_request.py): the Machines as MCM's marks would leave them (priority 1
+    for the named ones) and those marked at or before the set's scaler time. The marks are a view for the deletion
+    order only: the Machines themselves are not rewritten (they are OnDelete children)."""
+    notes = objects.annotations(parent)
+    marks = deletion_marks(notes, [m.obj for m in machines], now)
+    if marks is None or not marks.remaining:
+        return machines, frozenset()
+    viewed = with_marks([m.obj for m in machines], marks)
+    names = {objects.name(obj) for obj in viewed
+             if objects.annotations(obj).get(mcm.PRIORITY_ANNOTATION) == MARKED_PRIORITY}
+    first = frozenset(marked_for_deletion(viewed, notes.get(SCALER_TIME_ANNOTATION) or marks.scaler_time))
+    return [replace(m, priority=int(MARKED_PRIORITY)) if m.name in names else m for m in machines], first
+
+
 def reconcile(parent: dict[str, Any], machines: list[Machine], now: datetime,
               owner_problem: str | None = None, group: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The desired Machines and the status of one MachineSet (`owner_problem`: see hooks/mcm/set_owner.py; `group`:
@@ -265,8 +288,9 @@ def reconcile(parent: dict[str, Any], machines: list[Machine], now: datetime,
     set_labels = objects.labels(parent)
     # MCM's switches, honoured as MCM does: a frozen set, or one with scale-up disabled, creates no Machine.
     no_scale_up = set_labels.get(FREEZE_LABEL) == "True" or SCALE_UP_DISABLED_LABEL in set_labels
-    the_plan = plan(replicas, str(meta["name"]), str(meta.get("uid") or meta["name"]), machines,
-                    frozen=bool(problems) or held is not None, no_scale_up=no_scale_up)
+    viewed, first = marked(parent, machines, now)
+    the_plan = plan(replicas, str(meta["name"]), str(meta.get("uid") or meta["name"]), viewed,
+                    frozen=bool(problems) or held is not None, no_scale_up=no_scale_up, first=first)
     template = objects.mapping(spec, "template")
     children = [kept_child(m) for m in the_plan.keep]
     if not problems:

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
 
+from hooks import events
 from hooks.redact import REDACTED, redact, secret_strings
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -94,6 +95,14 @@ def register_secret(value: object) -> None:
     secrets = _secrets.get()
     if secrets is not None:
         secrets.update(s for s in secret_strings(value) if s)
+
+
+def _on_secret_seen(_count: int, value: object = None, **_labels: object) -> None:
+    """The MCM logic may not import the server (tests/test_architecture.py): it reports secrets through hooks.events."""
+    register_secret(value)
+
+
+events.subscribe(events.SECRET_SEEN, _on_secret_seen)
 
 
 def current_secrets() -> frozenset[str]:
