@@ -75,6 +75,9 @@ class MachineRequest:
     machine: Mapping[str, Any]
     machine_class: Mapping[str, Any] | None
     secrets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # This installation's id (hooks.mcm.tenancy): devices are created with it and the Machine's namespace as tenant
+    # marks; "" (unknown) makes the driver refuse to create, and add no marks.
+    installation_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,8 @@ class ClassRequest:
 
     machine_class: Mapping[str, Any]
     secrets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # This installation's id: a class lists only devices marked for it and for the class's namespace; "" lists none.
+    installation_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from tests.machine_support import (
     apply,
     cached_crd_schemas,
     finalize_request,
-    node,
+    node_of,
     observe_jobs,
     provider_spec,
     set_secret_value,
@@ -73,7 +73,7 @@ def test_lifecycle_pending_running_deleted_finalized(metal_sim, ctx) -> None:
     body = apply(body, response)
 
     ctx.clock.advance(minutes=3)
-    response = sync(with_node(body, node()), ctx)
+    response = sync(with_node(body, node_of(device)), ctx)
     assert response["status"]["currentStatus"]["phase"] == "Running"
     assert {"address": NAME, "type": "Hostname"} in response["status"]["addresses"]
     assert any(a["type"] == "InternalIP" for a in response["status"]["addresses"])

@@ -65,9 +65,11 @@ class HookRequest:
             return None, [f"spec.class.name: Not found: MachineClass \"{self.namespace}/{name}\" does not exist"]
         return found, []
 
-    def for_driver(self) -> MachineRequest:
+    def for_driver(self, installation_id: str = "") -> MachineRequest:
+        """The driver's request; `installation_id` (hooks.mcm.installation) lets it mark what it creates."""
         machine_class, _ = self.machine_class()
-        return MachineRequest(self.machine, machine_class, objects.mapping(self.related, mcm.SECRET_KEY))
+        return MachineRequest(self.machine, machine_class, objects.mapping(self.related, mcm.SECRET_KEY),
+                              installation_id=installation_id)
 
 
 def _short(value: Any) -> str:
