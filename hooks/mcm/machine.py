@@ -343,7 +343,8 @@ def _release_devices(req: HookRequest, ctx: HookContext, seen: state.Observed, *
     driver = _driver(ctx)
     checked = check(req, driver)
     if checked.access_problems:
-        return _answer(req, seen, state.next_status(seen, state.CannotDelete(checked.access_problems)))
+        event = state.CannotDelete(checked.access_problems, announce or "")
+        return _answer(req, seen, state.next_status(seen, event))
     try:
         result = driver.delete_machine(req.for_driver(installation.installation_id(ctx.settings, req.related)),
                                        dry_run=announce is not None)

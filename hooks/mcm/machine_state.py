@@ -148,8 +148,10 @@ class DrainStep:
 
 @dataclass(frozen=True)
 class CannotDelete:
-    """Validation says the driver cannot look for the device at all; `problems` name why."""
+    """Validation says the driver cannot look for the device at all; `problems` name why. `note` is a drain
+    outcome not shown yet (an unproven Node that was not drained), put first."""
     problems: tuple[str, ...]
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -356,7 +358,8 @@ def _finalize(seen: Observed, event: Event) -> Transition:
             return retry(event.description, event.code)
         return terminating(event.description, event.state, resync=event.resync, finalized=False)
     if isinstance(event, CannotDelete):
-        text = (f"Cannot look for or delete the device of machine {seen.name}: {'; '.join(event.problems)}. "
+        text = (f"{event.note + ' ' if event.note else ''}"
+                f"Cannot look for or delete the device of machine {seen.name}: {'; '.join(event.problems)}. "
                 f"The Machine stays Terminating while its device may still run. {OPT_OUT_HINT}. "
                 f"{INITIATE_VM_DELETION}")
         return retry(text, mcm.INVALID_ARGUMENT)
