@@ -10,6 +10,12 @@ Hooks (all Metacontroller hook version v2, related keys `namespace/name`):
   each drain outcome in lastOperation before the next step, then asks the driver to delete every device of the
   Machine and answers `finalized: true` only once none is left.
 
+Isolation: the related Node (named like the Machine) is followed for health and drained only when
+hooks.mcm.node_proof proves it is the Machine's device's (providerID or a shared public address; a name or a `node`
+label never); otherwise it is treated as no Node and lastOperation says why. Devices are created with this
+installation's id (hooks.mcm.installation: INSTALLATION_ID or the related kube-system Namespace UID) and the
+Machine's namespace as tenant tags; without an installation id nothing is created.
+
 This module is the I/O half: it checks the request, gathers the inputs, calls the driver (`ctx.driver`, a
 `hooks.driver.Driver`) and writes the answer. Every phase and lastOperation is decided by
 `hooks.mcm.machine_state.next_status`; the provider's fields, tags and API live behind the driver.
