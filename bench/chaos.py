@@ -27,8 +27,12 @@ The emulator's per-key backoff is capped at 2 s (`backoff_cap`; Metacontroller's
 during the hook server's downtime comes back within seconds instead of minutes.
 
 Seeded before the run and required to survive it: a device in a second project (only a second token sees it) that
-carries our managed tag and the demo cluster tag, an untagged device in our project, and a device in our project
-tagged as managed by another cluster.
+carries our managed tag and the demo cluster tag, an untagged device in our project, a device in our project
+tagged as managed by another cluster, a device of a second installation with the same cluster tag text and
+namespace name (only its installation tag differs), and a device of this installation in a namespace without classes.
+A second namespace (`team-b`) has its own Secret, a class with the same project and cluster tag, and two Machines
+that run through the whole scenario and are deleted with the MachineDeployment. The hook server runs with
+`INSTALLATION_ID` set.
 
 Invariants, checked by a monitor thread every `--poll` seconds from the simulator's state and the emulator's
 event log, not only at the end:
@@ -40,7 +44,8 @@ event log, not only at the end:
   ever showed): the larger of the sampled figure and the exact one computed at the end from every device's
   creation and deletion times, which no sampling interval can miss.
 - foreign deletions: every device seen deprovisioning or deleted must be ours: in our project, with the managed
-  tag, a uid tag and the demo cluster tag. Any other counts in `foreign_deleted`.
+  tag, a uid tag, the demo cluster tag and this installation's and one of its namespaces' tenant tags. Any other
+  counts in `foreign_deleted`.
 - wrong deletions: a device of ours may be deleted only when its Machine is being deleted or gone, or when the
   Machine has another live device (a duplicate); deleting the only device of a wanted Machine is a violation.
 At the end: no MachineDeployment, MachineSet or Machine; `leaked` = devices of ours that are still live (not
@@ -98,7 +103,7 @@ from emulator.metal import CREATE_ROUTE, MetalSimulator
 from emulator.metal_faults import Faults, decide
 from emulator.nodes import NodeJoiner
 from emulator.store import Conflict, Store, WatchEvent
-from hooks.equinix import tags
+from hooks.equinix import tags, tenancy
 
 REPO = Path(__file__).resolve().parent.parent
 CRDS = REPO / "kubernetes" / "crds"
@@ -106,6 +111,15 @@ EXAMPLES = REPO / "kubernetes" / "examples"
 CONTROLLERS = REPO / "metacontroller"
 MACHINE_API = "machine.sapcloud.io/v1alpha1"
 NAMESPACE = "default"
+# A second team's namespace in the same cluster: its own Secret, a class with the same project and cluster tag, and
+# Machines that live through the whole run (their devices must survive every scan of the default namespace's classes).
+TEAM_B = "team-b"
+TEAM_B_MACHINES = 2
+# The hook server runs with INSTALLATION_ID set (the configured form of the installation id); a second installation
+# shares the project and the cluster tag text.
+INSTALLATION = "chaos-installation-1"
+OTHER_INSTALLATION = "chaos-installation-2"
+OUR_NAMESPACES = (NAMESPACE, TEAM_B)
 DEPLOYMENT = "chaos"
 OLD_CLASS, NEW_CLASS = "eqx-mc", "eqx-mc-v2"
 CLUSTER_TAG = "kubernetes.io/cluster/demo: 1"
@@ -233,6 +247,7 @@ class HookServer:
             "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
             "PROMETHEUS_MULTIPROC_DIR": str(workdir / "prometheus"),
             "PYTHONUNBUFFERED": "1",
+            "INSTALLATION_ID": INSTALLATION,
         })
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -290,8 +305,10 @@ class HookServer:
 
 
 def is_ours(device: DeviceView, project_id: str) -> bool:
-    """A device the hooks of this cluster may delete: our project, our ownership tags, our cluster's tag."""
-    return device.project_id == project_id and device.owner is not None and CLUSTER_TAG in device.tags
+    """A device the hooks of this cluster may delete: our project, our ownership tags, our cluster's tag and the
+    tenant tags of this installation and one of its namespaces (hooks/equinix/tenancy.py)."""
+    return (device.project_id == project_id and device.owner is not None and CLUSTER_TAG in device.tags
+            and any(tenancy.in_tenant(device.tags, INSTALLATION, ns) for ns in OUR_NAMESPACES))
 
 
 def overlaps(devices: list[DeviceView], project_id: str) -> tuple[int, float]:
@@ -644,7 +661,7 @@ class Run:
     # ------------------------------------------------------------------ phases
 
     def seed_devices(self) -> None:
-        """The three devices that are not ours to delete."""
+        """The devices that are not ours to delete (each with its own stranger's uid: one Machine per device)."""
         stranger = f"{tags.UID_TAG_PREFIX}{uuid.uuid5(uuid.NAMESPACE_URL, 'chaos/stranger')}"
         seeds = {
             "foreign-project": self.sim.add_device(
@@ -655,6 +672,17 @@ class Run:
             "other-cluster": self.sim.add_device(
                 self.project, hostname="other-cluster-device", metro="ny", plan="t1.small.x86",
                 tags=[tags.MANAGED_TAG, stranger, "kubernetes.io/cluster/other: 1"], state="active"),
+            # Same project, same cluster tag text, same namespace name: only the installation tag tells it apart.
+            "other-installation": self.sim.add_device(
+                self.project, hostname="other-installation-device", metro="ny", plan="t1.small.x86",
+                tags=[tags.MANAGED_TAG, f"{stranger}-2", CLUSTER_TAG,
+                      *tenancy.tenant_tags(OTHER_INSTALLATION, NAMESPACE)],
+                state="active"),
+            # This installation, a namespace without classes: no class of ours may collect it.
+            "other-namespace": self.sim.add_device(
+                self.project, hostname="other-namespace-device", metro="ny", plan="t1.small.x86",
+                tags=[tags.MANAGED_TAG, f"{stranger}-3", CLUSTER_TAG, *tenancy.tenant_tags(INSTALLATION, "team-c")],
+                state="active"),
         }
         self.seeded = {name: device["id"] for name, device in seeds.items()}
 
@@ -668,6 +696,7 @@ class Run:
         self.hooks.start()
         self.store.create(self.secret)
         self.store.load_yaml([EXAMPLES / "machine-class.yaml"])
+        self.start_team_b()
         self.mc.start()
         self.joiner.start()
         self.jobs.start()
@@ -677,6 +706,25 @@ class Run:
                  f"faults {self.sim.faults}, conflict_rate={cfg.conflict_rate}, backoff_cap={cfg.backoff_cap}s, "
                  f"informer_lag={cfg.informer_lag}s, gc_delay={cfg.gc_delay}s, "
                  f"heartbeat_period={cfg.heartbeat_period}s, metadata_conflict_rate={cfg.metadata_conflict_rate}")
+
+    def start_team_b(self) -> None:
+        """The second namespace: its Secret, a class like eqx-mc (same project, same cluster tag) and Machines."""
+        self.store.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": TEAM_B}})
+        secret = json.loads(json.dumps(self.secret))
+        secret["metadata"]["namespace"] = TEAM_B
+        self.store.create(secret)
+        machine_class = next(d for d in _docs(EXAMPLES / "machine-class.yaml")
+                             if d.get("kind") == "MachineClass" and d["metadata"]["name"] == OLD_CLASS)
+        machine_class["metadata"]["namespace"] = TEAM_B
+        machine_class["secretRef"]["namespace"] = TEAM_B
+        self.store.create(machine_class)
+        for i in range(TEAM_B_MACHINES):
+            self.store.create({"apiVersion": MACHINE_API, "kind": "Machine",
+                               "metadata": {"name": f"team-b-{i}", "namespace": TEAM_B},
+                               "spec": {"class": {"kind": "MachineClass", "name": OLD_CLASS}}})
+
+    def team_b_machines(self) -> list[Obj]:
+        return self.store.list(MACHINE_API, "Machine", TEAM_B)
 
     def scenario(self) -> float | None:
         """The four phases; seconds from the deployment's creation to the final state, or None if not reached."""
@@ -717,7 +765,12 @@ class Run:
             self.say(f"scaled down to {quarter}")
             ok = self.wait("scale-down", lambda: self.rollout_status(quarter, NEW_CLASS), timeout=left())
 
+        if ok:
+            ok = self.wait("team-b", lambda: len(self.team_b_machines()) == TEAM_B_MACHINES and all(
+                _phase(m) == "Running" for m in self.team_b_machines()), timeout=left())
         # The deletion runs whatever happened before, so that a failed run still shows what it leaves behind.
+        for machine in self.team_b_machines():
+            self.store.delete(MACHINE_API, "Machine", machine["metadata"]["name"], TEAM_B)
         self.store.delete(MACHINE_API, "MachineDeployment", DEPLOYMENT, NAMESPACE)
         self.say("deleted the MachineDeployment")
         count = len(self.machines())
@@ -743,7 +796,7 @@ class Run:
 
     def clean(self) -> bool:
         return (self.deployment() is None and not self.store.list(MACHINE_API, "MachineSet", NAMESPACE)
-                and not self.machines() and not self.our_live_devices())
+                and not self.machines() and not self.team_b_machines() and not self.our_live_devices())
 
     # ------------------------------------------------------------------ results
 
@@ -899,7 +952,8 @@ def run(config: ChaosConfig, out: Callable[[str], None] = print, doc: Path | Non
             ("devices created for Machines whose MachineSet or MachineDeployment was being deleted (must be 0)",
              str(len(late))),
             ("foreign devices deleted (must be 0)",
-             f"{len(report.foreign_deleted)} (seeded devices alive: {len(chaos.seeded) - len(lost_seeds)}/3)"),
+             f"{len(report.foreign_deleted)} (seeded devices alive: {len(chaos.seeded) - len(lost_seeds)}/"
+             f"{len(chaos.seeded)})"),
             ("secret canary hits in logs, answers, statuses, metrics (must be 0)", str(sum(canaries.values()))),
             ("hook answers with HTTP 500 (must be 0)", str(hooks["http_5xx"])),
             ("result", f"{'PASS' if ok else 'FAIL'}: machines={config.machines} faults={faults} "

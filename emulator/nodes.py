@@ -14,13 +14,16 @@ API:
     joiner.remove(name, rejoin=False)   # delete the Node; with rejoin=False it stays away while the device lives
     joiner.allow_rejoin(name)
 
-Nodes: cluster-scoped v1 Node named after the device hostname, `spec.providerID: equinixmetal://<metro>/<id>`,
-labels `kubernetes.io/hostname`, `node.kubernetes.io/instance-type` (plan) and `topology.kubernetes.io/region`
-(metro), condition Ready=False on join, Ready=True after `ready_delay` seconds, Ready=Unknown while the device is
-in any state but active (powered off, reinstalling, deprovisioning: the kubelet stops posting). A Node whose device
-is gone is deleted, standing in for the cloud node lifecycle controller; Nodes without an `equinixmetal://`
-providerID are never touched. With `heartbeat_period` > 0 the kubelet also reports status at that period while
-it posts (Ready True or False): lastHeartbeatTime moves, nothing else does (`heartbeats` counts those writes).
+Nodes: cluster-scoped v1 Node named after the device hostname, with a providerID in one of the two forms real
+clusters show (Equinix's cloud-controller-manager writes `equinixmetal://<id>`, MCM's provider
+`equinixmetal://<metro>/<id>`; which one is fixed per device by its id, so a fleet has both), the device's addresses
+(public ones as ExternalIP, private IPv4 as InternalIP, plus the Hostname), labels `kubernetes.io/hostname`,
+`node.kubernetes.io/instance-type` (plan) and `topology.kubernetes.io/region` (metro), condition Ready=False on
+join, Ready=True after `ready_delay` seconds, Ready=Unknown while the device is in any state but active (powered
+off, reinstalling, deprovisioning: the kubelet stops posting). A Node whose device is gone is deleted, standing in
+for the cloud node lifecycle controller; Nodes without an `equinixmetal://` providerID are never touched. With
+`heartbeat_period` > 0 the kubelet also reports status at that period while it posts (Ready True or False):
+lastHeartbeatTime moves, nothing else does (`heartbeats` counts those writes).
 """
 
 from __future__ import annotations
@@ -42,10 +45,32 @@ PROVIDER_PREFIX = "equinixmetal://"
 GONE_STATES = {"deleted"}
 
 
+def short_form(device_id: str) -> bool:
+    """Whether this device's Node gets the cloud-controller-manager's `equinixmetal://<id>` (about half do)."""
+    return sum(device_id.encode()) % 2 == 0
+
+
 def provider_id(device: Obj) -> str:
+    """The Node's providerID: either form, fixed per device, so the hooks must accept both (hooks/mcm/node_proof)."""
+    if short_form(str(device["id"])):
+        return f"{PROVIDER_PREFIX}{device['id']}"
     metro = device.get("metro")
     code = metro.get("code") if isinstance(metro, dict) else metro
     return f"{PROVIDER_PREFIX}{code or ''}/{device['id']}"
+
+
+def node_addresses(name: str, device: Obj) -> list[dict[str, str]]:
+    """What a kubelet with the cloud provider reports: private IPv4 as InternalIP, public addresses as ExternalIP."""
+    found: list[dict[str, str]] = []
+    for ip in device.get("ip_addresses") or ():
+        if not isinstance(ip, dict) or not isinstance(ip.get("address"), str) or ip.get("enabled") is False:
+            continue
+        private = ip.get("public") is False
+        if private and ip.get("address_family") != 4:
+            continue
+        found.append({"type": "InternalIP" if private else "ExternalIP", "address": ip["address"]})
+    found.sort(key=lambda a: (a["type"] != "InternalIP", ":" in a["address"]))
+    return [*found, {"type": "Hostname", "address": name}]
 
 
 class NodeJoiner(Poller):
@@ -181,7 +206,7 @@ class NodeJoiner(Poller):
                 "type": "Ready", "status": ready, "reason": reason, "message": message,
                 "lastHeartbeatTime": stamp, "lastTransitionTime": stamp,
             }],
-            "addresses": [{"type": "Hostname", "address": name}],
+            "addresses": node_addresses(name, device),
         }
         with contextlib.suppress(Conflict, NotFound):  # the next tick retries
             self.store.update_status(node)

@@ -25,6 +25,10 @@ CREDENTIALS_LABEL_VALUE = "true"
 DEFAULT_DRAIN_IMAGE = f"ghcr.io/metal-machine-hooks/metal-machine-hooks:{__version__}"
 DEFAULT_DRAIN_SERVICE_ACCOUNT = "metal-machine-drain"
 DEFAULT_DRAIN_TIMEOUT = 2 * 60 * 60.0
+# Orphaned devices one MachineClass scan may delete; the rest wait for the next scan (a mistake costs at most this).
+DEFAULT_ORPHAN_DELETIONS_PER_SCAN = 10
+# What may be used as an installation id (it becomes part of a device tag: no spaces, no commas).
+_INSTALLATION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 _SA_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
@@ -56,6 +60,27 @@ def env_bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"{name}={raw!r} is not a boolean (use true or false)")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
+    return value
+
+
+def _installation_id(env: Mapping[str, str]) -> str:
+    """INSTALLATION_ID: "" when unset (the hooks then use the kube-system Namespace UID), else a checked id."""
+    raw = (env.get("INSTALLATION_ID") or "").strip()
+    if raw and not _INSTALLATION_ID.match(raw):
+        raise ConfigError(f"INSTALLATION_ID={raw!r} must be 1-128 letters, digits, '.', '_', ':' or '-'")
+    return raw
 
 
 def _blank_is_unset_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -115,6 +140,11 @@ class Settings:
     no_target_cluster: bool = False
     # Seconds a worker may answer device looks from one listing (hooks/equinix/device_cache.py); 0 = off.
     device_cache_seconds: float = 0.0
+    # Which cluster's devices are ours, set once per install (INSTALLATION_ID); "" = the kube-system Namespace UID,
+    # which the Machine and MachineClass hooks relate. Devices carry it as a tag (hooks/equinix/tenancy.py).
+    installation_id: str = ""
+    # At most this many orphaned devices deleted per MachineClass scan (ORPHAN_DELETIONS_PER_SCAN).
+    orphan_deletions_per_scan: int = DEFAULT_ORPHAN_DELETIONS_PER_SCAN
     hook_auth_token: str = field(default="", repr=False)
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
     # The Node-side Jobs (docs/nodes.md): image, ServiceAccounts, bootstrap token settings; read once, here.
@@ -146,6 +176,8 @@ class Settings:
             drain_service_account=drain_account,
             no_target_cluster=env_bool(env, "NO_TARGET_CLUSTER"),
             device_cache_seconds=_float(env, "METAL_DEVICE_CACHE_SECONDS", 0.0, 0.0),
+            installation_id=_installation_id(env),
+            orphan_deletions_per_scan=_int(env, "ORPHAN_DELETIONS_PER_SCAN", DEFAULT_ORPHAN_DELETIONS_PER_SCAN, 1),
             hook_auth_token=env.get("HOOK_AUTH_TOKEN", "").strip(),
             extra={k: v for k, v in env.items() if k.startswith("MMH_")},
             node_jobs=_node_jobs(env),

@@ -78,6 +78,9 @@ class MachineRequest:
     # The userData to create the device with, already rendered by the MCM logic (`<<BOOTSTRAP_TOKEN>>` and
     # `<<MACHINE_NAME>>` replaced, as MCM's core does before CreateMachine); None: the Secret's, as it is.
     user_data: str | None = field(default=None, repr=False)
+    # This installation's id (hooks.mcm.tenancy): devices are created with it and the Machine's namespace as tenant
+    # marks; "" (unknown) makes the driver refuse to create, and add no marks.
+    installation_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,8 @@ class ClassRequest:
 
     machine_class: Mapping[str, Any]
     secrets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # This installation's id: a class lists only devices marked for it and for the class's namespace; "" lists none.
+    installation_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from hooks.driver import (
 
 SCHEME = "fake://"
 CREATED = datetime(2026, 11, 25, 10, 0, 5, tzinfo=UTC)
-ADDRESSES = (Address("10.70.1.3", "InternalIP"), Address("198.51.100.11", "ExternalIP"))
+ADDRESSES = (Address("10.70.1.3", "InternalIP"), Address("147.75.84.11", "ExternalIP"))
 
 
 def _meta(machine: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -20,6 +20,7 @@ import pytest
 
 from hooks.config import Settings
 from hooks.context import HookContext
+from hooks.equinix import tenancy
 from hooks.equinix.driver import EquinixDriver
 from hooks.equinix.errors import NotFound
 from tests import crd_schema
@@ -38,6 +39,9 @@ OWNER = {"name": "worker-a-6d4b9c8f7", "uid": "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7
 CREATED = datetime(2026, 11, 25, 10, 0, 0, tzinfo=UTC)
 DECORATOR_KEYS = {"labels", "annotations", "status", "attachments", "resyncAfterSeconds", "finalized"}
 USERDATA_SECRET_LINE = "echo bootstrap-secret-4f9a2c for"
+# The fixture requests relate the kube-system Namespace; its UID is the installation id (hooks/mcm/installation.py).
+INSTALLATION = "7a6b5c4d-3e2f-4a1b-9c8d-7e6f5a4b3c2d"
+TENANT_TAGS = tenancy.tenant_tags(INSTALLATION, NS)
 
 
 def load(name: str) -> dict[str, Any]:
@@ -114,6 +118,13 @@ def node(ready: bool = True) -> dict[str, Any]:
         for cond in obj["status"]["conditions"]:
             if cond["type"] == "Ready":
                 cond.update(status="False", reason="KubeletNotReady", message="container runtime is down")
+    return obj
+
+
+def node_of(device: dict[str, Any], ready: bool = True) -> dict[str, Any]:
+    """The Node of `device`: its providerID names the device (the cloud-controller-manager's form)."""
+    obj = node(ready)
+    obj["spec"]["providerID"] = f"equinixmetal://{device['id']}"
     return obj
 
 
@@ -208,10 +219,10 @@ class FakeMetal:
             "hostname": NAME,
             "state": "provisioning",
             "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "tags": ["metal-machine-hooks:managed", UID_TAG],
+            "tags": ["metal-machine-hooks:managed", UID_TAG, *TENANT_TAGS],
             "metro": {"code": "ny"},
             "ip_addresses": [
-                {"address_family": 4, "public": True, "address": "198.51.100.11"},
+                {"address_family": 4, "public": True, "address": "147.75.84.11"},
                 {"address_family": 4, "public": False, "address": "10.70.1.3"},
             ],
             **fields,
@@ -247,6 +258,14 @@ class FakeMetal:
         self.calls.append(("list_devices", tag))
         self._maybe_fail("list_devices", tag)
         return [copy.deepcopy(d) for d in self.devices.values() if tag is None or tag in d.get("tags", [])]
+
+    def update_tags(self, device_id: str, tags: list[str]) -> dict[str, Any]:
+        self.calls.append(("update_tags", device_id))
+        self._maybe_fail("update_tags", device_id)
+        if device_id not in self.devices:
+            raise NotFound("Not found", status=404, from_api=True, operation="update_tags")
+        self.devices[device_id]["tags"] = list(tags)
+        return copy.deepcopy(self.devices[device_id])
 
     def delete_device(self, device_id: str, *, force: bool = False) -> None:
         self.calls.append(("delete_device", device_id))

@@ -35,6 +35,7 @@ from tests.machine_support import (
     NS,
     PROJECT,
     SECRET_ID,
+    TENANT_TAGS,
     UID_TAG,
     Clock,
     decorated,
@@ -52,7 +53,7 @@ LIST = f"{BASE}/projects/{PROJECT}/devices"
 DEVICE_ID = "9c1d2e3f-4a5b-4c6d-8e7f-0a1b2c3d4e5f"
 DEVICE_URL = f"{BASE}/devices/{DEVICE_ID}"
 API_HEADERS = {"Content-Type": "application/json", "X-Request-Id": "req-0001"}
-OWN_TAGS = ["metal-machine-hooks:managed", UID_TAG]
+OWN_TAGS = ["metal-machine-hooks:managed", UID_TAG, *TENANT_TAGS]
 HTML_502 = "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
 TOKEN = "test-token"
 USERDATA_LINE = "echo bootstrap-secret-4f9a2c for"  # part of a line of the fixture Secret's userData

@@ -17,8 +17,19 @@ from typing import Any
 
 import pytest
 
-from bench.chaos import CLUSTER_TAG, LAST_LINE, NAMESPACE, ChaosSimulator, DeviceView, Monitor, overlaps
-from hooks.equinix import tags
+from bench.chaos import (
+    CLUSTER_TAG,
+    INSTALLATION,
+    LAST_LINE,
+    NAMESPACE,
+    OTHER_INSTALLATION,
+    TEAM_B,
+    ChaosSimulator,
+    DeviceView,
+    Monitor,
+    overlaps,
+)
+from hooks.equinix import tags, tenancy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -27,6 +38,7 @@ PROJECT = "7f3c1a52-5d7e-4b8a-9c1d-2e3f4a5b6c7d"
 OTHER_PROJECT = "0c4f7a3e-9b1d-4e2a-8f6c-5d3b2a1e9f70"
 UID = "4b6c7a7e-2f0e-4a61-9d57-0f3f3b1f6a11"
 OTHER_UID = "9e1d2c3b-4a5f-4e6d-8c7b-6a5f4e3d2c1b"
+TENANT = tenancy.tenant_tags(INSTALLATION, NAMESPACE)
 
 
 def _fields(line: str) -> dict[str, str]:
@@ -68,7 +80,9 @@ def test_small_chaos_run_converges_without_leaks_or_foreign_deletions() -> None:
     assert set(canaries.values()) == {"0"} and len(canaries) == 4, output
     duplicates = _fields(next(line for line in lines if line.startswith("chaos: duplicates ")))
     assert duplicates["violations"] == "0", output
-    assert "chaos: seeded devices alive=3/3" in lines, output
+    assert "chaos: seeded devices alive=5/5" in lines, output
+    phases = next(line for line in lines if line.startswith("chaos: phases "))
+    assert f" {TEAM_B}=" in phases, output  # the second namespace's Machines ran through the scenario
     assert [line for line in lines if re.search(r"\] (scale-up|rollout|scale-down|delete|create) done", line)]
 
 
@@ -94,7 +108,7 @@ def _monitor() -> tuple[ChaosSimulator, FakeEmulator, Monitor]:
 
 
 def _ours(sim: ChaosSimulator, uid: str = UID, hostname: str = "m1") -> str:
-    return sim.add_device(PROJECT, hostname=hostname, tags=[*tags.ownership_tags(uid), CLUSTER_TAG])["id"]
+    return sim.add_device(PROJECT, hostname=hostname, tags=[*tags.ownership_tags(uid), CLUSTER_TAG, *TENANT])["id"]
 
 
 def test_a_duplicate_removed_by_the_sync_that_finds_it_is_allowed() -> None:
@@ -124,15 +138,21 @@ def test_a_duplicate_that_outlives_a_full_sync_is_a_violation() -> None:
     assert "m1 still has 2 live devices after 2 completed syncs" in monitor.report.violations[0]
 
 
-@pytest.mark.parametrize("seed", ["other project", "untagged", "other cluster", "managed without uid"])
+@pytest.mark.parametrize("seed", ["other project", "untagged", "other cluster", "managed without uid",
+                                  "other installation", "other namespace", "no tenant tags"])
 def test_deleting_a_device_that_is_not_ours_is_counted(seed: str) -> None:
     sim, _, monitor = _monitor()
     mine = _ours(sim)
     project, device_tags = {
-        "other project": (OTHER_PROJECT, [*tags.ownership_tags(UID), CLUSTER_TAG]),
+        "other project": (OTHER_PROJECT, [*tags.ownership_tags(UID), CLUSTER_TAG, *TENANT]),
         "untagged": (PROJECT, []),
-        "other cluster": (PROJECT, [*tags.ownership_tags(UID), "kubernetes.io/cluster/other: 1"]),
-        "managed without uid": (PROJECT, [tags.MANAGED_TAG, CLUSTER_TAG]),
+        "other cluster": (PROJECT, [*tags.ownership_tags(UID), "kubernetes.io/cluster/other: 1", *TENANT]),
+        "managed without uid": (PROJECT, [tags.MANAGED_TAG, CLUSTER_TAG, *TENANT]),
+        "other installation": (PROJECT, [*tags.ownership_tags(UID), CLUSTER_TAG,
+                                         *tenancy.tenant_tags(OTHER_INSTALLATION, NAMESPACE)]),
+        "other namespace": (PROJECT, [*tags.ownership_tags(UID), CLUSTER_TAG,
+                                      *tenancy.tenant_tags(INSTALLATION, "team-c")]),
+        "no tenant tags": (PROJECT, [*tags.ownership_tags(UID), CLUSTER_TAG]),
     }[seed]
     victim = sim.add_device(project, hostname="victim", tags=device_tags)["id"]
     sim.set_device_state(mine, "deleted")  # ours: fine
@@ -169,7 +189,7 @@ def test_deleting_the_only_device_of_a_wanted_machine_is_a_violation() -> None:
 
 
 def _view(device_id: str, created: float, deleted_at: float | None, uid: str = UID) -> DeviceView:
-    return DeviceView(device_id, PROJECT, "m1", (*tags.ownership_tags(uid), CLUSTER_TAG), "active", "ny",
+    return DeviceView(device_id, PROJECT, "m1", (*tags.ownership_tags(uid), CLUSTER_TAG, *TENANT), "active", "ny",
                       "c3.small.x86", created, deleted_at)
 
 

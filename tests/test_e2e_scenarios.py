@@ -228,20 +228,27 @@ def test_machine_deployment_lifecycle_as_in_mcm_integration_tests(metal_factory:
 def test_machine_class_collects_only_old_orphans_of_its_cluster(metal_factory: Callable[..., Metal],
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from hooks.config import Settings
+    from hooks.equinix import tenancy
     from hooks.mcm import machineclass
 
     shift = [0.0]
     metal = metal_factory(clock=lambda: time.monotonic() + shift[0])
     sim = metal.sim
+    installation = "e2e-installation"
 
-    def ours(cluster_tag: str) -> list[str]:
-        return [MANAGED, f"metal-machine-hooks:uid:{uuid.uuid4()}", cluster_tag]
+    def ours(cluster_tag: str, installation_id: str = installation, namespace: str = NS) -> list[str]:
+        return [MANAGED, f"metal-machine-hooks:uid:{uuid.uuid4()}", cluster_tag,
+                *tenancy.tenant_tags(installation_id, namespace)]
 
     project = _project()
     shift[0] = -3600.0  # seeded an hour ago: far past the grace period below
     orphan = sim.add_device(project, hostname="orphan", tags=ours(_cluster_tag()))
     foreign = sim.add_device(project, hostname="foreign", tags=["team: storage"])
     other_cluster = sim.add_device(project, hostname="other-cluster", tags=ours("kubernetes.io/cluster/other: 1"))
+    # Same project, same cluster tag text: another installation's, another namespace's, and one without tenant tags.
+    other_install = sim.add_device(project, hostname="other-install", tags=ours(_cluster_tag(), "another-cluster"))
+    other_namespace = sim.add_device(project, hostname="other-ns", tags=ours(_cluster_tag(), namespace="team-b"))
+    untenanted = sim.add_device(project, hostname="untenanted", tags=ours(_cluster_tag())[:3])
     shift[0] = 0.0
     fresh = sim.add_device(project, hostname="fresh-orphan", tags=ours(_cluster_tag()))
 
@@ -251,7 +258,8 @@ def test_machine_class_collects_only_old_orphans_of_its_cluster(metal_factory: C
     for controller in controllers:
         if controller["metadata"]["name"] == "metal-machineclasses":
             controller["spec"]["resyncPeriodSeconds"] = 1  # the 300 s scan period, shortened
-    settings = Settings(metal_api_url=metal.server.url, retry_budget=1.0, creation_timeout=120.0)
+    settings = Settings(metal_api_url=metal.server.url, retry_budget=1.0, creation_timeout=120.0,
+                        installation_id=installation)
     with _cluster(metal, settings=settings, controllers=controllers) as cluster:
         store, mc = cluster.store, cluster.mc
         store.load_yaml([EXAMPLES / "secret.yaml", EXAMPLES / "machine-class.yaml", EXAMPLES / "machine.yaml"])
@@ -274,7 +282,8 @@ def test_machine_class_collects_only_old_orphans_of_its_cluster(metal_factory: C
         mc.wait_for(lambda s: len(mc.hook_calls(controller="metal-machineclasses", hook="sync")) >= scans_before + 2,
                     timeout=60, message="two more periodic class syncs")
 
-        survivors = {foreign["id"], other_cluster["id"], fresh["id"]}
+        survivors = {foreign["id"], other_cluster["id"], fresh["id"], other_install["id"], other_namespace["id"],
+                     untenanted["id"]}
         assert survivors <= live_ids()
         machine_device = [d for d in sim.devices() if d["hostname"] == "eqx-test-machine"]
         assert len(machine_device) == 1 and machine_device[0]["state"] == "active"

@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 
-from emulator.nodes import NodeJoiner
+from emulator.nodes import NodeJoiner, short_form
 from emulator.store import Store
+from hooks.equinix.devices import to_device
+from hooks.mcm.node_proof import prove
 from tests.clocks import ManualClock
 
 
@@ -32,7 +34,8 @@ def test_active_device_joins_not_ready_then_ready(sim: Any) -> None:
     joiner = NodeJoiner(store, sim.base_url, ready_delay=5.0, monotonic=clock)
     joiner.tick()
     node = store.get("v1", "Node", "worker-1")
-    assert node["spec"]["providerID"] == f"equinixmetal://ny/{device['id']}"
+    wanted = f"equinixmetal://{device['id']}" if short_form(device["id"]) else f"equinixmetal://ny/{device['id']}"
+    assert node["spec"]["providerID"] == wanted
     assert node["metadata"]["labels"]["kubernetes.io/hostname"] == "worker-1"
     assert ready(store, "worker-1") == "False"
     clock.now += 5.0
@@ -107,3 +110,26 @@ def wait(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met"
         event.wait(0.01)
+
+
+def test_a_fleet_s_nodes_carry_both_provider_id_forms_and_the_device_addresses(sim: Any) -> None:
+    """Real clusters show `equinixmetal://<id>` (cloud-controller-manager) and `equinixmetal://<metro>/<id>` (MCM);
+    each Node is still provably its device's, and a kubelet's addresses come from the device."""
+    store = Store()
+    made = [sim.sim.add_device(sim.project, hostname=f"fleet-{i}", metro="da", state="active") for i in range(8)]
+    NodeJoiner(store, sim.base_url).tick()
+    forms = set()
+    for device in made:
+        node = store.get("v1", "Node", device["hostname"])
+        forms.add(node["spec"]["providerID"].count("/"))
+        raw = next(d for d in sim.sim.devices() if d["id"] == device["id"])
+        public = {ip["address"] for ip in raw["ip_addresses"] if ip["public"]}
+        private = {ip["address"] for ip in raw["ip_addresses"] if not ip["public"]}
+        addresses = {(a["type"], a["address"]) for a in node["status"]["addresses"]}
+        assert {("ExternalIP", a) for a in public} <= addresses
+        assert {("InternalIP", a) for a in private} <= addresses
+        assert prove(node, to_device(raw, fallback_metro="da", hostname=device["hostname"])).proven
+        other = to_device(next(d for d in sim.sim.devices() if d["id"] != device["id"]), fallback_metro="da",
+                          hostname="x")
+        assert not prove(node, other).proven
+    assert forms == {2, 3}, "both providerID forms appear in a fleet"

@@ -19,13 +19,13 @@ from hooks.equinix.errors import (
     UnexpectedResponse,
     Unprocessable,
 )
-from tests.machine_support import CLASS_ID, NAME, TOKEN, UID, FakeMetal, sync_request
+from tests.machine_support import CLASS_ID, INSTALLATION, NAME, TOKEN, UID, FakeMetal, sync_request
 
 
 def request(body: dict | None = None) -> MachineRequest:
     body = body or sync_request()
     return MachineRequest(body["object"], body["related"]["MachineClass.machine.sapcloud.io/v1alpha1"][CLASS_ID],
-                          body["related"]["Secret.v1"])
+                          body["related"]["Secret.v1"], installation_id=INSTALLATION)
 
 
 def driver(fake: FakeMetal) -> EquinixDriver:

@@ -10,17 +10,19 @@ from typing import Any
 import pytest
 
 from hooks.driver import Address, ClassRequest, Device, DeviceState, DriverError
-from hooks.equinix import inventory, tags
+from hooks.equinix import inventory, tags, tenancy
 from hooks.equinix.driver import EquinixDriver
 from hooks.equinix.errors import RateLimited, ServerError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "machineclass" / "sync-request.json"
 CLUSTER = "kubernetes.io/cluster/shoot--demo--cluster"
+INSTALLATION = "7a6b5c4d-3e2f-4a1b-9c8d-7e6f5a4b3c2d"  # the fixture's kube-system Namespace UID
+TENANT = tenancy.tenant_tags(INSTALLATION, "shoot--demo--cluster")
 
 
 def class_request() -> ClassRequest:
     body = json.loads(FIXTURE.read_text())
-    return ClassRequest(body["object"], body["related"]["Secret.v1"])
+    return ClassRequest(body["object"], body["related"]["Secret.v1"], installation_id=INSTALLATION)
 
 
 class FakeClient:
@@ -55,7 +57,7 @@ class FakeClient:
 
 def api_device(id_: str, uid: str, *extra: str, state: str = "active") -> dict[str, Any]:
     return {"id": id_, "hostname": f"h-{id_}", "state": state, "created_at": "2026-11-25T09:00:00Z",
-            "metro": {"code": "da"}, "tags": [*tags.ownership_tags(uid), CLUSTER, *extra]}
+            "metro": {"code": "da"}, "tags": [*tags.ownership_tags(uid), CLUSTER, *TENANT, *extra]}
 
 
 def test_class_tags_fit_the_api_and_stay_distinct() -> None:
@@ -121,7 +123,7 @@ def test_claims_re_mark_only_a_device_that_still_has_the_same_owner() -> None:
     driver = inventory.EquinixInventory(lambda token: client)
     listed_a = Device(id="a", provider_id="", state=DeviceState.ACTIVE, owner_uid="u1", owner_class="metal-large")
     assert driver.claim_machine(class_request(), listed_a) is True
-    assert client.devices["a"]["tags"] == [*tags.ownership_tags("u1"), CLUSTER, "team: x",
+    assert client.devices["a"]["tags"] == [*tags.ownership_tags("u1"), CLUSTER, *TENANT, "team: x",
                                            tags.class_tag("metal-small")]
     calls = len(client.calls)
     assert driver.claim_machine(class_request(), listed_a) is True  # already marked: no write
@@ -135,9 +137,11 @@ def test_an_orphan_is_deleted_only_while_its_marks_are_what_was_listed() -> None
     client = FakeClient([api_device("a", "u1"), api_device("b", "u2", state="deprovisioning")])
     driver = inventory.EquinixInventory(lambda token: client)
     listed = Device(id="a", provider_id="", state=DeviceState.ACTIVE, owner_uid="u1")
-    client.devices["a"]["tags"] = [*tags.ownership_tags("u9"), CLUSTER]  # another Machine's now
+    client.devices["a"]["tags"] = [*tags.ownership_tags("u9"), CLUSTER, *TENANT]  # another Machine's now
     assert driver.delete_orphan(class_request(), listed) is False and "a" in client.devices
-    client.devices["a"]["tags"] = [*tags.ownership_tags("u1"), CLUSTER]
+    client.devices["a"]["tags"] = [*tags.ownership_tags("u1"), CLUSTER]  # no tenant tags: not this tenant's
+    assert driver.delete_orphan(class_request(), listed) is False and "a" in client.devices
+    client.devices["a"]["tags"] = [*tags.ownership_tags("u1"), CLUSTER, *TENANT]
     assert driver.delete_orphan(class_request(), listed) is True and "a" not in client.devices
     going = Device(id="b", provider_id="", state=DeviceState.ACTIVE, owner_uid="u2")
     assert driver.delete_orphan(class_request(), going) is False  # already being deleted: no second DELETE

@@ -223,6 +223,8 @@ def test_customize_asks_for_class_secrets_and_node(client) -> None:
             {"apiVersion": "v1", "resource": "nodes", "names": [NAME]},
             {"apiVersion": "machine.sapcloud.io/v1alpha1", "resource": "machinesets", "namespace": NS,
              "names": ["worker-a-6d4b9c8f7"]},
+            # Without INSTALLATION_ID, the kube-system Namespace's UID is the installation id (tenant tags).
+            {"apiVersion": "v1", "resource": "namespaces", "names": ["kube-system"]},
         ]
     }
     for rule in answer.json["relatedResources"]:
@@ -233,7 +235,7 @@ def test_customize_without_class_name_leaves_out_the_class_rule(client) -> None:
     body = load("customize-request.json")
     del body["parent"]["spec"]["class"]["name"]
     resources = [r["resource"] for r in client.post("/machine/customize", json=body).json["relatedResources"]]
-    assert resources == ["secrets", "nodes", "machinesets"]
+    assert resources == ["secrets", "nodes", "machinesets", "namespaces"]
 
 
 def test_customize_of_a_machine_without_controller_asks_for_no_machineset(client) -> None:
@@ -241,7 +243,7 @@ def test_customize_of_a_machine_without_controller_asks_for_no_machineset(client
     body = load("customize-request.json")
     body["parent"]["metadata"]["ownerReferences"][0]["controller"] = False
     resources = [r["resource"] for r in client.post("/machine/customize", json=body).json["relatedResources"]]
-    assert resources == ["machineclasses", "secrets", "nodes"]
+    assert resources == ["machineclasses", "secrets", "nodes", "namespaces"]
 
 
 @pytest.mark.parametrize("body", [{"controller": {}}, {"parent": "m"}, {"object": load("sync-request.json")["object"]}])

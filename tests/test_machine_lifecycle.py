@@ -80,7 +80,7 @@ def test_pending_becomes_running_when_node_ready(driver, clock) -> None:
     }
     assert status["currentStatus"]["timeoutActive"] is False
     assert {"address": "10.70.1.3", "type": "InternalIP"} in status["addresses"]
-    assert {"address": "198.51.100.11", "type": "ExternalIP"} in status["addresses"]
+    assert {"address": "147.75.84.11", "type": "ExternalIP"} in status["addresses"]
     assert {"address": NAME, "type": "Hostname"} in status["addresses"]
     assert [c["type"] for c in status["conditions"]][-1] == "Ready"
 

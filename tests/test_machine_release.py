@@ -9,6 +9,7 @@ from hooks.driver import DriverError, Validation
 from tests.fake_driver import FakeDriver
 from tests.machine_support import (
     NAME,
+    UID,
     Clock,
     apply,
     cached_crd_schemas,
@@ -99,17 +100,19 @@ def test_ready_node_is_drained_before_the_device_is_deleted(driver: FakeDriver, 
     (device_id,) = driver.devices
     driver.calls.clear()
     first = run(body, driver, clock)
-    assert first["finalized"] is False and driver.calls == []
+    # Only the lookup that proves the Node is the device's (hooks/mcm/node_proof.py); nothing deleted before the drain.
+    assert first["finalized"] is False and driver.calls == [("get_machine_status", UID)]
     assert first["status"]["lastOperation"]["description"] == "Initiate node drain"
     (job,) = first["attachments"]
     assert job["kind"] == "Job" and job["metadata"]["name"] == f"{NAME}-drain"
     body = observe_jobs(apply(body, first), first["attachments"], complete=False)
     running = run(body, driver, clock)
-    assert running["attachments"] == first["attachments"] and driver.calls == []
+    assert running["attachments"] == first["attachments"] and driver.calls == [("get_machine_status", UID)] * 2
     body = observe_jobs(body, first["attachments"], complete=True)
     announced = run(body, driver, clock)
     assert announced["status"]["lastOperation"]["description"] == "Drain successful. Initiate VM deletion"
-    assert driver.ops() == ["delete_machine (dry run)"] and announced["attachments"] == first["attachments"]
+    assert driver.ops()[2:] == ["get_machine_status", "delete_machine (dry run)"]
+    assert announced["attachments"] == first["attachments"]
     assert device_id in driver.devices
     body = apply(body, announced)
     deleting = run(body, driver, clock)

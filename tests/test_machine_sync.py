@@ -27,6 +27,7 @@ from tests.machine_support import (
     DECORATOR_KEYS,
     NAME,
     PROJECT,
+    TENANT_TAGS,
     TOKEN,
     UID_TAG,
     USERDATA_SECRET_LINE,
@@ -94,6 +95,7 @@ def test_create_request_carries_spec_userdata_and_ownership_tags(fake, clock) ->
         "metal-machine-hooks:managed",
         UID_TAG,
         "metal-machine-hooks:class:metal-small",  # its class's mark from birth
+        *TENANT_TAGS,  # this installation's and namespace's marks: orphan collection stays inside its tenant
     ]
 
 

@@ -18,7 +18,7 @@ import pytest
 from hooks.config import Settings
 from hooks.context import BadRequest, HookContext, Runtime
 from hooks.driver import DEVICE_ID_ANNOTATION, Device, DeviceState
-from hooks.equinix import tags
+from hooks.equinix import tags, tenancy
 from hooks.equinix.client import MetalClient
 from hooks.equinix.devices import recorded_device_id
 from hooks.equinix.driver import EquinixDriver
@@ -30,6 +30,8 @@ FIXTURES = Path(__file__).parent / "fixtures" / "machineclass"
 DECORATOR_KEYS = {"labels", "annotations", "status", "resyncAfterSeconds", "finalized"}
 CLUSTER = "kubernetes.io/cluster/shoot--demo--cluster"
 POOL_B_UID = "a0000000-0000-4000-8000-000000000003"
+INSTALLATION = "7a6b5c4d-3e2f-4a1b-9c8d-7e6f5a4b3c2d"  # the fixture's kube-system Namespace UID
+TENANT = tenancy.tenant_tags(INSTALLATION, "shoot--demo--cluster")
 
 
 def request() -> dict[str, Any]:
@@ -48,6 +50,7 @@ def without_scan(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+KUBE_SYSTEM_RULE = {"apiVersion": "v1", "resource": "namespaces", "names": ["kube-system"]}
 SECRETS_RULE = {"apiVersion": "v1", "resource": "secrets", "namespace": "shoot--demo--cluster",
                 "labelSelector": {"matchLabels": {"metal-machine-hooks/credentials": "true"}}}
 MACHINES_RULE = {"apiVersion": "machine.sapcloud.io/v1alpha1", "resource": "machines",
@@ -60,7 +63,7 @@ def test_customize_asks_for_the_class_s_own_and_not_yet_labelled_machines_and_th
         {**MACHINES_RULE, "labelSelector": {"matchLabels": {"metal-machine-hooks/class": "metal-small"}}},
         {**MACHINES_RULE, "labelSelector": {"matchExpressions": [
             {"key": "metal-machine-hooks/class", "operator": "DoesNotExist"}]}},
-        SECRETS_RULE,
+        SECRETS_RULE, KUBE_SYSTEM_RULE,
     ]}
 
 
@@ -70,7 +73,7 @@ def test_customize_of_a_class_being_deleted_asks_for_every_machine_of_the_namesp
     parent["metadata"]["deletionTimestamp"] = "2026-11-25T10:00:00Z"
     parent["metadata"]["generation"] = 2
     assert machineclass.customize({"parent": parent}, offline_ctx()) == {"relatedResources": [
-        MACHINES_RULE, SECRETS_RULE]}
+        MACHINES_RULE, SECRETS_RULE, KUBE_SYSTEM_RULE]}
 
 
 @pytest.mark.parametrize(("name", "value"), [
@@ -229,7 +232,8 @@ def world(metal_sim_factory: Callable[..., MetalSim]) -> World:
 
     def ours(uid: str, cluster: str = CLUSTER, hostname: str = "host", marks: tuple[str, ...] = ()) -> dict[str, Any]:
         return sim.sim.add_device(project, hostname=hostname, state="active",
-                                  tags=[*tags.ownership_tags(uid), cluster, "kubernetes.io/role/node", *marks])
+                                  tags=[*tags.ownership_tags(uid), cluster, "kubernetes.io/role/node", *TENANT,
+                                        *marks])
 
     devices = {
         "old_orphan": ours("dead0000-0000-4000-8000-000000000001", hostname="gone-machine"),
@@ -285,7 +289,7 @@ def test_two_sightings_closer_than_the_confirmation_time_do_not_delete(world: Wo
 
 def test_a_device_whose_machine_moved_to_another_class_in_between_is_not_deleted(world: World) -> None:
     moved = world.sim.sim.add_device(world.sim.project, hostname="pool-a-9", state="active", tags=[
-        *tags.ownership_tags(MOVED_UID), CLUSTER, tags.class_tag("metal-small")])
+        *tags.ownership_tags(MOVED_UID), CLUSTER, *TENANT, tags.class_tag("metal-small")])
     world.devices["moved"] = moved
     world.advance(30 * 60)  # old enough to be collected if it were an orphan
     machine = copy.deepcopy(world.pool_b)
@@ -334,7 +338,8 @@ def test_a_class_claims_the_unmarked_devices_of_its_own_machines(world: World) -
 def test_a_device_re_marked_between_listing_and_deletion_is_left_alone(world: World) -> None:
     driver = world.ctx().driver
     assert driver is not None
-    class_request = machineclass.ClassRequest(world.body["object"], world.body["related"]["Secret.v1"])
+    class_request = machineclass.ClassRequest(world.body["object"], world.body["related"]["Secret.v1"],
+                                              installation_id=INSTALLATION)
     listed = {d.id: d for d in driver.list_machines(class_request)}
     orphan = listed[world.devices["old_orphan"]["id"]]
     assert orphan.owner_uid == "dead0000-0000-4000-8000-000000000001" and orphan.owner_class is None

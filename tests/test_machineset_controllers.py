@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from hooks.config import Settings
-from hooks.mcm import machineclass, machinedeployment, machineset
+from hooks.context import HookContext
+from hooks.mcm import installation, machineclass, machinedeployment, machineset
 from hooks.mcm import vocabulary as mcm
 from hooks.server.app import create_app
 from tests.crd_schema import problems
@@ -24,7 +25,7 @@ FILES = {
     "machinedeployments.yaml": "CompositeController",
     "machineclasses.yaml": "DecoratorController",
 }
-KINDS = {"machines": "Machine", "machinesets": "MachineSet", "secrets": "Secret"}
+KINDS = {"machines": "Machine", "machinesets": "MachineSet", "secrets": "Secret", "namespaces": "Namespace"}
 
 
 def load(name: str) -> dict[str, Any]:
@@ -81,8 +82,10 @@ def test_class_controller_relates_exactly_what_the_class_hook_reads() -> None:
     assert "attachments" not in spec
     assert spec["resyncPeriodSeconds"] >= machineclass.SCAN_INTERVAL
     parent = json.loads((FIXTURES / "machineclass" / "sync-request.json").read_text())["object"]
-    rules = machineclass.customize({"parent": parent}, None)["relatedResources"]  # type: ignore[arg-type]
-    assert sorted({rule_key(r) for r in rules}) == sorted([machineclass.MACHINE_KEY, mcm.SECRET_KEY])
+    ctx = HookContext(settings=Settings(), metal=lambda token: None)  # type: ignore[arg-type,return-value]
+    rules = machineclass.customize({"parent": parent}, ctx)["relatedResources"]
+    assert sorted({rule_key(r) for r in rules}) == sorted([machineclass.MACHINE_KEY, mcm.SECRET_KEY,
+                                                           installation.NAMESPACE_KEY])
 
 
 @pytest.mark.parametrize(

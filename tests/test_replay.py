@@ -56,7 +56,7 @@ def test_replayed_customize_fixture_prints_the_related_rules(
 
     assert code == 0
     assert [rule["resource"] for rule in answer["relatedResources"]] == ["machineclasses", "secrets", "nodes",
-                                                                       "machinesets"]
+                                                                       "machinesets", "namespaces"]
     assert sum(metal_sim.sim.calls.values()) == 0  # customize never calls the API
 
 

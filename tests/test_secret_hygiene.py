@@ -33,7 +33,7 @@ from tests.machine_support import (
     apply,
     decorated,
     finalize_request,
-    node,
+    node_of,
     provider_spec,
     set_secret_value,
     sync_request,
@@ -166,7 +166,8 @@ def test_the_whole_flow_leaks_no_secret(metal_sim_factory: Callable[..., MetalSi
     client = _app(metal_sim.url, recorder)
     body = _request(metal_sim)
     body = apply(body, _post(client, recorder, "/machine/sync", body))
-    answer = _post(client, recorder, "/machine/sync", with_node(body, node()))
+    device = {"id": body["object"]["metadata"]["annotations"]["metal-machine-hooks/device-id"]}
+    answer = _post(client, recorder, "/machine/sync", with_node(body, node_of(device)))
     assert answer["status"]["currentStatus"]["phase"] == "Running"
     body = with_node(finalize_request(apply(body, answer)), None)  # the Node is gone: nothing to drain
     for _ in range(4):

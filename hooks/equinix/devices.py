@@ -6,7 +6,7 @@ and the providerID format lives here, so the MCM side reads only `Device`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -117,9 +117,10 @@ def to_device(raw: Mapping[str, Any], *, fallback_metro: str, hostname: str) -> 
 
 
 def create_body(spec: ProviderSpec, name: str, uid: str, user_data: str | None,
-                reservation: str | None, *, class_name: str = "") -> DeviceCreate:
+                reservation: str | None, *, class_name: str = "", tenant: Sequence[str] = ()) -> DeviceCreate:
     """A fresh create request for one attempt (attempts never share one); `<<MACHINE_NAME>>` in userData, plain
-    or URL-encoded, becomes the Machine name."""
+    or URL-encoded, becomes the Machine name. `tenant` are the installation and namespace tags
+    (hooks.equinix.tenancy) that keep orphan collection inside its tenant."""
     text = (user_data or "").replace(MACHINE_NAME_PLACEHOLDER, name)
     text = text.replace(quote(MACHINE_NAME_PLACEHOLDER), quote(name))
     return DeviceCreate(
@@ -129,7 +130,8 @@ def create_body(spec: ProviderSpec, name: str, uid: str, user_data: str | None,
         hostname=name,
         billing_cycle=spec.billing_cycle,
         userdata=text,
-        tags=[*spec.tags, *tags.ownership_tags(uid), *([tags.class_tag(class_name)] if class_name else [])],
+        tags=[*spec.tags, *tags.ownership_tags(uid), *([tags.class_tag(class_name)] if class_name else []),
+              *tenant],
         project_ssh_keys=list(spec.ssh_keys) or None,
         hardware_reservation_id=reservation,
         ipxe_script_url=spec.ipxe_script_url,

@@ -21,6 +21,7 @@ from typing import Any
 from hooks import events
 from hooks.config import Settings
 from hooks.driver import (
+    FAILED_PRECONDITION,
     INVALID_ARGUMENT,
     RESOURCE_EXHAUSTED,
     UNAVAILABLE,
@@ -33,7 +34,7 @@ from hooks.driver import (
     StatusResponse,
     Validation,
 )
-from hooks.equinix import adoption, device_cache, devices, sessions, tags
+from hooks.equinix import adoption, device_cache, devices, sessions, tags, tenancy
 from hooks.equinix.client import ApiCall, MetalClient
 from hooks.equinix.errors import (
     CapacityError,
@@ -67,6 +68,7 @@ class _Call:
     client: Any
     machine: Mapping[str, Any]
     machine_class: Mapping[str, Any] | None = None
+    installation_id: str = ""
 
     @property
     def project(self) -> str:
@@ -121,6 +123,7 @@ class EquinixDriver:
                     raw, reason = self._adopted(call, request, raw)
                     foreign = None if raw is not None else recorded
                 if raw is not None and raw.get("state") not in devices.GONE_STATES:
+                    raw = self._tenant_marked(call, raw)
                     return StatusResponse(call.device(raw), recorded_id=recorded, owner_tag=owner_tag)
             mine = [d for d in self._tagged(call) if d.get("state") not in devices.GONE_STATES]
             if not mine:
@@ -128,15 +131,35 @@ class EquinixDriver:
                                       foreign_reason=reason)
             mine.sort(key=devices.created_key)
             deleted, left = self._delete_duplicates(call, mine[0]["id"], [d["id"] for d in mine[1:]])
+            mine[0] = self._tenant_marked(call, mine[0])
         return StatusResponse(call.device(mine[0]), recorded_id=recorded, foreign_id=foreign,
                               duplicates_deleted=deleted, duplicates_left=left, owner_tag=owner_tag,
                               foreign_reason=reason)
 
     @staticmethod
+    def _tenant_marked(call: _Call, raw: dict[str, Any]) -> dict[str, Any]:
+        """The Machine's own device with the tenant tags (installation, namespace) it lacks added in one tag update,
+        so devices made before tenancy existed can be told apart too. A failed update is logged and tried again by
+        the next sync; without an installation id nothing is added."""
+        missing = tenancy.missing_tenant_tags(devices.device_tags(raw), call.installation_id, call.namespace)
+        if not call.installation_id or not missing:
+            return raw
+        wanted = [*devices.device_tags(raw), *missing]
+        try:
+            updated = call.client.update_tags(raw["id"], wanted)
+        except MetalError as exc:
+            log.warning("machine %s/%s: could not add tenant tags to device %s: %s", call.namespace, call.name,
+                        raw.get("id"), redact(str(exc), call.res.secrets()))
+            return raw
+        log.info("machine %s/%s: added tenant tags %s to device %s", call.namespace, call.name, ", ".join(missing),
+                 raw.get("id"))
+        return updated if isinstance(updated, dict) and updated.get("id") == raw["id"] else {**raw, "tags": wanted}
+
+    @staticmethod
     def _adopted(call: _Call, request: MachineRequest, raw: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
         """A recorded device without our ownership tags, taken over when it is provably the one MCM's provider made
         for this Machine (hooks.equinix.adoption): (the device, now tagged, or None; why not)."""
-        claim = adoption.claim_for(request.machine, request.machine_class or {})
+        claim = adoption.claim_for(request.machine, request.machine_class or {}, call.installation_id)
         proof, adopted = adoption.adopt(call.client, raw, claim)
         if adopted is None:
             return None, proof.message
@@ -204,6 +227,9 @@ class EquinixDriver:
         call = self._call(request)
         if call.res.problems:
             raise DriverError("; ".join(call.res.problems), INVALID_ARGUMENT)
+        if not call.installation_id:
+            raise DriverError("not creating a device without this installation's id: it could not be told apart "
+                              "from another installation's", FAILED_PRECONDITION)
         secrets = [*call.res.secrets(), *([request.user_data] if request.user_data else [])]
         try:
             raw = self._create(call, request.user_data)
@@ -233,7 +259,8 @@ class EquinixDriver:
         refused: list[str] = []
         for reservation in spec.reservation_ids:
             body = devices.create_body(spec, call.name, call.uid, user_data, reservation,
-                                       class_name=call.res.class_name)
+                                       class_name=call.res.class_name,
+                                       tenant=tenancy.tenant_tags(call.installation_id, call.namespace))
             try:
                 return call.client.create_device(call.project, body)
             except CapacityError as exc:
@@ -249,9 +276,9 @@ class EquinixDriver:
             text = (f"{CREATE_FAILED_PREFIX}could not get a device with the provided reservation IDs, and reservedOnly "
                     f"is true ({tried})")
             raise DriverError(redact(text, call.res.secrets()), RESOURCE_EXHAUSTED)
-        return call.client.create_device(call.project, devices.create_body(spec, call.name, call.uid,
-                                                                           user_data, None,
-                                                                           class_name=call.res.class_name))
+        return call.client.create_device(call.project, devices.create_body(
+            spec, call.name, call.uid, user_data, None, class_name=call.res.class_name,
+            tenant=tenancy.tenant_tags(call.installation_id, call.namespace)))
 
     # -- DeleteMachine ---------------------------------------------------------------------------------------
 
@@ -274,7 +301,8 @@ class EquinixDriver:
             if raw is not None and not devices.is_owned(raw, call.uid):
                 # A migrated Machine deleted before any sync adopted its device: prove and adopt it now, or its
                 # server would keep running after the Machine is gone.
-                raw = cls._adopted(call, MachineRequest(call.machine, call.machine_class), raw)[0] or raw
+                raw = cls._adopted(call, MachineRequest(call.machine, call.machine_class,
+                                                        installation_id=call.installation_id), raw)[0] or raw
             if raw is not None and devices.is_owned(raw, call.uid):
                 found[recorded] = raw
             elif raw is not None:
@@ -318,7 +346,8 @@ class EquinixDriver:
             raise DriverError("; ".join(res.access_problems) or "no credentials", INVALID_ARGUMENT)
         meta = request.machine.get("metadata") or {}
         return _Call(str(meta.get("name") or ""), str(meta.get("namespace") or ""), str(meta.get("uid") or ""),
-                     res, self.client_for(res.credentials.token), request.machine, request.machine_class)
+                     res, self.client_for(res.credentials.token), request.machine, request.machine_class,
+                     request.installation_id)
 
     def client_for(self, token: str) -> Any:
         """The client for this token, wrapped in the worker's device cache when the setting turns it on (its

@@ -1,10 +1,11 @@
 """A MachineClass's devices at Equinix Metal: MCM's ListMachines and orphan deletion behind `hooks.driver`.
 
 The MachineClass hook (`hooks.mcm.machineclass`) decides which devices are orphans from owner UIDs and recorded ids;
-this module owns what that needs from the provider: which devices belong to the class's installation (our
-`metal-machine-hooks:managed` tag and the class's `kubernetes.io/cluster/...` tag), whose Machine and which class each
-one is marked for (`metal-machine-hooks:uid:<uid>`, `metal-machine-hooks:class:<name>`), and deleting or re-marking
-one only after reading it again, so a device whose marks changed since the listing is left alone.
+this module owns what that needs from the provider: which devices belong to the class's installation and tenant
+(our `metal-machine-hooks:managed` tag, the class's `kubernetes.io/cluster/...` tag, and the tenant tags of
+hooks.equinix.tenancy: this installation's id and the class's namespace, and no other's), whose Machine and which
+class each one is marked for (`metal-machine-hooks:uid:<uid>`, `metal-machine-hooks:class:<name>`), and deleting or
+re-marking one only after reading it again, so a device whose marks changed since the listing is left alone.
 
 The class mark is what lets a class relate only its own Machines: two classes of one cluster share the project and
 the cluster tag, so without it a class could not tell another class's living device from an orphan.
@@ -18,8 +19,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from hooks import objects
-from hooks.driver import INVALID_ARGUMENT, ClassRequest, Device, DeviceState, DriverError
-from hooks.equinix import devices, providerspec, tags
+from hooks.driver import FAILED_PRECONDITION, INVALID_ARGUMENT, ClassRequest, Device, DeviceState, DriverError
+from hooks.equinix import devices, providerspec, tags, tenancy
 from hooks.equinix.errors import MetalError, NotFound
 
 log = logging.getLogger("hooks.equinix.inventory")
@@ -37,6 +38,8 @@ class _Target:
     project: str
     cluster: str
     class_name: str
+    installation_id: str
+    namespace: str
 
 
 class EquinixInventory:
@@ -56,14 +59,19 @@ class EquinixInventory:
         if not cluster:
             raise DriverError(f"not scanned: providerSpec.tags has no {tags.CLUSTER_TAG_MARKER} tag, so this "
                               "cluster's devices cannot be told apart from others'", INVALID_ARGUMENT)
+        if not request.installation_id:
+            raise DriverError("not scanned: this installation has no id, so its devices cannot be told apart from "
+                              "another installation's", FAILED_PRECONDITION)
         creds, access, _ = providerspec.credentials(machine_class, objects.namespace(machine_class),
                                                     dict(request.secrets))
         if creds is None:
             raise DriverError("not scanned: " + "; ".join(access or ["no API token"]), INVALID_ARGUMENT)
-        return _Target(self._metal(creds.token), project, cluster, objects.name(machine_class))
+        return _Target(self._metal(creds.token), project, cluster, objects.name(machine_class),
+                       request.installation_id, objects.namespace(machine_class))
 
     def list_machines(self, request: ClassRequest) -> list[Device]:
-        """Our devices carrying the class's cluster tag, any Machine and any class mark, by id."""
+        """Our devices carrying the class's cluster tag and its tenant's tags (this installation, the class's
+        namespace), any Machine and any class mark, by id."""
         target = self._target(request)
         try:
             listed = target.client.list_devices(target.project, tag=tags.MANAGED_TAG)
@@ -76,7 +84,8 @@ class EquinixInventory:
     @staticmethod
     def _installation(raw: dict[str, Any], target: _Target) -> bool:
         device_tags = devices.device_tags(raw)
-        return target.cluster in device_tags and tags.owner_uid(device_tags) is not None
+        return (target.cluster in device_tags and tags.owner_uid(device_tags) is not None
+                and tenancy.in_tenant(device_tags, target.installation_id, target.namespace))
 
     def _reread(self, target: _Target, device: Device) -> dict[str, Any] | None:
         try:
@@ -88,8 +97,9 @@ class EquinixInventory:
         return current if isinstance(current, dict) else None
 
     def delete_orphan(self, request: ClassRequest, device: Device) -> bool:
-        """Delete the device only if, read again, it is still ours, this installation's, the same Machine's and marked
-        for the same class as when it was listed; False (nothing deleted) when it is gone or anything changed."""
+        """Delete the device only if, read again, it is still ours, this installation's and namespace's, the same
+        Machine's and marked for the same class as when it was listed; False (nothing deleted) when it is gone or
+        anything changed."""
         target = self._target(request)
         current = self._reread(target, device)
         if current is None or not self._installation(current, target):

@@ -13,6 +13,12 @@ Hooks (all Metacontroller hook version v2, related keys `namespace/name`):
   for one, the Node's nodeTemplate while it differs, its Terminating condition and its removal, each a Job
   attachment declared on every call while it matters.
 
+Isolation: the related Node (named like the Machine) is followed for health and drained only when
+hooks.mcm.node_proof proves it is the Machine's device's (providerID or a shared public address; a name or a `node`
+label never); otherwise it is treated as no Node and lastOperation says why. Devices are created with this
+installation's id (hooks.mcm.installation: INSTALLATION_ID or the related kube-system Namespace UID) and the
+Machine's namespace as tenant tags; without an installation id nothing is created.
+
 This module is the I/O half: it checks the request, gathers the inputs, calls the driver (`ctx.driver`, a
 `hooks.driver.Driver`) and writes the answer. Every phase and lastOperation is decided by
 `hooks.mcm.machine_state.next_status`; the provider's fields, tags and API live behind the driver.
@@ -46,18 +52,18 @@ makes the Machine `Available`, no Node is awaited and no `node` label is written
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hooks import events, objects
 from hooks.config import CREDENTIALS_LABEL, CREDENTIALS_LABEL_VALUE
 from hooks.context import HookContext
 from hooks.driver import DEVICE_ID_ANNOTATION, PROVIDER_ID_ANNOTATION, Device, Driver, DriverError, StatusResponse
-from hooks.mcm import fail_permit, machineclass, node_side
+from hooks.mcm import fail_permit, installation, machineclass, node_side
 from hooks.mcm import machine_state as state
 from hooks.mcm import vocabulary as mcm
 from hooks.mcm.bootstrap import BootstrapTokenError, expiration
-from hooks.mcm.drain import JOB_KEY, plan_drain
+from hooks.mcm.drain import INITIATE_VM_DELETION, JOB_KEY, DrainStep, plan_drain
 from hooks.mcm.drain_job import ATTEMPT_ANNOTATION
 from hooks.mcm.machine_request import Checked, HookRequest, check, check_machine, parse_request
 from hooks.mcm.machine_status import build_status, node_conditions, observed_operation, observed_phase
@@ -94,6 +100,7 @@ def customize(body: dict[str, Any], ctx: HookContext) -> dict[str, Any]:
     if owner:
         rules.append({"apiVersion": mcm.API_VERSION, "resource": "machinesets", "namespace": namespace,
                       "names": [owner]})
+    rules.extend(installation.related_rules(ctx.settings))  # the installation id, unless configured
     return {"relatedResources": rules}
 
 
@@ -163,6 +170,7 @@ def reconcile(req: HookRequest, ctx: HookContext) -> Outcome:
     if observed_phase(req.status) == mcm.FAILED:
         return Outcome()  # terminal: the MachineSet replaces a Failed Machine
     driver, seen = _driver(ctx), _observed(req, ctx)
+    install = installation.installation_id(ctx.settings, req.related)
     checked = check(req, driver)
     recorded = driver.recorded_device_id(req.machine)
     if checked.access_problems or (checked.problems and not recorded):
@@ -171,7 +179,7 @@ def reconcile(req: HookRequest, ctx: HookContext) -> Outcome:
         outcome.labels, outcome.annotations = _decorations(req, ctx, checked, None)
         return outcome
     try:
-        found = driver.get_machine_status(req.for_driver())
+        found = driver.get_machine_status(req.for_driver(installation_id=install))
     except DriverError as exc:
         return _answer(req, seen, state.next_status(seen, state.CallFailed(exc, "looking up the device")))
     if found.device is not None:
@@ -184,6 +192,8 @@ def reconcile(req: HookRequest, ctx: HookContext) -> Outcome:
     if checked.problems:
         return _answer(req, seen, state.next_status(seen, state.Invalid(checked.problems)))
     owner = state.owner_problem(req.machine, objects.mapping(req.related, mcm.MACHINESET_KEY))
+    if not owner and not install:
+        owner = installation.MISSING  # fail closed: a device without the installation's mark could be collected
     step = state.next_status(seen, state.OwnerNotReady(owner) if owner else state.NoDevice())
     if not step.create:
         return _answer(req, seen, step)
@@ -194,7 +204,8 @@ def reconcile(req: HookRequest, ctx: HookContext) -> Outcome:
         return _answer(req, seen, state.next_status(seen, state.TokenStep(token.description, token.state,
                                                                           token.resync)))
     try:
-        device = driver.create_machine(req.for_driver(token.user_data if req.user_data() is not None else None))
+        device = driver.create_machine(req.for_driver(token.user_data if req.user_data() is not None else None,
+                                                      installation_id=install))
     except DriverError as exc:
         return _answer(req, seen, state.next_status(seen, state.CallFailed(exc)))
     return _with_device(req, ctx, seen, checked, device)
@@ -214,12 +225,17 @@ def _lookup_notes(found: StatusResponse) -> str:
 
 def _with_device(req: HookRequest, ctx: HookContext, seen: state.Observed, checked: Checked, device: Device,
                  notes: str = "", duplicates_left: bool = False) -> Outcome:
+    node, unproven = state.own_node(req.node, device)
+    if unproven and not ctx.settings.no_target_cluster:
+        seen = replace(seen, node=node)  # an unproven Node is no Node: its health is not the Machine's
+        notes += f"; {unproven}"
+        log.warning("machine %s/%s: %s", req.namespace, req.name, unproven)
     step = state.next_status(seen, state.HasDevice(device, notes))
     outcome = _answer(
         req, seen, step,
         last_known_state=state.device_state_text(device),
         addresses=[{"address": a.address, "type": a.type} for a in device.addresses],
-        conditions=node_conditions(req.node) if not ctx.settings.no_target_cluster else [],
+        conditions=node_conditions(seen.node) if not ctx.settings.no_target_cluster else [],
     )
     outcome.labels, outcome.annotations = _decorations(req, ctx, checked, device)
     outcome.device = device
@@ -302,7 +318,9 @@ def release(req: HookRequest, ctx: HookContext) -> Outcome:
         outcome.attachments = []
         return outcome
     # Drain settings were read and checked once, at start-up (hooks.config.Settings.drain).
-    step = plan_drain(*_drain_inputs(req), ctx.settings.drain, seen.now)
+    step = _drain_step(req, ctx, seen)
+    if isinstance(step, Outcome):
+        return step
     _count_new_drains(req, step.attachments)
     node_jobs, token_done = _finalize_node_side(req, ctx, seen)
     if not step.ready_to_delete_device:
@@ -329,6 +347,36 @@ def _finalize_node_side(req: HookRequest, ctx: HookContext, seen: state.Observed
     expires = expiration(req.machine, ctx.settings.creation_timeout)
     token_done = cleanup.done or expires is None or seen.now >= expires
     return [*terminating.attachments, *cleanup.attachments], token_done
+
+
+def _drain_step(req: HookRequest, ctx: HookContext, seen: state.Observed) -> DrainStep | Outcome:
+    """The drain step, draining the related Node only when it is proven to be the Machine's device's
+    (hooks.mcm.node_proof); an unproven Node is treated as no Node, with the reason in lastOperation. The device
+    is looked up only when a drain could start (a Node is related and the drain is not over or off)."""
+    machine, node, jobs = _drain_inputs(req)
+    without_node = plan_drain(machine, None, jobs, ctx.settings.drain, seen.now)
+    if node is None or without_node.reason in ("after-drain", "disabled", "no-node"):
+        return without_node
+    driver = _driver(ctx)
+    device = None
+    if not check(req, driver).access_problems:
+        try:
+            install = installation.installation_id(ctx.settings, req.related)
+            device = driver.get_machine_status(req.for_driver(installation_id=install)).device
+        except DriverError as exc:
+            text = (f"Cannot prove that Node {objects.name(node)} is this Machine's before draining it: looking up "
+                    f"the device failed: {exc.message}. Will re-try in the next resync")
+            outcome = _answer(req, seen, state.next_status(seen, state.DrainStep(text, mcm.STATE_FAILED,
+                                                                                 code=exc.code)))
+            outcome.attachments = without_node.attachments
+            return outcome
+    proven, unproven = state.own_node(node, device)
+    if proven is not None:
+        return plan_drain(machine, node, jobs, ctx.settings.drain, seen.now)
+    log.warning("machine %s/%s: not draining: %s", req.namespace, req.name, unproven)
+    text = f"Skipping drain: {unproven}. {INITIATE_VM_DELETION}"
+    return replace(without_node, description=text, announce=text != str(observed_operation(req.status)
+                                                                         .get("description") or ""))
 
 
 def _count_new_drains(req: HookRequest, declared: list[dict[str, Any]]) -> None:
@@ -370,9 +418,11 @@ def _release_devices(req: HookRequest, ctx: HookContext, seen: state.Observed, *
     driver = _driver(ctx)
     checked = check(req, driver)
     if checked.access_problems:
-        return _answer(req, seen, state.next_status(seen, state.CannotDelete(checked.access_problems)))
+        event = state.CannotDelete(checked.access_problems, announce or "")
+        return _answer(req, seen, state.next_status(seen, event))
     try:
-        result = driver.delete_machine(req.for_driver(), dry_run=announce is not None)
+        install = installation.installation_id(ctx.settings, req.related)
+        result = driver.delete_machine(req.for_driver(installation_id=install), dry_run=announce is not None)
     except DriverError as exc:
         return _answer(req, seen, state.next_status(seen, state.DeleteFailed(exc)))
     if announce and result.present:

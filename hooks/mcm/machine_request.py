@@ -69,10 +69,12 @@ class HookRequest:
             return None, [f"spec.class.name: Not found: MachineClass \"{self.namespace}/{name}\" does not exist"]
         return found, []
 
-    def for_driver(self, user_data: str | None = None) -> MachineRequest:
-        """The driver's request; `user_data` the rendered userData to create with (None: the Secret's as it is)."""
+    def for_driver(self, user_data: str | None = None, installation_id: str = "") -> MachineRequest:
+        """The driver's request; `user_data` the rendered userData to create with (None: the Secret's as it is);
+        `installation_id` (hooks.mcm.installation) lets it mark what it creates."""
         machine_class, _ = self.machine_class()
-        return MachineRequest(self.machine, machine_class, objects.mapping(self.related, mcm.SECRET_KEY), user_data)
+        return MachineRequest(self.machine, machine_class, objects.mapping(self.related, mcm.SECRET_KEY), user_data,
+                              installation_id=installation_id)
 
     def user_data(self) -> str | None:
         """The class Secret's `userData`, as MCM's core reads it to replace its placeholders (secretRef, then

@@ -32,6 +32,7 @@ from hooks.mcm.machine_status import (
     operation_since,
     unhealthy_condition_types,
 )
+from hooks.mcm.node_proof import prove
 from hooks.mcm.timefmt import go_duration, parse_duration, parse_time
 
 # Seconds until the next look while something is moving; steady phases rely on the controller's resyncPeriodSeconds.
@@ -161,8 +162,10 @@ class DrainStep:
 
 @dataclass(frozen=True)
 class CannotDelete:
-    """Validation says the driver cannot look for the device at all; `problems` name why."""
+    """Validation says the driver cannot look for the device at all; `problems` name why. `note` is a drain
+    outcome not shown yet (an unproven Node that was not drained), put first."""
     problems: tuple[str, ...]
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -299,6 +302,17 @@ def _failure(seen: Observed, description: str, code: str, *, retry_after: float 
     return Transition(phase, operation, wait)
 
 
+def own_node(node: Mapping[str, Any] | None, device: Device | None) -> tuple[Mapping[str, Any] | None, str]:
+    """The Node the Machine may follow for health and drain: the related Node only when hooks.mcm.node_proof proves
+    it is the Machine's device's (a name or a `node` label never does); else None and a note saying why."""
+    if node is None:
+        return None, ""
+    proof = prove(node, device)
+    if proof.proven:
+        return node, ""
+    return None, f"{proof.reason}: it is not this Machine's Node, so it is neither followed for health nor drained"
+
+
 def device_state_text(device: Device) -> str:
     return f"device {device.id} is {device.provider_state or 'in an unknown state'}"
 
@@ -316,7 +330,7 @@ def device_phase(seen: Observed, device: Device, extra: str = "") -> Transition:
         return _without_target(seen, extra)
     healthy = active and node_is_healthy(seen.node, unhealthy_condition_types(seen.machine))
     if seen.phase == mcm.RUNNING:
-        return _running(seen, device, healthy)
+        return _running(seen, device, healthy, extra)
     if seen.phase == mcm.UNKNOWN:
         return _unknown(seen, healthy)
     # Still joining: "", Pending, CrashLoopBackOff (or Available from an earlier no-target-cluster setting).
@@ -340,7 +354,7 @@ def _without_target(seen: Observed, extra: str) -> Transition:
     return Transition(mcm.AVAILABLE, Operation(mcm.CREATED_NO_TARGET + extra, mcm.SUCCESSFUL, mcm.OP_CREATE))
 
 
-def _running(seen: Observed, device: Device, healthy: bool) -> Transition:
+def _running(seen: Observed, device: Device, healthy: bool, extra: str = "") -> Transition:
     """MCM's reconcileMachineHealth on a Running Machine: unhealthy or missing Node makes it Unknown."""
     if healthy:
         if observed_operation(seen.status).get("state") == mcm.STATE_FAILED:
@@ -351,6 +365,7 @@ def _running(seen: Observed, device: Device, healthy: bool) -> Transition:
     text = mcm.node_missing(seen.name) if seen.node is None else mcm.unhealthy(seen.name, conditions)
     if device.state is not DeviceState.ACTIVE:
         text += f"; {device_state_text(device)}"
+    text += extra
     timeout = seen.timeout("healthTimeout", seen.settings.health_timeout)
     return Transition(mcm.UNKNOWN, Operation(text, mcm.PROCESSING, mcm.OP_HEALTH), min(HEALTH_RECHECK, timeout + 1))
 
@@ -389,7 +404,8 @@ def _finalize(seen: Observed, event: Event) -> Transition:
             return retry(event.description, event.code)
         return terminating(event.description, event.state, resync=event.resync, finalized=False)
     if isinstance(event, CannotDelete):
-        text = (f"Cannot look for or delete the device of machine {seen.name}: {'; '.join(event.problems)}. "
+        text = (f"{event.note + ' ' if event.note else ''}"
+                f"Cannot look for or delete the device of machine {seen.name}: {'; '.join(event.problems)}. "
                 f"The Machine stays Terminating while its device may still run. {OPT_OUT_HINT}. "
                 f"{INITIATE_VM_DELETION}")
         return retry(text, mcm.INVALID_ARGUMENT)

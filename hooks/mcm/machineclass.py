@@ -16,6 +16,10 @@
   `metal-machine-hooks/orphan-candidates`, since hooks keep no state). In between, the class a Machine now uses
   claims its device (re-marks it), so a Machine that moved to another class never loses its device. A class
   claims the devices of its own Machines that carry another class's mark or none.
+- Tenancy: the driver lists only devices marked for this installation (hooks.mcm.installation: INSTALLATION_ID or
+  the kube-system Namespace UID, related here) and this class's namespace; without an installation id nothing is
+  scanned. One scan deletes at most `Settings.orphan_deletions_per_scan` devices (ORPHAN_DELETIONS_PER_SCAN, 10);
+  the rest stay candidates for the next scan, and the count and the reason go into annotations and logs.
 - Devices are listed at most once per SCAN_INTERVAL per class and hook process; a sync that does not scan repeats
   what the last scan wrote, so an idle class gets an unchanged response.
 """
@@ -34,6 +38,7 @@ from hooks import decorator_request, events, objects
 from hooks.config import CREDENTIALS_LABEL, CREDENTIALS_LABEL_VALUE
 from hooks.context import BadRequest, HookContext
 from hooks.driver import ClassRequest, Device, DeviceState, Driver, DriverError
+from hooks.mcm import installation
 from hooks.mcm import vocabulary as mcm
 from hooks.mcm.text import names_list, plural
 from hooks.mcm.timefmt import format_time, parse_time
@@ -47,6 +52,8 @@ ORPHANS_ANNOTATION = "metal-machine-hooks/orphans-collected"
 ORPHANS_AT_ANNOTATION = "metal-machine-hooks/orphans-collected-at"
 SCAN_PROBLEM_ANNOTATION = "metal-machine-hooks/orphan-scan-problem"
 CANDIDATES_ANNOTATION = "metal-machine-hooks/orphan-candidates"
+# Why the last scan deleted what it deleted (and how many it left for the next scan under the per-scan limit).
+ORPHANS_REASON_ANNOTATION = "metal-machine-hooks/orphans-collected-reason"
 SCAN_INTERVAL = 240.0  # seconds; below the controller's 300 s resync period, so every periodic resync may scan
 # Two sightings of an orphan must be this far apart: more than two resync periods of the class a moved Machine
 # now uses, which claims its device in between.
@@ -122,6 +129,7 @@ def customize(body: dict[str, Any], ctx: HookContext) -> dict[str, Any]:
         *machine_rules,
         {"apiVersion": "v1", "resource": "secrets", "namespace": namespace,
          "labelSelector": {"matchLabels": {CREDENTIALS_LABEL: CREDENTIALS_LABEL_VALUE}}},
+        *installation.related_rules(ctx.settings),
     ]}
 
 
@@ -230,6 +238,33 @@ def _scan_due(ctx: HookContext, uid: str, now: datetime) -> bool:
     return True
 
 
+def limit_deletions(plan: ScanPlan, seen_before: Mapping[str, datetime], limit: int) -> list[Device]:
+    """Keep at most `limit` confirmed orphans (oldest sighting first) in the plan; the others go back to the
+    candidates with their first sighting, for the next scan. Returns the deferred devices."""
+    ordered = sorted(plan.confirmed, key=lambda d: (seen_before[d.id], d.id))
+    plan.confirmed, deferred = ordered[:max(limit, 0)], ordered[max(limit, 0):]
+    for device in deferred:
+        plan.candidates[device.id] = seen_before[device.id]
+    return deferred
+
+
+def collected_reason(machine_class: Mapping[str, Any], deleted: list[Device], deferred: list[Device],
+                     limit: int) -> str | None:
+    """The words for ORPHANS_REASON_ANNOTATION and the log: why these devices were deleted, and what waits."""
+    if not deleted and not deferred:
+        return None
+    where = f"{objects.namespace(machine_class)}/{objects.name(machine_class)}"
+    text = ""
+    if deleted:
+        text = (f"deleted {plural(len(deleted), 'device')} ({names_list([d.id for d in deleted])}): marked for this "
+                f"installation, namespace and class {where}, no Machine has their owner UID or records their id, "
+                f"and they were found so on two scans at least {int(ORPHAN_CONFIRM_SECONDS)} s apart")
+    if deferred:
+        text += ("; " if text else "") + (f"{plural(len(deferred), 'more orphan')} left for the next scan: at most "
+                                          f"{limit} deletions per scan (ORPHAN_DELETIONS_PER_SCAN)")
+    return text
+
+
 def _apply(driver: Driver, request: ClassRequest, plan: ScanPlan, seen_before: Mapping[str, datetime]
            ) -> tuple[list[Device], str | None]:
     """Claims, then deletions; returns (deleted devices, first problem). A failed deletion stays a candidate."""
@@ -266,7 +301,12 @@ def orphan_annotations(machine_class: dict[str, Any], related: Mapping[str, Any]
         # Not due: repeat what the last scan wrote, so a quiet class gets the same answer every time.
         return {k: observed[k] if isinstance(observed.get(k), str) else None
                 for k in (SCAN_PROBLEM_ANNOTATION, CANDIDATES_ANNOTATION)}
-    request = ClassRequest(machine_class, objects.mapping(related, mcm.SECRET_KEY))
+    install = installation.installation_id(ctx.settings, related)
+    if not install:
+        return {SCAN_PROBLEM_ANNOTATION: f"not scanned: {installation.MISSING}",
+                CANDIDATES_ANNOTATION: observed.get(CANDIDATES_ANNOTATION)
+                if isinstance(observed.get(CANDIDATES_ANNOTATION), str) else None}
+    request = ClassRequest(machine_class, objects.mapping(related, mcm.SECRET_KEY), installation_id=install)
     try:
         devices = driver.list_machines(request)
     except DriverError as exc:
@@ -275,15 +315,21 @@ def orphan_annotations(machine_class: dict[str, Any], related: Mapping[str, Any]
     seen_before = parse_candidates(observed.get(CANDIDATES_ANNOTATION))
     plan = plan_scan(machine_class, devices, machines, seen_before, now, ctx.settings.creation_timeout,
                      driver.recorded_device_id)
+    limit = ctx.settings.orphan_deletions_per_scan
+    deferred = limit_deletions(plan, seen_before, limit)
     deleted, problem = _apply(driver, request, plan, seen_before)
     for device in deleted:
         log.info("class %s/%s collected orphaned device %s (owner uid %s)", objects.namespace(machine_class),
                  objects.name(machine_class), device.id, device.owner_uid)
+    reason = collected_reason(machine_class, deleted, deferred, limit)
+    if reason:
+        log.info("class %s/%s orphan scan: %s", objects.namespace(machine_class), objects.name(machine_class), reason)
     out: dict[str, str | None] = {SCAN_PROBLEM_ANNOTATION: problem,
                                   CANDIDATES_ANNOTATION: format_candidates(plan.candidates)}
-    if deleted:
+    if deleted or deferred:
         out[ORPHANS_ANNOTATION] = str(len(deleted))
         out[ORPHANS_AT_ANNOTATION] = format_time(now)
+        out[ORPHANS_REASON_ANNOTATION] = reason
     return out
 
 
