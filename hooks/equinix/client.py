@@ -38,7 +38,7 @@ from hooks.equinix.errors import (
     UnexpectedResponse,
     Unprocessable,
 )
-from hooks.redact import redact, secret_strings
+from hooks.redact import redact, secret_strings, shorten
 
 log = logging.getLogger("hooks.metal")
 
@@ -274,7 +274,8 @@ class MetalClient:
                     # It may have been the very device a caller looks for; a listing without it is incomplete.
                     raise UnexpectedResponse(
                         f"{operation} failed: page {page} holds an entry that is not an object "
-                        f"({_short(repr(item), 40)}); refusing to return an incomplete listing",
+                        f"({shorten(repr(item), 40, [self._token.value], collapse=True)}); "
+                        "refusing to return an incomplete listing",
                         operation=operation,
                         status=200,
                     )
@@ -467,7 +468,7 @@ def _result(
             from_api=from_api,
             operation=operation,
         )
-    messages = [redact(m, secrets) for m in _messages(response)]
+    messages = _messages(response, secrets)
     retry_after = _retry_after(response.headers)
     cls = _error_class(status, " ".join(messages), from_api)
     if cls is RateLimited and retry_after is None:
@@ -510,8 +511,12 @@ def _rid(request_id: str | None) -> str:
     return f" (request id {request_id})" if request_id else ""
 
 
-def _messages(response: requests.Response) -> list[str]:
-    """Every message in {"error": ...} and {"errors": [...]}; for anything else a short excerpt of the text."""
+def _messages(response: requests.Response, secrets: Sequence[str] = ()) -> list[str]:
+    """Every message in {"error": ...} and {"errors": [...]}; for anything else a short excerpt of the text.
+
+    Each one is redacted whole before it is cut (hooks.redact.shorten): a secret straddling the cut, or echoed
+    with its whitespace changed, would otherwise survive as a fragment no redaction recognises.
+    """
     decoded: Any = None
     if response.content:
         try:
@@ -525,10 +530,10 @@ def _messages(response: requests.Response) -> list[str]:
             for key in keys:
                 value = decoded.get(key)
                 items = value if isinstance(value, list) else [value]
-                found += [_short(_as_text(item)) for item in items if item not in (None, "", [], {})]
+                found += [_short(_as_text(item), secrets) for item in items if item not in (None, "", [], {})]
             if found:
                 return found
-    excerpt = _excerpt(response.text if response.content else "")
+    excerpt = _excerpt(response.text if response.content else "", secrets)
     return [excerpt] if excerpt else ([response.reason] if response.reason else [])
 
 
@@ -545,17 +550,21 @@ def _as_text(item: object) -> str:
         return str(item)
 
 
-def _short(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _short(text: str, secrets: Sequence[str], limit: int = MAX_MESSAGE_CHARS) -> str:
+    """Redact, collapse whitespace, cut: in that order (hooks.redact.shorten)."""
+    return shorten(text, limit, secrets, collapse=True)
 
 
-def _excerpt(body: str) -> str:
-    """A readable line from an HTML or text body: the title if there is one, else the text without tags."""
+def _excerpt(body: str, secrets: Sequence[str] = ()) -> str:
+    """A readable line from an HTML or text body: the title if there is one, else the text without tags.
+
+    The body is redacted before the tags are stripped as well as after: a secret may be split by markup.
+    """
+    body = redact(body, secrets)
     title = re.search(r"<title[^>]*>(.*?)</title>", body, re.I | re.S)
     text = title.group(1) if title and title.group(1).strip() else body
     text = re.sub(r"<(script|style)\b.*?</\1\s*>", " ", text, flags=re.I | re.S)
-    return _short(html.unescape(re.sub(r"<[^>]*>", " ", text)), MAX_EXCERPT_CHARS)
+    return _short(html.unescape(re.sub(r"<[^>]*>", " ", text)), secrets, MAX_EXCERPT_CHARS)
 
 
 def _retry_after(headers: Any) -> float | None:
