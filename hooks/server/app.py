@@ -29,8 +29,23 @@ Hook = Callable[[dict[str, Any], HookContext], dict[str, Any]]
 log = logging.getLogger("hooks")
 access_log = logging.getLogger("hooks.access")
 
-# Requests larger than this are refused before parsing (Metacontroller sends whole objects, never megabytes).
-MAX_BODY_BYTES = 16 * 1024 * 1024
+MIB = 1024 * 1024
+# Per-route body limits, checked against Content-Length before anything is read (and as a streamed cap for a
+# chunked body). A MachineSet of 1000 Machines is a 3 MB sync request (bench/results.json machineset_1000
+# request_bytes), and class and deployment syncs carry as many: those routes get 20x headroom. A Machine's hooks
+# carry one Machine with its Node, class, Secret and Jobs; a customize request only the parent.
+BODY_LIMITS: dict[str, int] = {
+    "/machine/customize": 2 * MIB, "/machine/sync": 8 * MIB, "/machine/finalize": 8 * MIB,
+    "/machineset/customize": 2 * MIB, "/machineset/sync": 64 * MIB,
+    "/machinedeployment/sync": 64 * MIB,
+    "/machineclass/customize": 2 * MIB, "/machineclass/sync": 64 * MIB, "/machineclass/finalize": 64 * MIB,
+    "/credentials/customize": 2 * MIB, "/credentials/sync": 16 * MIB, "/credentials/finalize": 16 * MIB,
+}
+# The largest limit; kept as the app-wide cap for anything not in the table.
+MAX_BODY_BYTES = max(BODY_LIMITS.values())
+# A refused request's body is read and dropped up to this size, so the kept-alive connection stays usable;
+# a larger (or unbounded) one is not read at all and the connection is closed instead.
+DISCARD_LIMIT = 256 * 1024
 
 
 def _routes() -> dict[str, Hook]:
@@ -75,24 +90,28 @@ def create_app(
     app = Flask("hooks")
     app.json = FastJSONProvider(app)  # orjson: large parents decode and encode in a fraction of the time (bench/)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    config_error = ""
+    problems: list[str] = []
     if settings is None:
         try:
             settings = Settings.from_env()
         except ConfigError as exc:
-            config_error = str(exc)
-            settings = Settings()
-    log_level_error = logs.configure_logging(os.environ.get("LOG_LEVEL"))
-    config_error = "; ".join(e for e in (config_error, log_level_error) if e)
-    metal = metal or _default_metal_factory(settings)
-    ctx = HookContext(
-        settings=settings,
-        metal=metal,
-        clock=clock or utc_now,
-        driver=driver or EquinixDriver(settings, metal),
-        runtime=Runtime(),  # one per app: the class scan clock
-    )
-    app.extensions["hook_context"] = ctx
+            # Never a fallback to defaults: they would drop the token and every other choice the operator made.
+            problems.append(str(exc))
+    problems.append(logs.configure_logging(os.environ.get("LOG_LEVEL")))
+    if settings is not None:
+        problems.append(settings.auth_problem())
+    config_error = "; ".join(p for p in problems if p)
+    ctx: HookContext | None = None
+    if settings is not None:
+        metal = metal or _default_metal_factory(settings)
+        ctx = HookContext(
+            settings=settings,
+            metal=metal,
+            clock=clock or utc_now,
+            driver=driver or EquinixDriver(settings, metal),
+            runtime=Runtime(),  # one per app: the class scan clock
+        )
+        app.extensions["hook_context"] = ctx
 
     @app.get("/healthz")
     def healthz() -> Any:
@@ -111,13 +130,18 @@ def create_app(
 
     routes = _routes()
     for path, hook in routes.items():
-        app.add_url_rule(path, endpoint=path, view_func=_view(hook, ctx), methods=["POST"])
-    _instrument(app, settings, frozenset(routes))
+        view = _view(hook, ctx) if ctx is not None and not config_error else _closed_view(hook, config_error)
+        app.add_url_rule(path, endpoint=path, view_func=view, methods=["POST"])
+    _instrument(app, settings.hook_tokens if settings is not None else [], config_error, frozenset(routes))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:
         if exc.code == 413:
-            return jsonify({"error": f"request body larger than {MAX_BODY_BYTES} bytes"}), 413
+            limit = BODY_LIMITS.get(request.path, MAX_BODY_BYTES)
+            response = jsonify({"error": f"request body larger than {limit} bytes"})
+            response.status_code = 413
+            response.headers["Connection"] = "close"  # the rest of the body is never read
+            return response
         if isinstance(exc, ClientDisconnected):  # the body stopped arriving (read deadline, hooks/server/worker.py)
             return jsonify({"error": "request body was not received in time; send the whole request at once"}), 408
         return jsonify({"error": exc.description or exc.name}), exc.code
@@ -125,11 +149,12 @@ def create_app(
     return app
 
 
-def _instrument(app: Flask, settings: Settings, hook_paths: frozenset[str]) -> None:
-    """Request id, logging scope, bearer-token check, latency metric and one log line per hook call.
+def _instrument(app: Flask, tokens: list[str], closed: str, hook_paths: frozenset[str]) -> None:
+    """Request id, logging scope, closed-door and bearer-token checks, body limit, latency metric and one log
+    line per hook call.
 
-    The token check runs before the body is parsed: an unauthenticated request's body is read and dropped, never
-    parsed or logged.
+    The checks run before the body is parsed: a refused request's body is never parsed or logged, and one larger
+    than its route allows is refused from its Content-Length alone, before a byte of it is read.
     """
 
     @app.before_request
@@ -141,14 +166,20 @@ def _instrument(app: Flask, settings: Settings, hook_paths: frozenset[str]) -> N
         g.log_scope = logs.begin_request(g.request_id, hook)
         if hook:
             g.metrics_scope = metrics.begin_request(hook)
-        if hook and settings.hook_auth_token:
-            problem = check_bearer(request.headers.get("Authorization"), settings.hook_auth_token)
+        if not hook:
+            return None
+        limit = BODY_LIMITS.get(hook, MAX_BODY_BYTES)
+        request.max_content_length = limit  # also caps a chunked body as it streams in (413)
+        if closed:
+            return _refuse(503, f"the hook server is not configured correctly: {closed}")
+        if tokens:
+            problem = check_bearer(request.headers.get("Authorization"), tokens)
             if problem:
-                _discard_body()
-                response = jsonify({"error": problem})
-                response.status_code = 401
+                response = _refuse(401, problem)
                 response.headers["WWW-Authenticate"] = 'Bearer realm="metal-machine-hooks"'
                 return response
+        if request.content_length is not None and request.content_length > limit:
+            return _refuse(413, f"request body larger than {limit} bytes")
         return None
 
     @app.after_request
@@ -180,17 +211,38 @@ def _instrument(app: Flask, settings: Settings, hook_paths: frozenset[str]) -> N
             logs.end_request(scope)
 
 
-def _discard_body() -> None:
-    """Reads and drops the body of a request we refuse unread (bounded by MAX_CONTENT_LENGTH).
+def _refuse(status: int, error: str) -> Response:
+    """An answer that leaves the body unparsed; the connection is closed unless the body was small enough to drop."""
+    response = jsonify({"error": error})
+    response.status_code = status
+    if not _discard_body():
+        response.headers["Connection"] = "close"
+    return response
 
-    Left unread, gunicorn's gthread worker drains it later in a pool thread that then blocks waiting for the
-    next request on the kept-alive connection: a busy thread, and a graceful shutdown that waits its full timeout.
+
+def _discard_body() -> bool:
+    """Reads and drops a refused request's body when it is small (DISCARD_LIMIT); False when it was left unread.
+
+    Left unread on a kept-alive connection, gunicorn's gthread worker drains it later in a pool thread that then
+    blocks waiting for the next request: a busy thread, and a graceful shutdown that waits its full timeout. A large
+    or unbounded (chunked) body is not worth reading: the caller closes the connection instead.
     """
+    length = request.content_length
+    if length is None and request.headers.get("Transfer-Encoding", "").lower() != "chunked":
+        return True  # no body
+    if length is None or length > DISCARD_LIMIT:
+        return False
     try:
-        while request.stream.read(64 * 1024):
-            pass
-    except (HTTPException, OSError):  # too large or the client went away: nothing left worth reading
-        pass
+        stream = request.stream
+        left = length
+        while left > 0:
+            chunk = stream.read(min(64 * 1024, left))
+            if not chunk:
+                break
+            left -= len(chunk)
+    except (HTTPException, OSError):  # the client went away: nothing left worth reading
+        return False
+    return True
 
 
 def _subject(body: dict[str, Any]) -> str | None:
@@ -233,6 +285,16 @@ def _decoded(value: str) -> list[str]:
         return [base64.b64decode(value, validate=True).decode()]
     except (ValueError, UnicodeDecodeError):
         return []
+
+
+def _closed_view(hook: Hook, reason: str) -> Callable[[], Any]:
+    """The route of a server that must not serve (invalid configuration, no token): 503 with the reason."""
+
+    def view() -> Any:
+        return jsonify({"error": f"the hook server is not configured correctly: {reason}"}), 503
+
+    view.__name__ = f"closed_{hook.__module__}_{hook.__name__}"
+    return view
 
 
 def _view(hook: Hook, ctx: HookContext) -> Callable[[], Any]:
