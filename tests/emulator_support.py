@@ -216,23 +216,32 @@ def real_cluster(sim_url: str, sim_base_url: str, *, settings: Any = None, contr
     on a loaded machine, so the drain e2e tests use it and the flows that only need drains to finish do not.
     Everything, subprocesses included, is stopped afterwards.
     """
+    import dataclasses
+    import secrets
+
     from werkzeug.serving import make_server
 
+    from emulator.hookauth import seed_auth_secrets
     from emulator.jobs import JobRunner
     from emulator.metacontroller import load_controllers
     from emulator.nodes import NodeJoiner
     from hooks.config import Settings
     from hooks.server.app import create_app
 
-    app = create_app(settings or Settings(metal_api_url=sim_url, retry_budget=1.0))
+    # The real token path: the hook server requires the token Metacontroller reads from the Secret the controller
+    # configs' endpointConfigs name, as an installation does (docs/operations.md).
+    token = secrets.token_urlsafe(24)
+    settings = settings or Settings(metal_api_url=sim_url, retry_budget=1.0)
+    app = create_app(dataclasses.replace(settings, hook_auth_token=token, hook_auth_required=True))
     http = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=http.serve_forever, daemon=True).start()
     hooks_url = f"http://127.0.0.1:{http.server_port}"
     store = Store(gc_delay=gc_delay)
     store.load_yaml(sorted(p for p in (REPO / "kubernetes" / "crds").glob("*.yaml") if p.name != "kustomization.yaml"))
     mc_kwargs.setdefault("backoff_cap", 0.5)
-    mc = Metacontroller(store, controllers if controllers is not None else load_controllers(REPO / "metacontroller"),
-                        service_urls={HOOK_SERVICE: hooks_url}, **mc_kwargs)
+    controllers = controllers if controllers is not None else load_controllers(REPO / "metacontroller")
+    seed_auth_secrets(store, controllers, token)
+    mc = Metacontroller(store, controllers, service_urls={HOOK_SERVICE: hooks_url}, **mc_kwargs)
     joiner = NodeJoiner(store, sim_base_url, poll_interval=0.02, heartbeat_period=heartbeat_period)
     kube_api = None
     if jobs == "program":
