@@ -15,6 +15,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
+from hooks.deadline import Deadline
+from hooks.deadline import current as current_deadline
+
 # What the hooks write on a Machine so that any driver finds the Machine's device again (a decorator cannot write
 # spec.providerID). Written by hooks.mcm.machine, read by the driver's `recorded_device_id`.
 DEVICE_ID_ANNOTATION = "metal-machine-hooks/device-id"
@@ -75,6 +78,9 @@ class MachineRequest:
     machine: Mapping[str, Any]
     machine_class: Mapping[str, Any] | None
     secrets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # The hook call's time left (hooks/deadline.py): the server sets one per request; a driver checks it before
+    # every outbound call, retry and delete, and answers "try again" rather than past the webhook timeout.
+    deadline: Deadline = field(default_factory=current_deadline, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,7 @@ class ClassRequest:
 
     machine_class: Mapping[str, Any]
     secrets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    deadline: Deadline = field(default_factory=current_deadline, compare=False, repr=False)  # as MachineRequest's
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import ClientDisconnected, HTTPException
 
+from hooks import deadline
 from hooks.config import ConfigError, Settings
 from hooks.context import BadRequest, HookContext, Runtime, utc_now
 from hooks.driver import Driver
@@ -161,6 +162,7 @@ def _instrument(app: Flask, tokens: list[str], closed: str, hook_paths: frozense
     def begin() -> Any:
         hook = request.endpoint if request.endpoint in hook_paths else None
         g.started = time.perf_counter()
+        g.arrived = time.monotonic()  # the hook call's deadline counts from here, body reading included
         g.hook = hook
         g.request_id = logs.new_request_id(request.headers.get(logs.REQUEST_ID_HEADER))
         g.log_scope = logs.begin_request(g.request_id, hook)
@@ -308,8 +310,13 @@ def _view(hook: Hook, ctx: HookContext) -> Callable[[], Any]:
         for secret in _secret_values(body):
             logs.register_secret(secret)
         logs.set_subject(_subject(body))
+        # One deadline per call, from the webhook timeout the request's own controller config sets: every
+        # outbound call checks it, and the hook answers "try again" rather than after Metacontroller gave up.
+        budget = deadline.Deadline.for_request(body, request.path.rsplit("/", 1)[-1])
+        budget.started = g.get("arrived", budget.started)
         try:
-            return jsonify(hook(body, ctx))
+            with deadline.scope(budget):
+                return jsonify(hook(body, ctx))
         except BadRequest as exc:
             return jsonify({"error": str(exc)}), 400
         except Exception:
