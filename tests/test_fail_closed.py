@@ -114,3 +114,18 @@ def test_set_and_class_syncs_fit_a_thousand_machines() -> None:
     answer = client.post("/machineset/sync", data=json.dumps(big), content_type="application/json")
     assert answer.status_code != 413
     assert client.post("/machine/sync", data=json.dumps(big), content_type="application/json").status_code == 413
+
+
+def test_a_chunked_body_is_capped_as_it_streams_in() -> None:
+    """No Content-Length to check up front: reading stops at the route's limit instead of at the body's end."""
+    from werkzeug.test import EnvironBuilder, run_wsgi_app
+
+    app = create_app(Settings())
+    body = CountingBody(300 * MIB)
+    environ = EnvironBuilder(path="/machine/sync", method="POST", content_type="application/json",
+                             headers={"Transfer-Encoding": "chunked"}).get_environ()
+    environ.pop("CONTENT_LENGTH", None)
+    environ.update({"wsgi.input": body, "wsgi.input_terminated": True})
+    _, status, _ = run_wsgi_app(app, environ)
+    assert status.startswith("413")
+    assert body.read_bytes <= BODY_LIMITS["/machine/sync"] + MIB, f"read {body.read_bytes} bytes"

@@ -301,6 +301,12 @@ def _closed_view(hook: Hook, reason: str) -> Callable[[], Any]:
 
 def _view(hook: Hook, ctx: HookContext) -> Callable[[], Any]:
     def view() -> Any:
+        # Read first, outside get_json's silence: a body cut at the route's limit (a chunked one has no
+        # Content-Length to refuse up front) is a 413, and one that stopped arriving a 408, not "not JSON".
+        data = request.get_data(cache=True)
+        limit = request.max_content_length
+        if request.content_length is None and limit is not None and len(data) >= limit:
+            request.stream.read(1)  # at the cap: werkzeug raises 413 if the body goes on
         try:
             body = request.get_json(silent=True, force=True)
         except RecursionError:  # nested deeper than the JSON decoder can follow: not a Metacontroller request
