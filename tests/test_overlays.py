@@ -121,7 +121,7 @@ def test_base_probes_stay_plain_http() -> None:
 
 def test_tls_controllers_call_every_hook_over_https_with_the_ca() -> None:
     controllers = [o for o in build(KUBERNETES / "overlays" / "tls-controllers") if o["kind"] in CONTROLLER_KINDS]
-    assert len(controllers) == 4
+    assert len(controllers) == 5  # machines, classes, sets, deployments, credentials
     for controller in controllers:
         for name, hook in controller["spec"]["hooks"].items():
             webhook = hook["webhook"]
