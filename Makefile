@@ -41,8 +41,10 @@ test: lint typecheck
 test-unit: lint
 	$(BIN)/python -m pytest -q -m unit
 
+# A local run without HOOK_AUTH_TOKEN turns hook authentication off explicitly (the server fails closed otherwise).
 run: venv
-	BIND="$${BIND:-$(HOST):$(PORT)}" $(BIN)/gunicorn -c gunicorn.conf.py "hooks.app:create_app()"
+	BIND="$${BIND:-$(HOST):$(PORT)}" HOOK_AUTH_DISABLED="$${HOOK_AUTH_DISABLED:-$$([ -n "$$HOOK_AUTH_TOKEN" ] && echo false || echo true)}" \
+		$(BIN)/gunicorn -c gunicorn.conf.py "hooks.app:create_app()"
 
 simulator: venv
 	$(BIN)/python -m emulator.metal --host $(HOST) --port 8090 --token demo-token --project 7f3c1a52-5d7e-4b8a-9c1d-2e3f4a5b6c7d

@@ -97,6 +97,7 @@ from typing import Any
 import requests
 import yaml
 
+from emulator.hookauth import seed_auth_secrets
 from emulator.jobs import JobRunner
 from emulator.metacontroller import Metacontroller, load_controllers
 from emulator.metal import CREATE_ROUTE, MetalSimulator
@@ -231,7 +232,7 @@ def free_port() -> int:
 class HookServer:
     """gunicorn with gunicorn.conf.py, as the image runs it, on one fixed port so restarts keep the address."""
 
-    def __init__(self, metal_api_url: str, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, metal_api_url: str, workdir: Path, port: int | None = None, token: str = "") -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / "gunicorn.log"
@@ -240,6 +241,8 @@ class HookServer:
         self.env.update({
             "BIND": f"127.0.0.1:{self.port}",
             "METAL_API_URL": metal_api_url,
+            # The real token path: Metacontroller (the emulator) sends what the endpointConfigs Secret holds.
+            "HOOK_AUTH_TOKEN": token,
             "GUNICORN_WORKERS": os.environ.get("GUNICORN_WORKERS", "2"),
             "GUNICORN_THREADS": os.environ.get("GUNICORN_THREADS", "8"),
             "GUNICORN_GRACEFUL_TIMEOUT": os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "10"),
@@ -531,11 +534,14 @@ class Run:
             capacity=max(100, 10 * config.machines), seed=config.seed,
         )
         self.sim_server = self.sim.serve()
-        self.hooks = HookServer(self.sim_server.url, self.workdir)
+        hook_token = secrets.token_urlsafe(32)
+        self.hooks = HookServer(self.sim_server.url, self.workdir, token=hook_token)
         self.store = Store(gc_delay=config.gc_delay)
         self.store.load_yaml(sorted(p for p in CRDS.glob("*.yaml") if p.name != "kustomization.yaml"))
+        controllers = load_controllers(CONTROLLERS)
+        seed_auth_secrets(self.store, controllers, hook_token)
         self.mc = Metacontroller(
-            self.store, load_controllers(CONTROLLERS), service_urls={SERVICE: self.hooks.url},
+            self.store, controllers, service_urls={SERVICE: self.hooks.url},
             workers=config.mc_workers, backoff_cap=config.backoff_cap, conflict_rate=config.conflict_rate,
             seed=config.seed, informer_lag=config.informer_lag, metadata_conflict_rate=config.metadata_conflict_rate,
         )

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from emulator.hookauth import seed_auth_secrets
 from emulator.metacontroller import Metacontroller, load_controllers
 from emulator.store import Store
 from hooks.config import Settings
@@ -153,6 +154,7 @@ def _one_change(classes: int, per_class: int, *, before: bool, timeout: float) -
     store.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
     for obj in _objects(classes, per_class, labelled=not before):
         store.create(obj)
+    seed_auth_secrets(store, controllers, "bench-local-token")  # Settings() in code: no token checked
     mc = Metacontroller(store, controllers, service_urls={HOOK_SERVICE: f"http://127.0.0.1:{http.server_port}"},
                         backoff_cap=0.5)
     mc.start()

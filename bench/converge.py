@@ -50,6 +50,7 @@ def _phase(machine: Obj) -> str:
 
 
 def measure(sim: Simulator, hooks: Gunicorn, *, replicas: int = 500, timeout: float = 240.0) -> Obj:
+    from emulator.hookauth import seed_auth_secrets
     from emulator.metacontroller import Metacontroller, load_controllers
     from emulator.nodes import NodeJoiner
     from emulator.store import Store
@@ -66,7 +67,9 @@ def measure(sim: Simulator, hooks: Gunicorn, *, replicas: int = 500, timeout: fl
     deployment["spec"]["replicas"] = 0
     deployment["spec"]["minReadySeconds"] = 0
     store.create(deployment)
-    mc = Metacontroller(store, load_controllers(CONTROLLERS),
+    controllers = load_controllers(CONTROLLERS)
+    seed_auth_secrets(store, controllers, "bench-local-token")  # the hooks run with HOOK_AUTH_DISABLED=true
+    mc = Metacontroller(store, controllers,
                         service_urls={"metal-machine-hooks.metal-machine-hooks": hooks.base_url})
     joiner = NodeJoiner(store, sim.base_url, poll_interval=0.1)
     mc.start()

@@ -29,6 +29,7 @@ Obj = dict[str, Any]
 
 def measure(sim: Simulator, hooks: Gunicorn, *, machines: int = 200, period: float = 10.0, rounds: int = 2,
             timeout: float = 240.0) -> Obj:
+    from emulator.hookauth import seed_auth_secrets
     from emulator.metacontroller import Metacontroller, load_controllers
     from emulator.nodes import NodeJoiner
     from emulator.store import Store
@@ -43,7 +44,9 @@ def measure(sim: Simulator, hooks: Gunicorn, *, machines: int = 200, period: flo
     deployment["metadata"]["name"] = "bench-heartbeats"
     deployment["spec"].update(replicas=machines, minReadySeconds=0)
     store.create(deployment)
-    mc = Metacontroller(store, load_controllers(CONTROLLERS),
+    controllers = load_controllers(CONTROLLERS)
+    seed_auth_secrets(store, controllers, "bench-local-token")  # the hooks run with HOOK_AUTH_DISABLED=true
+    mc = Metacontroller(store, controllers,
                         service_urls={"metal-machine-hooks.metal-machine-hooks": hooks.base_url})
     joiner = NodeJoiner(store, sim.base_url, poll_interval=0.1)
     mc.start()

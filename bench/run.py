@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     sim = Simulator(token, [STEADY_PROJECT, NOCACHE_PROJECT, CACHE_PROJECT, example_project])
     servers = [sim]
     try:
-        hook_env = {"METAL_API_URL": sim.url}
+        # A local benchmark: hook authentication is off explicitly (the emulator parts still find their Secret).
+        hook_env = {"METAL_API_URL": sim.url, "HOOK_AUTH_DISABLED": "true"}
         hooks = Gunicorn("hooks.app:create_app()", env=hook_env, name="hooks")
         servers.append(hooks)
         steady: Obj | None = None

@@ -201,12 +201,14 @@ class Demo:
         self.node_side = view.NodeSide()
         # The simulator accepts exactly the example Secret's token for the example classes' project.
         self.token = _docs(EXAMPLES / "secret.yaml")[0]["stringData"]["apiToken"]
+        self.hook_token = ""  # the bearer token the hook server requires, set when it starts
         self.project = next(d for d in _docs(EXAMPLES / "machine-class.yaml")
                             if d.get("kind") == "MachineClass")["providerSpec"]["projectID"]
 
     # ------------------------------------------------------------ start and stop
 
     def start(self) -> None:
+        from emulator.hookauth import seed_auth_secrets
         from emulator.jobs import JobRunner
         from emulator.metacontroller import Metacontroller, load_controllers
         from emulator.nodes import NodeJoiner
@@ -222,14 +224,18 @@ class Demo:
         key_file = self.workdir / "bootstrap-token-key"
         key_file.write_text(secrets.token_hex(32))
         key_file.chmod(0o600)
-        hooks = start_hook_server(self.workdir, metal_api_url=sim.url + "/metal/v1",
+        # The install step (docs/operations.md): one random token in the Secret the controllers' endpointConfigs name.
+        hook_token = self.hook_token = secrets.token_urlsafe(32)
+        hooks = start_hook_server(self.workdir, metal_api_url=sim.url + "/metal/v1", token=hook_token,
                                   env={"BOOTSTRAP_TOKEN_KEY_FILE": str(key_file)})
         self.children.append(hooks)
         store = Store()
         store.load_yaml(sorted(p for p in CRDS.glob("*.yaml") if p.name != "kustomization.yaml"))
         self.store = store
         store.watch(self.node_side.record)
-        self.mc = Metacontroller(store, load_controllers(CONTROLLERS), service_urls={HOOK_SERVICE: hooks.url},
+        controllers = load_controllers(CONTROLLERS)
+        seed_auth_secrets(store, controllers, hook_token)
+        self.mc = Metacontroller(store, controllers, service_urls={HOOK_SERVICE: hooks.url},
                                  backoff_cap=2.0, keep_bodies=self.keep)
         self.mc.start()
         self.node_store = store
@@ -469,7 +475,8 @@ class Demo:
         if request_file:
             lines += [
                 f"    a recorded Machine sync request: {request_file}",
-                f"    curl -s -H 'Content-Type: application/json' --data @{request_file} {hooks.url}/machine/sync",
+                f"    curl -s -H 'Authorization: Bearer {self.hook_token}' -H 'Content-Type: application/json' "
+                f"--data @{request_file} {hooks.url}/machine/sync",
                 f"    METAL_API_URL={sim.url}/metal/v1 {python} -m hooks replay {request_file}",
             ]
         lines += [

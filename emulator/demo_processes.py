@@ -119,10 +119,11 @@ def start_simulator(workdir: Path, *, token: str, project: str, provision_second
     return child
 
 
-def start_hook_server(workdir: Path, *, metal_api_url: str, timeout: float = 30.0,
+def start_hook_server(workdir: Path, *, metal_api_url: str, token: str, timeout: float = 30.0,
                       env: dict[str, str] | None = None) -> Child:
-    """gunicorn with the repository's gunicorn.conf.py, on a socket bound here (no free-port race); `env` adds
-    settings (the demo's bootstrap token key file)."""
+    """gunicorn with the repository's gunicorn.conf.py, on a socket bound here (no free-port race), requiring
+    `token` as an installation does (HOOK_AUTH_TOKEN; the emulator sends it from the endpointConfigs Secret); `env`
+    adds settings (the demo's bootstrap token key file)."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     listener.listen(128)
@@ -134,6 +135,7 @@ def start_hook_server(workdir: Path, *, metal_api_url: str, timeout: float = 30.
                        workdir, pass_fds=(listener.fileno(),), env={
                            "BIND": f"fd://{listener.fileno()}",
                            "METAL_API_URL": metal_api_url,
+                           "HOOK_AUTH_TOKEN": token,
                            "PROMETHEUS_MULTIPROC_DIR": str(metrics),
                            # Ctrl-C should not wait the production 25 s for in-flight calls.
                            "GUNICORN_GRACEFUL_TIMEOUT": "5",

@@ -144,3 +144,39 @@ def _value(what: str, ref: Obj, data: Obj, key: str) -> str:
         raise ResolveError(f"can't resolve {what}: {what} secret {ref.get('namespace')}/{ref.get('name')} does not "
                            f"contain key {key!r}")
     return base64.b64decode(data[key]).decode()
+
+
+def authorization_refs(controllers: list[Obj]) -> list[Obj]:
+    """Every `authorization.secretRef` the controllers name, in endpointConfigs and on webhooks, without repeats."""
+    refs: list[Obj] = []
+    for controller in controllers:
+        spec = controller.get("spec") or {}
+        holders = list(spec.get("endpointConfigs") or [])
+        holders += [(hook or {}).get("webhook") or {} for hook in (spec.get("hooks") or {}).values()]
+        for holder in holders:
+            ref = (holder.get("authorization") or {}).get("secretRef")
+            if isinstance(ref, dict) and ref not in refs:
+                refs.append(ref)
+    return refs
+
+
+def auth_secrets(controllers: list[Obj], token: str) -> list[Obj]:
+    """The Secrets an installation creates before applying the controllers (docs/operations.md), holding `token`
+    under each referenced key: what a demo, chaos run or e2e test puts in the emulator's store."""
+    secrets: dict[tuple[str, str], Obj] = {}
+    encoded = base64.b64encode(token.encode()).decode()
+    for ref in authorization_refs(controllers):
+        key = (str(ref.get("namespace") or ""), str(ref.get("name") or ""))
+        secret = secrets.setdefault(key, {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                                          "metadata": {"name": key[1], "namespace": key[0]}, "data": {}})
+        secret["data"][str(ref.get("key") or "token")] = encoded
+    return list(secrets.values())
+
+
+def seed_auth_secrets(store: Any, controllers: list[Obj], token: str) -> None:
+    """Create (or replace) the controllers' authorization Secrets in an emulator Store, before the controllers
+    start: Metacontroller refuses to create a controller whose Secret is missing."""
+    for secret in auth_secrets(controllers, token):
+        namespace = secret["metadata"]["namespace"]
+        store.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+        store.apply(secret)

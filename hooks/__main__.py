@@ -54,7 +54,7 @@ def settings_or_exit(env: dict[str, str] | None = None) -> Settings:
     except ConfigError as exc:
         raise SystemExit(f"replay refused: the configuration is invalid: {exc}") from None
     # The replayed call is made in-process, not over the network: the server's own bearer token is not needed.
-    return dataclasses.replace(settings, hook_auth_token="")
+    return dataclasses.replace(settings, hook_auth_token="", hook_auth_token_next="", hook_auth_required=False)
 
 
 def read_only_metal(settings: Settings) -> tuple[Callable[[str], Any], list[str]]:

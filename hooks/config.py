@@ -146,6 +146,11 @@ class Settings:
     # At most this many orphaned devices deleted per MachineClass scan (ORPHAN_DELETIONS_PER_SCAN).
     orphan_deletions_per_scan: int = DEFAULT_ORPHAN_DELETIONS_PER_SCAN
     hook_auth_token: str = field(default="", repr=False)
+    # The token that replaces hook_auth_token in a rotation (HOOK_AUTH_TOKEN_NEXT): both are accepted meanwhile.
+    hook_auth_token_next: str = field(default="", repr=False)
+    # Whether the hook routes refuse to serve without a token. The environment path requires one unless
+    # HOOK_AUTH_DISABLED=true; a Settings built in code (tests, tools) states it explicitly.
+    hook_auth_required: bool = False
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
     # The Node-side Jobs (docs/nodes.md): image, ServiceAccounts, bootstrap token settings; read once, here.
     node_jobs: NodeJobSettings = field(default_factory=lambda: _node_jobs({}))
@@ -156,8 +161,22 @@ class Settings:
         return DrainSettings(enabled=self.drain_enabled and not self.no_target_cluster, image=self.drain_image,
                              service_account=self.drain_service_account, timeout=self.drain_timeout)
 
+    @property
+    def hook_tokens(self) -> list[str]:
+        """The bearer tokens the hook routes accept (current, then next); empty means no check."""
+        return [token for token in (self.hook_auth_token, self.hook_auth_token_next) if token]
+
+    def auth_problem(self) -> str:
+        """Why the hook routes must stay closed ("" when they may serve): every request carries cloud credentials."""
+        if self.hook_auth_required and not self.hook_tokens:
+            return ("hook authentication is not configured: set HOOK_AUTH_TOKEN (the key `token` of the Secret "
+                    "metal-machine-hooks-auth, which Metacontroller's endpointConfigs also read; see "
+                    "docs/operations.md), or HOOK_AUTH_DISABLED=true for a throwaway local setup")
+        return ""
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read and check every setting; a hook server built from the environment requires a token by default."""
         env = os.environ if env is None else env
         url = (env.get("METAL_API_URL") or DEFAULT_API_URL).rstrip("/")
         if not url.startswith(("http://", "https://")):
@@ -179,6 +198,8 @@ class Settings:
             installation_id=_installation_id(env),
             orphan_deletions_per_scan=_int(env, "ORPHAN_DELETIONS_PER_SCAN", DEFAULT_ORPHAN_DELETIONS_PER_SCAN, 1),
             hook_auth_token=env.get("HOOK_AUTH_TOKEN", "").strip(),
+            hook_auth_token_next=env.get("HOOK_AUTH_TOKEN_NEXT", "").strip(),
+            hook_auth_required=not env_bool(env, "HOOK_AUTH_DISABLED"),
             extra={k: v for k, v in env.items() if k.startswith("MMH_")},
             node_jobs=_node_jobs(env),
         )

@@ -9,7 +9,9 @@ carries that config under `controller`, so the hook reads its own timeout from t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,3 +69,22 @@ class Deadline:
 def unlimited() -> Deadline:
     """A deadline that never runs out, for callers outside a hook call (tools, tests of other things)."""
     return Deadline(float("inf"))
+
+
+_current: ContextVar[Deadline | None] = ContextVar("hook_deadline", default=None)
+
+
+def current() -> Deadline:
+    """The deadline of the hook call this thread serves (set by the server per request), else one without end."""
+    found = _current.get()
+    return found if found is not None else unlimited()
+
+
+@contextmanager
+def scope(deadline: Deadline) -> Iterator[Deadline]:
+    """Make `deadline` the current one for the calls made inside (the server wraps each hook call in one)."""
+    token = _current.set(deadline)
+    try:
+        yield deadline
+    finally:
+        _current.reset(token)

@@ -15,6 +15,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
+from hooks.deadline import Deadline
+from hooks.deadline import current as current_deadline
+
 # What the hooks write on a Machine so that any driver finds the Machine's device again (a decorator cannot write
 # spec.providerID). Written by hooks.mcm.machine, read by the driver's `recorded_device_id`.
 DEVICE_ID_ANNOTATION = "metal-machine-hooks/device-id"
@@ -81,6 +84,9 @@ class MachineRequest:
     # This installation's id (hooks.mcm.tenancy): devices are created with it and the Machine's namespace as tenant
     # marks; "" (unknown) makes the driver refuse to create, and add no marks.
     installation_id: str = ""
+    # The hook call's time left (hooks/deadline.py): the server sets one per request; a driver checks it before
+    # every outbound call, retry and delete, and answers "try again" rather than past the webhook timeout.
+    deadline: Deadline = field(default_factory=current_deadline, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,7 @@ class ClassRequest:
     secrets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # This installation's id: a class lists only devices marked for it and for the class's namespace; "" lists none.
     installation_id: str = ""
+    deadline: Deadline = field(default_factory=current_deadline, compare=False, repr=False)  # as MachineRequest's
 
 
 @dataclass(frozen=True)

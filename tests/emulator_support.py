@@ -259,8 +259,12 @@ def real_cluster(sim_url: str, sim_base_url: str, *, settings: Any = None, contr
     the target (hooks/target/), Machines there never see their Node: this builds the topology, not the wiring.
     Everything, subprocesses included, is stopped afterwards.
     """
+    import dataclasses
+    import secrets
+
     from werkzeug.serving import make_server
 
+    from emulator.hookauth import seed_auth_secrets
     from emulator.jobs import JobRunner
     from emulator.metacontroller import load_controllers
     from emulator.nodes import NodeJoiner
@@ -268,21 +272,23 @@ def real_cluster(sim_url: str, sim_base_url: str, *, settings: Any = None, contr
     from hooks.mcm.node_jobs import NodeJobSettings
     from hooks.server.app import create_app
 
-    # The Node-side settings from the environment, as the hook server reads them (a test sets the token key file).
-    app = create_app(settings or Settings(metal_api_url=sim_url, retry_budget=1.0,
-                                          node_jobs=NodeJobSettings.from_env()))
+    # The real token path: the hook server requires the token Metacontroller reads from the Secret the controller
+    # configs' endpointConfigs name, as an installation does (docs/operations.md). The Node-side settings come from
+    # the environment, as the hook server reads them (a test sets the token key file).
+    auth_token = secrets.token_urlsafe(24)
+    settings = settings or Settings(metal_api_url=sim_url, retry_budget=1.0, node_jobs=NodeJobSettings.from_env())
+    app = create_app(dataclasses.replace(settings, hook_auth_token=auth_token, hook_auth_required=True))
     http = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=http.serve_forever, daemon=True).start()
     hooks_url = f"http://127.0.0.1:{http.server_port}"
     store = Store(gc_delay=gc_delay)
     store.load_yaml(sorted(p for p in (REPO / "kubernetes" / "crds").glob("*.yaml") if p.name != "kustomization.yaml"))
     mc_kwargs.setdefault("backoff_cap", 0.5)
-    mc = Metacontroller(store, controllers if controllers is not None else load_controllers(REPO / "metacontroller"),
-                        service_urls={HOOK_SERVICE: hooks_url}, **mc_kwargs)
+    controllers = controllers if controllers is not None else load_controllers(REPO / "metacontroller")
+    seed_auth_secrets(store, controllers, auth_token)
+    mc = Metacontroller(store, controllers, service_urls={HOOK_SERVICE: hooks_url}, **mc_kwargs)
     target = None
     if two_clusters:
-        import secrets
-
         from emulator.kubeapi import KubeApiServer as TargetApi
 
         target_store = Store(gc_delay=gc_delay)

@@ -231,7 +231,7 @@ def huge_annotation(size: int) -> Callable[[dict], None]:
     return lambda body: decorated(body)["metadata"].__setitem__("annotations", {"note": "x" * size})
 
 
-TOO_LARGE = hook_app.MAX_BODY_BYTES + 1
+TOO_LARGE = hook_app.BODY_LIMITS["/machine/sync"] + 1
 MINIMAL_MACHINE = {"apiVersion": "machine.sapcloud.io/v1alpha1", "kind": "Machine",
                    "metadata": {"name": "m", "namespace": "n", "uid": "u"}}
 
@@ -382,8 +382,8 @@ ROWS: list[Row] = [
         "error"),
     Row("body-string", "a JSON string", raw("/machine/sync", b'"worker-a"'), 400,
         "request body must be a JSON object", "error"),
-    Row("body-too-large", "bigger than MAX_CONTENT_LENGTH", raw("/machine/sync", b" " * TOO_LARGE), 413,
-        f"request body larger than {hook_app.MAX_BODY_BYTES} bytes", "error"),
+    Row("body-too-large", "bigger than the Machine sync route's limit", raw("/machine/sync", b" " * TOO_LARGE), 413,
+        f"request body larger than {hook_app.BODY_LIMITS['/machine/sync']} bytes", "error"),
     Row("body-large-allowed", "a 4 MB annotation (allowed) on a Machine whose class is missing",
         sync(both(huge_annotation(4 * 1024 * 1024), lambda b: b["related"][CLASS_KEY].clear())), 200,
         "does not exist", "description"),
@@ -423,7 +423,8 @@ ROWS: list[Row] = [
         "request body must be a JSON object", "error"),
     Row("machinedeployment-array", "the MachineDeployment hook gets an array",
         body_is("/machinedeployment/sync", []), 400, "request body must be a JSON object", "error"),
-    Row("machineclass-too-large", "the MachineClass hook gets too much", raw("/machineclass/sync", b"{" * TOO_LARGE),
+    Row("machineclass-too-large", "the MachineClass hook gets too much",
+        raw("/machineclass/customize", b"{" * (hook_app.BODY_LIMITS["/machineclass/customize"] + 1)),
         413, "request body larger than", "error"),
     # -- answers of the Metal API -------------------------------------------------------------------------------
     Row("api-list-500-text", "the listing fails with a plain-text 500",

@@ -253,8 +253,13 @@ def test_keep_leaves_the_cluster_reachable_until_ctrl_c() -> None:
         assert len(devices["devices"]) == 3
         assert requests.get(hooks + "/healthz", timeout=5).status_code == 200
         request_file = re.search(r"--data @(\S+) ", output).group(1)  # type: ignore[union-attr]
+        bearer = re.search(r"-H '(Authorization: Bearer \S+)'", output).group(1)  # type: ignore[union-attr]
+        unauthenticated = requests.post(hooks + "/machine/sync", data=Path(request_file).read_bytes(),
+                                        headers={"Content-Type": "application/json"}, timeout=10)
+        assert unauthenticated.status_code == 401  # the demo runs the hooks as an installation does
         answer = requests.post(hooks + "/machine/sync", data=Path(request_file).read_bytes(),
-                               headers={"Content-Type": "application/json"}, timeout=10)
+                               headers={"Content-Type": "application/json",
+                                        "Authorization": bearer.split(": ", 1)[1]}, timeout=10)
         assert answer.status_code == 200
         assert answer.json()["status"]["currentStatus"]["phase"] == "Running"
         process.send_signal(signal.SIGINT)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from emulator.hookauth import seed_auth_secrets
 from emulator.metacontroller import Metacontroller, load_controllers
 from emulator.store import Store
 from hooks.config import Settings
@@ -47,6 +48,7 @@ def class_controller() -> Iterator[tuple[Store, Metacontroller]]:
     store.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
     controllers = [c for c in load_controllers(REPO / "metacontroller")
                    if c["metadata"]["name"] == "metal-machineclasses"]
+    seed_auth_secrets(store, controllers, "class-relations-token")  # Settings() in code: no token checked
     mc = Metacontroller(store, controllers, service_urls={HOOK_SERVICE: f"http://127.0.0.1:{http.server_port}"},
                         backoff_cap=0.5)
     mc.start()

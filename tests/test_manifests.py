@@ -827,3 +827,23 @@ def test_jsonschema_translation_handles_int_or_string() -> None:
     jsonschema.validate(1, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate([1], schema)
+
+
+@pytest.mark.parametrize("item", controller_configs(), ids=_config_id)
+def test_every_hook_sends_the_token_the_hook_server_reads(item: tuple[Path, dict[str, Any]]) -> None:
+    """One Secret serves all hooks: each controller's endpointConfigs entry matches every hook's URL (as
+    Metacontroller v4.17 matches hosts) and names the Secret key the Deployment reads into HOOK_AUTH_TOKEN."""
+    from emulator.hookauth import match_endpoint_config, resolve_auth_header, webhook_url
+
+    _, controller = item
+    deployment = find("Deployment", "metal-machine-hooks")
+    (container,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "hooks"]
+    wanted = {e["name"]: e for e in container["env"]}["HOOK_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]
+    namespace = deployment["metadata"].get("namespace", "metal-machine-hooks")
+    secret = {"data": {wanted["key"]: "dG9rZW4="}}  # "token"
+    read = lambda kind, ns, name: secret if (kind, ns, name) == ("Secret", namespace, wanted["name"]) else None  # noqa: E731
+    configs = controller["spec"]["endpointConfigs"]
+    for name, hook in controller["spec"]["hooks"].items():
+        assert match_endpoint_config(webhook_url(hook["webhook"]), configs) is not None, name
+        assert "authorization" not in hook["webhook"], f"{name}: set once, in endpointConfigs"
+        assert resolve_auth_header(hook["webhook"], configs, read) == "Bearer token", name

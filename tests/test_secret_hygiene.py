@@ -229,3 +229,79 @@ def test_error_answers_that_quote_secrets_leak_nothing(
         chatty.shutdown()
     assert [d for d in metal_sim.sim.devices() if d["hostname"] == NAME] == []
     _assert_no_canary(recorder, raw_records, caplog, capsys, client)
+
+
+# -- redact, then cut: a secret straddling the cut, or echoed with its whitespace changed ------------------------
+
+FRAGMENT = 8  # no run this long of the token or of the userData canary may survive anywhere (hooks/redact.py)
+
+
+def _fragments(secret: str) -> set[str]:
+    return {secret[i:i + FRAGMENT] for i in range(len(secret) - FRAGMENT + 1)}
+
+
+def _straddling(metal_sim: MetalSim, how: str) -> Callable[[str, str, Mapping[str, str], bytes], SimResponse]:
+    """An API whose error texts put the token or the userData right across the client's cut (300 characters per
+    message, 120 of an HTML page), or echo the userData with its spaces collapsed."""
+    api_json = {"Content-Type": "application/json", "X-Request-Id": "req-straddle"}
+
+    def handle(method: str, path: str, headers: Mapping[str, str], body: bytes) -> SimResponse:
+        token = headers.get("x-auth-token", "")
+        sent = json.loads(body) if body else {}
+        userdata = sent.get("userdata", "") if isinstance(sent, dict) else ""
+        if method != "POST":
+            return metal_sim.sim.handle(method, path, headers, body)
+        if how == "token-at-cut":
+            text = "x" * 285 + token + " was refused"
+            return SimResponse(422, json.dumps({"errors": [text]}).encode(), api_json)
+        if how == "userdata-collapsed":
+            echoed = " ".join(userdata.split())
+            text = "y" * 250 + " userdata " + echoed
+            return SimResponse(422, json.dumps({"errors": [text, "z" * 280 + userdata]}).encode(), api_json)
+        if how == "html-at-cut":
+            page = ("<html><body><p>" + "w" * 100 + f"</p><p>{token}</p><p>{' '.join(userdata.split())}"
+                    "</p></body></html>")
+            return SimResponse(502, page.encode(), {"Content-Type": "text/html"})
+        return metal_sim.sim.handle(method, path, headers, body)
+
+    return handle
+
+
+@pytest.mark.parametrize("how", ["token-at-cut", "userdata-collapsed", "html-at-cut"])
+def test_no_fragment_of_a_secret_survives_a_cut(
+    metal_sim_factory: Callable[..., MetalSim], raw_records: RawRecords, caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str], how: str,
+) -> None:
+    import secrets as random_secrets
+
+    caplog.set_level(logging.DEBUG)
+    token = "tok" + random_secrets.token_hex(16)
+    canary = "cnry" + random_secrets.token_hex(12)
+    userdata = f"#!/bin/sh\necho  {canary}  >  /tmp/canary   # doubled  spaces"
+    metal_sim = metal_sim_factory(tokens={token: [TEST_PROJECT]})
+    api = SimulatorServer(_straddling(metal_sim, how)).start()
+    try:
+        recorder = Recorder()
+        client = _app(api.url, recorder)
+        body = _request(metal_sim)
+        set_secret_value(body, "apiToken", token)
+        set_secret_value(body, "userData", userdata)
+        answer = _post(client, recorder, "/machine/sync", body)
+        assert answer["status"]["lastOperation"]["state"] == "Failed"
+        assert recorder.errors, "the API's error never reached the client"
+    finally:
+        api.shutdown()
+    metrics = client.get("/metrics").get_data(as_text=True)
+    captured = capsys.readouterr()
+    places = {
+        "raw log records": "\n".join(raw_records.texts),
+        "caplog": caplog.text,
+        "stderr/stdout": captured.err + captured.out,
+        "answers and statuses": "\n".join(recorder.texts),
+        "exception messages": "\n".join(recorder.errors),
+        "/metrics": metrics,
+    }
+    assert "redacted" in "\n".join(recorder.texts), "the secret never reached the answer: the test proves nothing"
+    for where, text in places.items():
+        for fragment in _fragments(token) | _fragments(canary):
+            assert fragment not in text, f"{fragment!r} of a secret leaked into {where}"

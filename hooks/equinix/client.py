@@ -24,8 +24,11 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import requests
+import urllib3
 
 from hooks import PROJECT, __version__, events
+from hooks.deadline import Deadline
+from hooks.deadline import current as current_deadline
 from hooks.equinix.errors import (
     CapacityError,
     Forbidden,
@@ -38,7 +41,7 @@ from hooks.equinix.errors import (
     UnexpectedResponse,
     Unprocessable,
 )
-from hooks.redact import redact, secret_strings
+from hooks.redact import redact, secret_strings, shorten
 
 log = logging.getLogger("hooks.metal")
 
@@ -50,6 +53,11 @@ BACKOFF_CAP = 4.0  # no single backoff wait is longer (a Retry-After may be)
 MAX_PAGES = 1000  # a listing longer than this is a server defect, not a project
 MAX_MESSAGE_CHARS = 300  # per API message kept in an exception
 MAX_EXCERPT_CHARS = 120  # of a non-JSON error body
+# No answer is read past this size: a page of 1000 devices with their includes is a few MB.
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+READ_CHUNK = 64 * 1024
+# An attempt is not started with less time than this left in the hook call: it could not finish.
+MIN_ATTEMPT_SECONDS = 0.05
 
 CAPACITY_PATTERN = re.compile(r"no available hardware reservations|no provisionable|not provisionable", re.I)
 RATE_LIMIT_PATTERN = re.compile(r"rate.?limit|too many requests|throttl", re.I)
@@ -274,7 +282,8 @@ class MetalClient:
                     # It may have been the very device a caller looks for; a listing without it is incomplete.
                     raise UnexpectedResponse(
                         f"{operation} failed: page {page} holds an entry that is not an object "
-                        f"({_short(repr(item), 40)}); refusing to return an incomplete listing",
+                        f"({shorten(repr(item), 40, [self._token.value], collapse=True)}); "
+                        "refusing to return an incomplete listing",
                         operation=operation,
                         status=200,
                     )
@@ -315,9 +324,15 @@ class MetalClient:
         """One API operation: attempts, backoff and error mapping. `started` lets a listing share one budget."""
         secrets = [self._token.value, *secrets]
         started = self._monotonic() if started is None else started
+        deadline = current_deadline()
         attempt = 0
         while True:
             attempt += 1
+            timeout = _within(self.timeout, deadline.left())
+            if timeout is None:
+                # Not sent at all, so not ambiguous even for a create; the hook answers "try again".
+                raise TransportError(f"{operation} failed: no time left in this hook call before its webhook "
+                                     "timeout; the next sync tries again", operation=operation)
             t0 = self._monotonic()
             try:
                 response = self.session.request(
@@ -326,13 +341,19 @@ class MetalClient:
                     params=params,
                     json=body,
                     headers=self._headers(),
-                    timeout=self.timeout,
+                    timeout=timeout,
                     # A redirect would carry X-Auth-Token to wherever it points; requests only strips Authorization.
                     allow_redirects=False,
+                    stream=True,  # the body is read below, bounded in time and size
                 )
+                try:
+                    _read_body(response, deadline, MAX_RESPONSE_BYTES, timeout[1])
+                finally:
+                    if response.raw is not None:
+                        response.close()
             except requests.RequestException as exc:
                 error: MetalError = TransportError(
-                    redact(_transport_message(operation, exc, self.timeout, retry), secrets), operation=operation
+                    redact(_transport_message(operation, exc, timeout, retry), secrets), operation=operation
                 )
                 status = "transport"
                 error.__cause__ = exc
@@ -352,6 +373,8 @@ class MetalClient:
                 wait = max(wait, error.retry_after)
             if self._monotonic() - started + wait > self.retry_budget:
                 raise error
+            if wait + MIN_ATTEMPT_SECONDS >= deadline.left():
+                raise error  # the retry could not finish before the webhook timeout: the next sync tries again
             log.debug("%s: retrying in %.2f s after %s", operation, wait, status)
             if isinstance(error, RateLimited):
                 events.emit(events.RATE_LIMIT_WAIT, operation=operation, seconds=wait)
@@ -385,6 +408,59 @@ class MetalClient:
 
 
 # -- pure helpers ----------------------------------------------------------------------------------------------
+
+
+class _BodyTooSlow(requests.exceptions.ReadTimeout):
+    """The answer was still arriving when the hook call's time ran out."""
+
+
+class _BodyTooLarge(requests.exceptions.ContentDecodingError):
+    """The answer is larger than any the API sends."""
+
+
+def _within(timeout: tuple[float, float], left: float) -> tuple[float, float] | None:
+    """(connect, read) timeouts no longer than the time left; None when too little is left to try."""
+    if left < MIN_ATTEMPT_SECONDS:
+        return None
+    return (min(timeout[0], left), min(timeout[1], left))
+
+
+def _read_body(response: requests.Response, deadline: Deadline, limit: int, read_timeout: float) -> None:
+    """Read a streamed answer's body into `response`, giving up when the hook call's time runs out or the body
+    passes `limit` bytes. Each read returns what one receive brings, so a server that trickles a byte at a time
+    is noticed at the deadline rather than after its whole body (the per-receive read timeout alone never fires)."""
+    raw = response.raw
+    if raw is None or not hasattr(raw, "read1"):  # a response built in memory (tests, the replay dry run)
+        return
+    chunks: list[bytes] = []
+    size = 0
+    sock = getattr(getattr(raw, "connection", None), "sock", None)
+    try:
+        while True:
+            left = deadline.left()
+            if left <= 0:
+                raise _BodyTooSlow("the answer was still arriving when the hook call's time ran out")
+            if sock is not None:  # no single receive may wait past the deadline either
+                sock.settimeout(max(0.001, min(read_timeout, left)))
+            chunk = raw.read1(READ_CHUNK, decode_content=True)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                raise _BodyTooLarge(f"the answer is larger than {limit} bytes")
+            chunks.append(chunk)
+    except (urllib3.exceptions.ReadTimeoutError, TimeoutError) as exc:
+        if deadline.left() <= 0:
+            raise _BodyTooSlow("the answer was still arriving when the hook call's time ran out") from None
+        raise requests.exceptions.ReadTimeout(str(exc)) from None
+    except urllib3.exceptions.DecodeError as exc:
+        raise requests.exceptions.ContentDecodingError(str(exc)) from None
+    except (urllib3.exceptions.ProtocolError, urllib3.exceptions.IncompleteRead) as exc:
+        raise requests.exceptions.ChunkedEncodingError(str(exc)) from None
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise requests.exceptions.ConnectionError(str(exc)) from None
+    response._content = b"".join(chunks)
+    response._content_consumed = True
 
 
 def _segment(value: str, name: str) -> str:
@@ -467,7 +543,7 @@ def _result(
             from_api=from_api,
             operation=operation,
         )
-    messages = [redact(m, secrets) for m in _messages(response)]
+    messages = _messages(response, secrets)
     retry_after = _retry_after(response.headers)
     cls = _error_class(status, " ".join(messages), from_api)
     if cls is RateLimited and retry_after is None:
@@ -510,8 +586,12 @@ def _rid(request_id: str | None) -> str:
     return f" (request id {request_id})" if request_id else ""
 
 
-def _messages(response: requests.Response) -> list[str]:
-    """Every message in {"error": ...} and {"errors": [...]}; for anything else a short excerpt of the text."""
+def _messages(response: requests.Response, secrets: Sequence[str] = ()) -> list[str]:
+    """Every message in {"error": ...} and {"errors": [...]}; for anything else a short excerpt of the text.
+
+    Each one is redacted whole before it is cut (hooks.redact.shorten): a secret straddling the cut, or echoed
+    with its whitespace changed, would otherwise survive as a fragment no redaction recognises.
+    """
     decoded: Any = None
     if response.content:
         try:
@@ -525,10 +605,10 @@ def _messages(response: requests.Response) -> list[str]:
             for key in keys:
                 value = decoded.get(key)
                 items = value if isinstance(value, list) else [value]
-                found += [_short(_as_text(item)) for item in items if item not in (None, "", [], {})]
+                found += [_short(_as_text(item), secrets) for item in items if item not in (None, "", [], {})]
             if found:
                 return found
-    excerpt = _excerpt(response.text if response.content else "")
+    excerpt = _excerpt(response.text if response.content else "", secrets)
     return [excerpt] if excerpt else ([response.reason] if response.reason else [])
 
 
@@ -545,17 +625,21 @@ def _as_text(item: object) -> str:
         return str(item)
 
 
-def _short(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _short(text: str, secrets: Sequence[str], limit: int = MAX_MESSAGE_CHARS) -> str:
+    """Redact, collapse whitespace, cut: in that order (hooks.redact.shorten)."""
+    return shorten(text, limit, secrets, collapse=True)
 
 
-def _excerpt(body: str) -> str:
-    """A readable line from an HTML or text body: the title if there is one, else the text without tags."""
+def _excerpt(body: str, secrets: Sequence[str] = ()) -> str:
+    """A readable line from an HTML or text body: the title if there is one, else the text without tags.
+
+    The body is redacted before the tags are stripped as well as after: a secret may be split by markup.
+    """
+    body = redact(body, secrets)
     title = re.search(r"<title[^>]*>(.*?)</title>", body, re.I | re.S)
     text = title.group(1) if title and title.group(1).strip() else body
     text = re.sub(r"<(script|style)\b.*?</\1\s*>", " ", text, flags=re.I | re.S)
-    return _short(html.unescape(re.sub(r"<[^>]*>", " ", text)), MAX_EXCERPT_CHARS)
+    return _short(html.unescape(re.sub(r"<[^>]*>", " ", text)), secrets, MAX_EXCERPT_CHARS)
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -590,7 +674,11 @@ def _transport_message(
     operation: str, exc: requests.RequestException, timeout: tuple[float, float], idempotent: bool
 ) -> str:
     """A short reason; requests' own text is long and repeats the URL."""
-    if isinstance(exc, requests.ConnectTimeout):
+    if isinstance(exc, _BodyTooSlow):
+        reason = "the answer was still arriving when this hook call's time ran out; the next sync tries again"
+    elif isinstance(exc, _BodyTooLarge):
+        reason = f"the answer is larger than {MAX_RESPONSE_BYTES} bytes"
+    elif isinstance(exc, requests.ConnectTimeout):
         reason = f"could not connect within {timeout[0]:g} s"
     elif isinstance(exc, requests.Timeout):
         reason = f"no answer within {timeout[1]:g} s"

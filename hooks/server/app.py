@@ -17,6 +17,7 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import ClientDisconnected, HTTPException
 
+from hooks import deadline, objects
 from hooks.config import ConfigError, Settings
 from hooks.context import BadRequest, HookContext, Runtime, utc_now
 from hooks.driver import Driver
@@ -30,8 +31,23 @@ Hook = Callable[[dict[str, Any], HookContext], dict[str, Any]]
 log = logging.getLogger("hooks")
 access_log = logging.getLogger("hooks.access")
 
-# Requests larger than this are refused before parsing (Metacontroller sends whole objects, never megabytes).
-MAX_BODY_BYTES = 16 * 1024 * 1024
+MIB = 1024 * 1024
+# Per-route body limits, checked against Content-Length before anything is read (and as a streamed cap for a
+# chunked body). A MachineSet of 1000 Machines is a 3 MB sync request (bench/results.json machineset_1000
+# request_bytes), and class and deployment syncs carry as many: those routes get 20x headroom. A Machine's hooks
+# carry one Machine with its Node, class, Secret and Jobs; a customize request only the parent.
+BODY_LIMITS: dict[str, int] = {
+    "/machine/customize": 2 * MIB, "/machine/sync": 8 * MIB, "/machine/finalize": 8 * MIB,
+    "/machineset/customize": 2 * MIB, "/machineset/sync": 64 * MIB,
+    "/machinedeployment/sync": 64 * MIB,
+    "/machineclass/customize": 2 * MIB, "/machineclass/sync": 64 * MIB, "/machineclass/finalize": 64 * MIB,
+    "/credentials/customize": 2 * MIB, "/credentials/sync": 16 * MIB, "/credentials/finalize": 16 * MIB,
+}
+# The largest limit; kept as the app-wide cap for anything not in the table.
+MAX_BODY_BYTES = max(BODY_LIMITS.values())
+# A refused request's body is read and dropped up to this size, so the kept-alive connection stays usable;
+# a larger (or unbounded) one is not read at all and the connection is closed instead.
+DISCARD_LIMIT = 256 * 1024
 
 
 def _routes() -> dict[str, Hook]:
@@ -80,24 +96,28 @@ def create_app(
     app = Flask("hooks")
     app.json = FastJSONProvider(app)  # orjson: large parents decode and encode in a fraction of the time (bench/)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    config_error = ""
+    problems: list[str] = []
     if settings is None:
         try:
             settings = Settings.from_env()
         except ConfigError as exc:
-            config_error = str(exc)
-            settings = Settings()
-    log_level_error = logs.configure_logging(os.environ.get("LOG_LEVEL"))
-    config_error = "; ".join(e for e in (config_error, log_level_error) if e)
-    metal = metal or _default_metal_factory(settings)
-    ctx = HookContext(
-        settings=settings,
-        metal=metal,
-        clock=clock or utc_now,
-        driver=driver or EquinixDriver(settings, metal),
-        runtime=Runtime(),  # one per app: the class scan clock
-    )
-    app.extensions["hook_context"] = ctx
+            # Never a fallback to defaults: they would drop the token and every other choice the operator made.
+            problems.append(str(exc))
+    problems.append(logs.configure_logging(os.environ.get("LOG_LEVEL")))
+    if settings is not None:
+        problems.append(settings.auth_problem())
+    config_error = "; ".join(p for p in problems if p)
+    ctx: HookContext | None = None
+    if settings is not None:
+        metal = metal or _default_metal_factory(settings)
+        ctx = HookContext(
+            settings=settings,
+            metal=metal,
+            clock=clock or utc_now,
+            driver=driver or EquinixDriver(settings, metal),
+            runtime=Runtime(),  # one per app: the class scan clock
+        )
+        app.extensions["hook_context"] = ctx
 
     @app.get("/healthz")
     def healthz() -> Any:
@@ -116,13 +136,18 @@ def create_app(
 
     routes = _routes()
     for path, hook in routes.items():
-        app.add_url_rule(path, endpoint=path, view_func=_view(hook, ctx), methods=["POST"])
-    _instrument(app, settings, frozenset(routes))
+        view = _view(hook, ctx) if ctx is not None and not config_error else _closed_view(hook, config_error)
+        app.add_url_rule(path, endpoint=path, view_func=view, methods=["POST"])
+    _instrument(app, settings.hook_tokens if settings is not None else [], config_error, frozenset(routes))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:
         if exc.code == 413:
-            return jsonify({"error": f"request body larger than {MAX_BODY_BYTES} bytes"}), 413
+            limit = BODY_LIMITS.get(request.path, MAX_BODY_BYTES)
+            response = jsonify({"error": f"request body larger than {limit} bytes"})
+            response.status_code = 413
+            response.headers["Connection"] = "close"  # the rest of the body is never read
+            return response
         if isinstance(exc, ClientDisconnected):  # the body stopped arriving (read deadline, hooks/server/worker.py)
             return jsonify({"error": "request body was not received in time; send the whole request at once"}), 408
         return jsonify({"error": exc.description or exc.name}), exc.code
@@ -130,30 +155,38 @@ def create_app(
     return app
 
 
-def _instrument(app: Flask, settings: Settings, hook_paths: frozenset[str]) -> None:
-    """Request id, logging scope, bearer-token check, latency metric and one log line per hook call.
+def _instrument(app: Flask, tokens: list[str], closed: str, hook_paths: frozenset[str]) -> None:
+    """Request id, logging scope, closed-door and bearer-token checks, body limit, latency metric and one log
+    line per hook call.
 
-    The token check runs before the body is parsed: an unauthenticated request's body is read and dropped, never
-    parsed or logged.
+    The checks run before the body is parsed: a refused request's body is never parsed or logged, and one larger
+    than its route allows is refused from its Content-Length alone, before a byte of it is read.
     """
 
     @app.before_request
     def begin() -> Any:
         hook = request.endpoint if request.endpoint in hook_paths else None
         g.started = time.perf_counter()
+        g.arrived = time.monotonic()  # the hook call's deadline counts from here, body reading included
         g.hook = hook
         g.request_id = logs.new_request_id(request.headers.get(logs.REQUEST_ID_HEADER))
         g.log_scope = logs.begin_request(g.request_id, hook)
         if hook:
             g.metrics_scope = metrics.begin_request(hook)
-        if hook and settings.hook_auth_token:
-            problem = check_bearer(request.headers.get("Authorization"), settings.hook_auth_token)
+        if not hook:
+            return None
+        limit = BODY_LIMITS.get(hook, MAX_BODY_BYTES)
+        request.max_content_length = limit  # also caps a chunked body as it streams in (413)
+        if closed:
+            return _refuse(503, f"the hook server is not configured correctly: {closed}")
+        if tokens:
+            problem = check_bearer(request.headers.get("Authorization"), tokens)
             if problem:
-                _discard_body()
-                response = jsonify({"error": problem})
-                response.status_code = 401
+                response = _refuse(401, problem)
                 response.headers["WWW-Authenticate"] = 'Bearer realm="metal-machine-hooks"'
                 return response
+        if request.content_length is not None and request.content_length > limit:
+            return _refuse(413, f"request body larger than {limit} bytes")
         return None
 
     @app.after_request
@@ -185,17 +218,38 @@ def _instrument(app: Flask, settings: Settings, hook_paths: frozenset[str]) -> N
             logs.end_request(scope)
 
 
-def _discard_body() -> None:
-    """Reads and drops the body of a request we refuse unread (bounded by MAX_CONTENT_LENGTH).
+def _refuse(status: int, error: str) -> Response:
+    """An answer that leaves the body unparsed; the connection is closed unless the body was small enough to drop."""
+    response = jsonify({"error": error})
+    response.status_code = status
+    if not _discard_body():
+        response.headers["Connection"] = "close"
+    return response
 
-    Left unread, gunicorn's gthread worker drains it later in a pool thread that then blocks waiting for the
-    next request on the kept-alive connection: a busy thread, and a graceful shutdown that waits its full timeout.
+
+def _discard_body() -> bool:
+    """Reads and drops a refused request's body when it is small (DISCARD_LIMIT); False when it was left unread.
+
+    Left unread on a kept-alive connection, gunicorn's gthread worker drains it later in a pool thread that then
+    blocks waiting for the next request: a busy thread, and a graceful shutdown that waits its full timeout. A large
+    or unbounded (chunked) body is not worth reading: the caller closes the connection instead.
     """
+    length = request.content_length
+    if length is None and request.headers.get("Transfer-Encoding", "").lower() != "chunked":
+        return True  # no body
+    if length is None or length > DISCARD_LIMIT:
+        return False
     try:
-        while request.stream.read(64 * 1024):
-            pass
-    except (HTTPException, OSError):  # too large or the client went away: nothing left worth reading
-        pass
+        stream = request.stream
+        left = length
+        while left > 0:
+            chunk = stream.read(min(64 * 1024, left))
+            if not chunk:
+                break
+            left -= len(chunk)
+    except (HTTPException, OSError):  # the client went away: nothing left worth reading
+        return False
+    return True
 
 
 def _subject(body: dict[str, Any]) -> str | None:
@@ -221,8 +275,8 @@ def _secret_values(body: dict[str, Any]) -> list[str]:
     secrets: list[Any] = [body.get(key) for key in ("object", "parent")]
     for group in ("related", "attachments", "children"):
         kinds = body.get(group)
-        for objects in kinds.values() if isinstance(kinds, dict) else ():
-            secrets += objects.values() if isinstance(objects, dict) else ()
+        for group_objects in kinds.values() if isinstance(kinds, dict) else ():
+            secrets += group_objects.values() if isinstance(group_objects, dict) else ()
     values: list[str] = []
     for obj in secrets:
         if not isinstance(obj, dict) or obj.get("kind") != "Secret":
@@ -238,9 +292,8 @@ def _secret_values(body: dict[str, Any]) -> list[str]:
 
 def _target_credentials(secret: dict[str, Any]) -> list[str]:
     """The credentials inside a target kubeconfig Secret; nothing when it is not one or cannot be parsed."""
-    labels = (secret.get("metadata") or {}).get("labels")
-    wanted = target_kubeconfig.TARGET_LABEL_VALUE
-    if not isinstance(labels, dict) or labels.get(target_kubeconfig.TARGET_LABEL) != wanted:
+    labels = objects.labels(secret)
+    if labels.get(target_kubeconfig.TARGET_LABEL) != target_kubeconfig.TARGET_LABEL_VALUE:
         return []
     data = secret.get("data")
     raw = data.get(target_kubeconfig.KUBECONFIG_KEY) if isinstance(data, dict) else None
@@ -258,8 +311,24 @@ def _decoded(value: str) -> list[str]:
         return []
 
 
+def _closed_view(hook: Hook, reason: str) -> Callable[[], Any]:
+    """The route of a server that must not serve (invalid configuration, no token): 503 with the reason."""
+
+    def view() -> Any:
+        return jsonify({"error": f"the hook server is not configured correctly: {reason}"}), 503
+
+    view.__name__ = f"closed_{hook.__module__}_{hook.__name__}"
+    return view
+
+
 def _view(hook: Hook, ctx: HookContext) -> Callable[[], Any]:
     def view() -> Any:
+        # Read first, outside get_json's silence: a body cut at the route's limit (a chunked one has no
+        # Content-Length to refuse up front) is a 413, and one that stopped arriving a 408, not "not JSON".
+        data = request.get_data(cache=True)
+        limit = request.max_content_length
+        if request.content_length is None and limit is not None and len(data) >= limit:
+            request.stream.read(1)  # at the cap: werkzeug raises 413 if the body goes on
         try:
             body = request.get_json(silent=True, force=True)
         except RecursionError:  # nested deeper than the JSON decoder can follow: not a Metacontroller request
@@ -269,8 +338,13 @@ def _view(hook: Hook, ctx: HookContext) -> Callable[[], Any]:
         for secret in _secret_values(body):
             logs.register_secret(secret)
         logs.set_subject(_subject(body))
+        # One deadline per call, from the webhook timeout the request's own controller config sets: every
+        # outbound call checks it, and the hook answers "try again" rather than after Metacontroller gave up.
+        budget = deadline.Deadline.for_request(body, request.path.rsplit("/", 1)[-1])
+        budget.started = g.get("arrived", budget.started)
         try:
-            return jsonify(hook(body, ctx))
+            with deadline.scope(budget):
+                return jsonify(hook(body, ctx))
         except BadRequest as exc:
             return jsonify({"error": str(exc)}), 400
         except Exception:

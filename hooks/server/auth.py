@@ -1,7 +1,8 @@
 """Bearer-token check for the hook routes (Metacontroller's `webhook.authorization`, type Bearer, v4.16+).
 
-Metacontroller sends `Authorization: Bearer <secret value, trimmed>`. Without a token configured the hook
-routes are open, as before; health and metrics endpoints never need one, so probes and scrapers work unchanged.
+Metacontroller sends `Authorization: Bearer <secret value, trimmed>`. A server built from the environment refuses
+to serve hooks without a token unless HOOK_AUTH_DISABLED=true (hooks/config.py); health and metrics endpoints
+never need one, so probes and scrapers work unchanged.
 """
 
 from __future__ import annotations
