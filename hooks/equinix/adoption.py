@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from hooks import objects
 from hooks.equinix import tags as owner_tags
 from hooks.equinix import tenancy
 from hooks.equinix.providerspec import fold_keys
@@ -57,11 +58,11 @@ class Claim:
 def claim_for(machine: Mapping[str, Any], machine_class: Mapping[str, Any], installation_id: str = "") -> Claim:
     """The Claim of a Machine (its metadata) with its MachineClass (providerSpec keys matched as the Go provider
     does, hooks.equinix.providerspec.fold_keys); anything missing becomes "" and fails the matching proof."""
-    meta = machine.get("metadata") if isinstance(machine.get("metadata"), dict) else {}
-    raw = machine_class.get("providerSpec") if isinstance(machine_class.get("providerSpec"), dict) else {}
-    spec, _ = fold_keys(raw)
+    meta = objects.meta(machine)
+    spec, _ = fold_keys(objects.mapping(machine_class, "providerSpec"))
     project = spec.get("projectID")
-    class_tags = spec.get("tags") if isinstance(spec.get("tags"), list) else []
+    listed = spec.get("tags")
+    class_tags: list[Any] = listed if isinstance(listed, list) else []
     return Claim(
         machine_name=str(meta.get("name") or ""),
         machine_uid=str(meta.get("uid") or ""),
@@ -155,10 +156,10 @@ def prove(device: Any, claim: Claim) -> Proof:
         return _fail(OWNER, f"device {device['id']} carries another Machine's ownership tag {others[0]}",
                      "it belongs to that Machine; " + RECREATE)
     if claim.installation_id:
-        wanted = set(tenancy.tenant_tags(claim.installation_id, claim.namespace))
+        tenant = set(tenancy.tenant_tags(claim.installation_id, claim.namespace))
         foreign = sorted(t for t in device_tags
                          if t.startswith((tenancy.INSTALLATION_TAG_PREFIX, tenancy.NAMESPACE_TAG_PREFIX))
-                         and t not in wanted)
+                         and t not in tenant)
         if foreign:
             return _fail(TENANT, f"device {device['id']} carries another installation's or namespace's tag "
                                  f"{foreign[0]}", "it belongs to that tenant; " + RECREATE)

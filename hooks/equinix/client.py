@@ -460,7 +460,7 @@ def _read_body(response: requests.Response, deadline: Deadline, limit: int, read
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         raise requests.exceptions.ConnectionError(str(exc)) from None
     response._content = b"".join(chunks)
-    response._content_consumed = True
+    response._content_consumed = True  # type: ignore[attr-defined]
 
 
 def _segment(value: str, name: str) -> str:

@@ -418,8 +418,7 @@ def _release_devices(req: HookRequest, ctx: HookContext, seen: state.Observed, *
     driver = _driver(ctx)
     checked = check(req, driver)
     if checked.access_problems:
-        event = state.CannotDelete(checked.access_problems, announce or "")
-        return _answer(req, seen, state.next_status(seen, event))
+        return _answer(req, seen, state.next_status(seen, state.CannotDelete(checked.access_problems, announce or "")))
     try:
         install = installation.installation_id(ctx.settings, req.related)
         result = driver.delete_machine(req.for_driver(installation_id=install), dry_run=announce is not None)

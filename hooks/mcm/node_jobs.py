@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from hooks import objects
 from hooks.config import DEFAULT_DRAIN_IMAGE as DEFAULT_IMAGE
 from hooks.config import ConfigError
 from hooks.mcm import bootstrap
@@ -185,14 +186,14 @@ def attempt_of(job: Mapping[str, Any]) -> int:
 
 def outcome(job: Mapping[str, Any]) -> str:
     """ "succeeded", "failed" or "running", from the Job controller's conditions and counters."""
-    status = job.get("status") if isinstance(job.get("status"), dict) else {}
-    conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or [] if isinstance(c, dict)}
+    status = objects.mapping(job, "status")
+    conditions = {c.get("type"): c.get("status") for c in objects.mappings(status, "conditions")}
     succeeded, failed = status.get("succeeded"), status.get("failed")
     if conditions.get("Complete") == "True" or (isinstance(succeeded, int) and succeeded >= 1):
         return "succeeded"
     if conditions.get("Failed") == "True":
         return "failed"
-    limit = (job.get("spec") or {}).get("backoffLimit", BACKOFF_LIMIT)
+    limit = objects.mapping(job, "spec").get("backoffLimit", BACKOFF_LIMIT)
     if isinstance(failed, int) and isinstance(limit, int) and failed > limit and not status.get("active"):
         return "failed"
     return "running"
@@ -200,10 +201,10 @@ def outcome(job: Mapping[str, Any]) -> str:
 
 def problem(job: Mapping[str, Any]) -> str:
     """Why a Job failed, from its Failed condition (reason: message); the pod's own message is in its log."""
-    name = (job.get("metadata") or {}).get("name")
-    status = job.get("status") if isinstance(job.get("status"), dict) else {}
-    for cond in status.get("conditions") or []:
-        if isinstance(cond, dict) and cond.get("type") == "Failed" and cond.get("status") == "True":
+    name = objects.name(job)
+    status = objects.mapping(job, "status")
+    for cond in objects.mappings(status, "conditions"):
+        if cond.get("type") == "Failed" and cond.get("status") == "True":
             detail = ": ".join(str(cond[k]).rstrip(". ") for k in ("reason", "message") if cond.get(k))
             return f"job {name} failed ({detail or 'no reason given'})"
     return f"job {name} failed ({status.get('failed') or 0} pod(s) failed)"

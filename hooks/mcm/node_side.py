@@ -178,7 +178,7 @@ def _merge_taints(current: list[dict[str, Any]], wanted: list[dict[str, Any]],
         if ident in gone:
             continue
         seen.add(ident)
-        wanted_taint = want.get(ident)  # type: ignore[arg-type]
+        wanted_taint = want.get(ident)
         if wanted_taint is None or _same_taint(taint, wanted_taint):
             result.append(taint)
         else:

@@ -258,7 +258,7 @@ def _subject(body: dict[str, Any]) -> str | None:
     meta = target.get("metadata") if isinstance(target, dict) else None
     if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
         return None
-    kind = target.get("kind") if isinstance(target.get("kind"), str) else "object"
+    kind = objects.string(target, "kind", default="object")
     namespace = meta.get("namespace")
     name = f"{namespace}/{meta['name']}" if isinstance(namespace, str) and namespace else meta["name"]
     return f"{kind} {name}"[:300]

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from hooks import objects
+
 TARGET_LABEL = "metal-machine-hooks/target-kubeconfig"
 TARGET_LABEL_VALUE = "true"
 KUBECONFIG_KEY = "kubeconfig"
@@ -83,7 +85,7 @@ def from_related(related: Mapping[str, Any] | None, namespace: str) -> TargetCon
         meta = secret.get("metadata") if isinstance(secret, dict) else None
         if not isinstance(meta, dict) or meta.get("namespace") != namespace:
             continue
-        labels = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
+        labels = objects.labels(secret)
         if labels.get(TARGET_LABEL) == TARGET_LABEL_VALUE and not meta.get("deletionTimestamp"):
             found.append(secret)
     if not found:
@@ -178,21 +180,21 @@ def _config(cluster: dict[str, Any], user: dict[str, Any], where: str, source: s
     if parts.scheme == "http" and not _loopback(parts.hostname):
         raise TargetConfigError(f"{where}: server {server} is plain http: credentials would travel unencrypted "
                                 "(http is accepted for a loopback address only, for local emulators)")
-    token = user.get("token")
-    cert, key = user.get("client-certificate-data"), user.get("client-key-data")
+    token: Any = user.get("token")
+    cert_data, key_data = user.get("client-certificate-data"), user.get("client-key-data")
     if token is not None and not isinstance(token, str):
         raise TargetConfigError(f"{where}: user token is not a string")
-    if bool(cert) != bool(key):
+    if bool(cert_data) != bool(key_data):
         raise TargetConfigError(f"{where}: client-certificate-data and client-key-data must be given together")
-    if not token and not cert:
+    if not token and not cert_data:
         raise TargetConfigError(f"{where}: the user has neither a token nor client-certificate-data/client-key-data")
     name = cluster.get("tls-server-name")
     return TargetConfig(
         server=server.rstrip("/"),
         ca_data=_pem(cluster.get("certificate-authority-data"), "certificate-authority-data", where),
         token=token or None,
-        client_cert=_pem(cert, "client-certificate-data", where),
-        client_key=_pem(key, "client-key-data", where),
+        client_cert=_pem(cert_data, "client-certificate-data", where),
+        client_key=_pem(key_data, "client-key-data", where),
         tls_server_name=str(name) if name else None,
         source=source,
     )
@@ -228,7 +230,7 @@ def _load(text: str, where: str) -> Any:
         try:
             return json.loads(stripped)
         except ValueError as exc:
-            raise TargetConfigError(f"{where} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+            raise TargetConfigError(f"{where} is not valid JSON: {exc}") from None
     for key in ("exec", "auth-provider", "tokenFile"):  # name the real problem even if its section is exotic YAML
         if re.search(rf"^\s*(- )?{re.escape(key)}\s*:", text, re.MULTILINE):
             what = REFUSED_USER[key]

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from hooks import objects
 from hooks.target.api import TargetReader, TargetUnavailable
 from hooks.target.freeze import UNREACHABLE_SINCE_ANNOTATION, MachineView, TargetRead
 from hooks.target.kubeconfig import TargetConfig, TargetConfigError, from_related
@@ -51,8 +52,8 @@ def read_node(
 
 def machine_view(machine: Mapping[str, Any], *, drain_expired: bool = False) -> MachineView:
     """The freeze decision's view of a Machine: deleting, the drain clock, the unreachable-since annotation."""
-    meta = machine.get("metadata") if isinstance(machine.get("metadata"), dict) else {}
-    annotations = meta.get("annotations") if isinstance(meta.get("annotations"), dict) else {}
+    meta = objects.meta(machine)
+    annotations = objects.annotations(machine)
     since = annotations.get(UNREACHABLE_SINCE_ANNOTATION)
     return MachineView(deleting=bool(meta.get("deletionTimestamp")), drain_expired=drain_expired,
                        unreachable_since=since if isinstance(since, str) and since else None)
