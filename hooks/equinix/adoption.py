@@ -24,9 +24,8 @@ from typing import Any
 from hooks import objects
 from hooks.equinix import tags as owner_tags
 from hooks.equinix import tenancy
+from hooks.equinix.devices import GONE_STATES
 from hooks.equinix.providerspec import fold_keys
-
-GONE_STATES = ("deprovisioning", "deleted")
 
 # Names of the proofs, in the order they are checked (the first that fails is reported).
 DEVICE = "device"

@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from hooks import objects
-from hooks.driver import Device, DeviceState
+from hooks.driver import DEVICE_ID_ANNOTATION, PROVIDER_ID_ANNOTATION, Device, DeviceState
 from hooks.mcm import bootstrap, node_jobs
 from hooks.mcm import vocabulary as mcm
 from hooks.mcm.node_proof import EXTERNAL, prove
@@ -279,11 +279,6 @@ def proof_args(device: Device) -> list[str]:
         if address.type == EXTERNAL:
             args += ["--address", address.address]
     return args
-
-
-# Where the Machine hook records its device (hooks/mcm/machine.py writes them; a decorator cannot set spec.providerID).
-DEVICE_ID_ANNOTATION = "metal-machine-hooks/device-id"
-PROVIDER_ID_ANNOTATION = "metal-machine-hooks/provider-id"
 
 
 def recorded_device(machine: Any) -> Device | None:
