@@ -66,9 +66,11 @@ def measure(sim: Simulator, hooks: Gunicorn, *, machines: int = 200, period: flo
             time.sleep(0.5)
         else:
             raise TimeoutError(f"the fleet of {machines} did not reach Running within {timeout} s")
-        mc.wait_idle(timeout=60)
+        # Settling takes a while at 200: every MachineSet status write while the fleet converged re-syncs each
+        # Machine of the set (the Machine hook relates its MachineSet), and those syncs drain before the count starts.
+        mc.wait_idle(timeout=timeout)
         time.sleep(1.0)  # the last label writes' echoes
-        mc.wait_idle(timeout=60)
+        mc.wait_idle(timeout=timeout)
         before_calls, before_hooks, before_beats = sim.calls(), len(mc.hook_calls()), joiner.heartbeats
         joiner.heartbeat_period = period
         started = time.monotonic()
