@@ -94,6 +94,7 @@ def server() -> Iterator[HookServer]:
     srv.close()
 
 
+@pytest.mark.slow  # waits for two creation retries
 def test_a_missing_secret_means_no_controller_until_a_retry_finds_it(store: Store, server: HookServer) -> None:
     server.handlers["/sync"] = lambda body: {"labels": {"synced": "yes"}}
     dc = decorator("dc", server.url)
