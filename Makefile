@@ -1,6 +1,6 @@
 # One place for every command a developer or CI runs. `make demo` and `make test` are the two that matter.
 #   make test       ruff, mypy, then every test, one at a time (six to seven minutes on two cores)
-#   make test-unit  ruff, then the tests marked unit (no servers), spread over the cores: under 20 s; run it on every change.
+#   make test-unit  ruff, then the tests marked unit (no servers) over all cores: under 20 s; run it on every change.
 #                   A new test file is unit unless its top says `pytestmark = pytest.mark.e2e` (or slow); keep each
 #                   unit test under ~0.5 s: `.venv/bin/python -m pytest -q -m unit --durations=15` names the slow ones
 #   make typecheck  mypy over hooks/, drain/, nodejobs/ and emulator/ (config in pyproject.toml)
