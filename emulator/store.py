@@ -169,7 +169,9 @@ class Store:
         self._auto_namespaces = auto_namespaces
         self._lock = threading.RLock()
         self._dispatch_lock = threading.RLock()
+        # Replaced, never mutated, so readers need no lock; the lookup cache is dropped with each replacement.
         self._types: list[ResourceType] = list(BUILTINS)
+        self._type_cache: dict[tuple[str, str | None, str | None], ResourceType] = {}
         self._objects: dict[tuple[str, str, str, str], Obj] = {}
         self._uids: dict[str, tuple[str, str, str, str]] = {}
         self._rv = itertools.count(1)
@@ -204,17 +206,25 @@ class Store:
         )
         with self._lock:
             self._types = [t for t in self._types if (t.group, t.kind) != (rt.group, rt.kind)] + [rt]
+            self._type_cache = {}
             self._validators.pop(rt.kind + "." + rt.group, None)
         self.apply(crd)
         return rt
 
     def resource_for(self, api_version: str, *, kind: str | None = None, resource: str | None = None) -> ResourceType:
-        with self._lock:
-            for rt in self._types:
-                if rt.serves(api_version) and (kind is None or rt.kind == kind) and (
-                    resource is None or rt.plural == resource
-                ):
-                    return rt
+        """The served type; without the store's lock (the informer matches every related rule of every parent with
+        it, and waiting behind a large list for each match left a 200-Machine emulator's informer minutes behind)."""
+        key = (api_version, kind, resource)
+        cache = self._type_cache
+        found = cache.get(key)
+        if found is not None:
+            return found
+        for rt in self._types:
+            if rt.serves(api_version) and (kind is None or rt.kind == kind) and (
+                resource is None or rt.plural == resource
+            ):
+                cache[key] = rt
+                return rt
         what = kind or resource
         raise NotFound(f"the server doesn't have a resource type {what!r} in apiVersion {api_version!r}")
 
@@ -248,17 +258,19 @@ class Store:
         kind: str,
         namespace: str | None = None,
         label_selector: Obj | None = None,
+        *,
+        copies: bool = True,
     ) -> list[Obj]:
-        """Objects of one kind, optionally in one namespace and matching a LabelSelector (None = all)."""
+        """Objects of one kind, optionally in one namespace and matching a LabelSelector (None = all).
+
+        `copies=False` hands out the stored objects themselves, for callers that only read them (the emulator's
+        informer matching every event against every parent): never modify what it returns."""
         rt = self.resource_for(api_version, kind=kind)
         with self._lock:
-            out = []
-            for (group, k, ns, _), obj in sorted(self._objects.items()):
-                if group != rt.group or k != rt.kind or (namespace is not None and rt.namespaced and ns != namespace):
-                    continue
-                if selectors.matches(label_selector, obj["metadata"].get("labels")):
-                    out.append(copy.deepcopy(obj))
-            return out
+            mine = sorted((key, obj) for key, obj in self._objects.items() if key[0] == rt.group and key[1] == rt.kind
+                          and (namespace is None or not rt.namespaced or key[2] == namespace))
+            found = [obj for _, obj in mine if selectors.matches(label_selector, obj["metadata"].get("labels"))]
+            return [copy.deepcopy(obj) for obj in found] if copies else found
 
     def snapshot(self) -> builtins.list[Obj]:
         with self._lock:
