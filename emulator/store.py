@@ -159,6 +159,32 @@ def _parsed_file(path: str, mtime_ns: int, size: int) -> tuple[Any, ...]:
     return tuple(yaml.safe_load_all(Path(path).read_text()))
 
 
+Key = tuple[str, str, str, str]  # group, kind, namespace, name
+
+
+class _Objects(dict[Key, "Obj"]):
+    """The store's objects with an index by (group, kind), kept by the only mutations the store uses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._kinds: dict[tuple[str, str], dict[Key, Obj]] = {}
+
+    def __setitem__(self, key: Key, obj: Obj) -> None:
+        super().__setitem__(key, obj)
+        self._kinds.setdefault((key[0], key[1]), {})[key] = obj
+
+    def pop(self, key: Key, default: Any = None) -> Any:
+        self._kinds.get((key[0], key[1]), {}).pop(key, None)
+        return super().pop(key, default)
+
+    def __delitem__(self, key: Key) -> None:
+        self._kinds.get((key[0], key[1]), {}).pop(key, None)
+        super().__delitem__(key)
+
+    def of_kind(self, group: str, kind: str) -> dict[Key, Obj]:
+        return self._kinds.get((group, kind), {})
+
+
 class Store:
     """Thread-safe object store; every public method is atomic with respect to the others."""
 
@@ -172,7 +198,7 @@ class Store:
         # Replaced, never mutated, so readers need no lock; the lookup cache is dropped with each replacement.
         self._types: list[ResourceType] = list(BUILTINS)
         self._type_cache: dict[tuple[str, str | None, str | None], ResourceType] = {}
-        self._objects: dict[tuple[str, str, str, str], Obj] = {}
+        self._objects = _Objects()
         self._uids: dict[str, tuple[str, str, str, str]] = {}
         self._rv = itertools.count(1)
         self._last_rv = 0
@@ -263,14 +289,22 @@ class Store:
     ) -> list[Obj]:
         """Objects of one kind, optionally in one namespace and matching a LabelSelector (None = all).
 
-        `copies=False` hands out the stored objects themselves, for callers that only read them (the emulator's
-        informer matching every event against every parent): never modify what it returns."""
+        `copies=False` hands out the stored objects themselves, without taking the lock, for callers that only read
+        them (the emulator's informer matching every event against every parent): never modify what it returns.
+        Stored objects are replaced, never changed in place, and copying a dict's items is one step under the GIL,
+        so such a view is a consistent snapshot of each object."""
         rt = self.resource_for(api_version, kind=kind)
+        if not copies:
+            return self._select(list(self._objects.of_kind(rt.group, rt.kind).items()), rt, namespace, label_selector)
         with self._lock:
-            mine = sorted((key, obj) for key, obj in self._objects.items() if key[0] == rt.group and key[1] == rt.kind
-                          and (namespace is None or not rt.namespaced or key[2] == namespace))
-            found = [obj for _, obj in mine if selectors.matches(label_selector, obj["metadata"].get("labels"))]
-            return [copy.deepcopy(obj) for obj in found] if copies else found
+            found = self._select(list(self._objects.of_kind(rt.group, rt.kind).items()), rt, namespace, label_selector)
+            return [copy.deepcopy(obj) for obj in found]
+
+    @staticmethod
+    def _select(items: builtins.list[tuple[Key, Obj]], rt: ResourceType, namespace: str | None,
+                label_selector: Obj | None) -> builtins.list[Obj]:
+        mine = sorted((key, obj) for key, obj in items if namespace is None or not rt.namespaced or key[2] == namespace)
+        return [obj for _, obj in mine if selectors.matches(label_selector, obj["metadata"].get("labels"))]
 
     def snapshot(self) -> builtins.list[Obj]:
         with self._lock:
