@@ -191,8 +191,13 @@ def test_drain_program_cordons_evicts_past_a_budget_and_waits_before_the_device_
     assert f"node {node} cordoned" in log and "evicted apps/web-1" in log and "refused" in log, log
     assert f"leaving kube-system/kube-proxy-{node}: mirror pod" in log
     assert _drains(running.jobs.finished) == [f"{MACHINE}-drain"]
-    # Beside the drain, the Node's Terminating condition and, after the device, its removal (docs/nodes.md).
-    assert {f"{MACHINE}-node-terminating", f"{MACHINE}-node-remove"} <= set(running.jobs.finished)
+    # Beside the drain, the Node's Terminating condition and, after the device, its removal (docs/nodes.md). With
+    # two clusters the Machine sees its Node at the next resync, by when the Node joiner (the cloud node lifecycle
+    # controller's stand-in) may have removed it already: then no removal Job is needed
+    # (test_e2e_node_side_wired covers the removal Job in both topologies, without that controller).
+    assert f"{MACHINE}-node-terminating" in running.jobs.finished
+    assert running.target is not None or f"{MACHINE}-node-remove" in running.jobs.finished
+    _wait(lambda: nodes.try_get("v1", "Node", node) is None, 10, "the Node removed after its device")
     if running.target is None:
         # What the program did is what its ClusterRole grants (kubernetes/drain/clusterrole.yaml), nothing more.
         role = yaml.safe_load((REPO / "kubernetes" / "drain" / "clusterrole.yaml").read_text())
