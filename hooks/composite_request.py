@@ -12,9 +12,7 @@ from typing import Any
 
 from hooks import objects
 from hooks.context import BadRequest
-
-# Metacontroller's record of what it applied to a child; the API server's business, never part of a desired child.
-LAST_APPLIED = "metacontroller.k8s.io/last-applied-configuration"
+from hooks.last_applied import LAST_APPLIED, without_last_applied  # noqa: F401  (re-exported)
 
 
 def parent_and_children(body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -46,8 +44,3 @@ def child_object(obj: Any, key: str) -> dict[str, Any]:
     if not objects.name(obj):
         raise BadRequest(f"child {key!r} has no metadata.name")
     return obj
-
-
-def without_last_applied(annotations: dict[str, Any]) -> dict[str, Any]:
-    """Observed annotations as a desired child carries them: Metacontroller's own record left out."""
-    return {k: v for k, v in annotations.items() if k != LAST_APPLIED}

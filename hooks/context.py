@@ -15,6 +15,7 @@ from hooks.driver import Driver
 
 if TYPE_CHECKING:
     from hooks.equinix.client import MetalClient
+    from hooks.target.node_read import ReaderFactory
 
 
 def utc_now() -> datetime:
@@ -46,3 +47,5 @@ class HookContext:
     # The provider seam the Machine hooks call (hooks.server.app gives it one; hooks.mcm never builds one).
     driver: Driver | None = None
     runtime: Runtime = field(default_factory=Runtime)
+    # Builds the reader of a target cluster's API from its kubeconfig (None: hooks.target.api.TargetReader).
+    target_reader: ReaderFactory | None = None

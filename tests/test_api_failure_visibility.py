@@ -2,9 +2,8 @@
 status and the MCM error code, a hook outcome other than `ok`, and a count in metal_machine_hooks_api_errors_total.
 
 The hooks answer 200 on an API failure (the failure belongs in the Machine's status, and Metacontroller must apply
-it), so neither the access log's status nor the 2xx outcome shows it. These tests are expected to fail until the
-lead wires the call sites in hooks/mcm/machine.py and hooks/server/app.py (see the operators report); strict xfail
-makes them report the moment the wiring lands.
+it), so neither the access log's status nor the 2xx outcome shows it. The MCM package reports the failure through
+hooks/events.py and the server turns it into the log line, the outcome and the count.
 """
 
 from __future__ import annotations

@@ -221,6 +221,9 @@ def test_customize_asks_for_class_secrets_and_node(client) -> None:
             {"apiVersion": "v1", "resource": "secrets", "namespace": NS,
              "labelSelector": {"matchLabels": {"metal-machine-hooks/credentials": "true"}}},
             {"apiVersion": "v1", "resource": "nodes", "names": [NAME]},
+            # The namespace's target cluster (two clusters: docs/operations.md), only from its own namespace.
+            {"apiVersion": "v1", "resource": "secrets", "namespace": NS,
+             "labelSelector": {"matchLabels": {"metal-machine-hooks/target-kubeconfig": "true"}}},
             {"apiVersion": "machine.sapcloud.io/v1alpha1", "resource": "machinesets", "namespace": NS,
              "names": ["worker-a-6d4b9c8f7"]},
             # Without INSTALLATION_ID, the kube-system Namespace's UID is the installation id (tenant tags).
@@ -235,7 +238,7 @@ def test_customize_without_class_name_leaves_out_the_class_rule(client) -> None:
     body = load("customize-request.json")
     del body["parent"]["spec"]["class"]["name"]
     resources = [r["resource"] for r in client.post("/machine/customize", json=body).json["relatedResources"]]
-    assert resources == ["secrets", "nodes", "machinesets", "namespaces"]
+    assert resources == ["secrets", "nodes", "secrets", "machinesets", "namespaces"]
 
 
 def test_customize_of_a_machine_without_controller_asks_for_no_machineset(client) -> None:
@@ -243,7 +246,7 @@ def test_customize_of_a_machine_without_controller_asks_for_no_machineset(client
     body = load("customize-request.json")
     body["parent"]["metadata"]["ownerReferences"][0]["controller"] = False
     resources = [r["resource"] for r in client.post("/machine/customize", json=body).json["relatedResources"]]
-    assert resources == ["machineclasses", "secrets", "nodes", "namespaces"]
+    assert resources == ["machineclasses", "secrets", "nodes", "secrets", "namespaces"]
 
 
 @pytest.mark.parametrize("body", [{"controller": {}}, {"parent": "m"}, {"object": load("sync-request.json")["object"]}])

@@ -91,6 +91,8 @@ RATE_LIMITED = DriverError("HTTP 429", "ResourceExhausted", retry_after=90.0)
 LOST = DriverError("the outcome of the create request is unknown (timeout)", "Unavailable", ambiguous=True)
 DENIED = DriverError("delete_device failed: HTTP 403", "PermissionDenied")
 DRAIN_MSG = "Drain successful. Initiate VM deletion"
+FROZEN = "target cluster API unavailable since 2026-11-25T10:00:00Z (unreachable): GET node worker-a: refused"
+RESET = "Machine Health Timeout was reset due to APIServer being unreachable"
 
 ROWS = [
     # -- creation ---------------------------------------------------------------------------------------------
@@ -239,6 +241,19 @@ ROWS = [
         ms.TokenStep("no bootstrap token key is configured", "Failed", code="FailedPrecondition"),
         "CrashLoopBackOff", "no bootstrap token key is configured", "Failed", "Create", "FailedPrecondition",
         resync=(1, 600)),
+    # -- two clusters: the target's API unreachable (hooks/target/freeze.py, MCM's safety controller) ------------
+    Row("target unreachable: Running frozen", "reconcileClusterMachineSafetyAPIServer (freeze)",
+        machine("Running", op={"description": "ok", "state": "Successful", "type": "HealthCheck"}),
+        ms.TargetFrozen(FROZEN, 30.0), "Running", FROZEN, "Processing", "HealthCheck", resync=(30, 30)),
+    Row("target unreachable: Pending frozen", "reconcileClusterMachineSafetyAPIServer (freeze)", machine("Pending"),
+        ms.TargetFrozen(FROZEN, 30.0), "Pending", FROZEN, "Processing", "Create", resync=(30, 30)),
+    Row("target unreachable: deletion held", "reconcileClusterMachineSafetyAPIServer (freeze)",
+        {**machine("Terminating"), "metadata": {**machine()["metadata"], "deletionTimestamp": _t(NOW)}},
+        ms.TargetFrozen(FROZEN, 30.0), "Terminating", FROZEN, "Processing", "Delete", finalized=False,
+        resync=(30, 30)),
+    Row("target back: Unknown reset to Running", "reconcileClusterMachineSafetyAPIServer (unfreeze)",
+        machine("Unknown", since=3000), ms.HealthTimeoutReset(RESET, 30.0), "Running", RESET, "Successful",
+        "HealthCheck", resync=(30, 30)),
 ]
 
 

@@ -55,8 +55,8 @@ def test_replayed_customize_fixture_prints_the_related_rules(
     code, answer = replay(FIXTURES / "machine" / "customize-request.json", capsys)
 
     assert code == 0
-    assert [rule["resource"] for rule in answer["relatedResources"]] == ["machineclasses", "secrets", "nodes",
-                                                                       "machinesets", "namespaces"]
+    assert [rule["resource"] for rule in answer["relatedResources"]] == [
+        "machineclasses", "secrets", "nodes", "secrets", "machinesets", "namespaces"]
     assert sum(metal_sim.sim.calls.values()) == 0  # customize never calls the API
 
 

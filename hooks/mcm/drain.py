@@ -46,7 +46,8 @@ from hooks.mcm.timefmt import go_duration, parse_time
 
 # The names the Machine hook and the tests import from here.
 __all__ = ["INITIATE_DRAIN", "INITIATE_VM_DELETION", "JOB_KEY", "MAX_NAME", "NODE_ANNOTATION",
-           "PREVIOUS_ERROR_ANNOTATION", "DrainSettings", "DrainStep", "build_job", "job_name", "plan_drain"]
+           "PREVIOUS_ERROR_ANNOTATION", "DrainSettings", "DrainStep", "build_job", "drain_waived", "job_name",
+           "plan_drain"]
 
 FORCE_DELETION_LABEL = "force-deletion"
 # MCM: a Node not Ready (or with a read-only filesystem) for this long is not worth waiting for.
@@ -189,6 +190,13 @@ def _unhealthy_since(node: dict[str, Any], kind: str, healthy: str) -> datetime 
     if cond is None or cond.get("status") == healthy:
         return None
     return parse_time(cond.get("lastTransitionTime"))
+
+
+def drain_waived(machine: dict[str, Any], settings: DrainSettings, now: datetime) -> bool:
+    """True when no drain is owed any more whatever the Node's state: the force-deletion label, or the drain timeout
+    passed since deletion (an unreachable target then holds only the Node's removal, hooks.target.freeze)."""
+    reason = _force_reason(machine, {}, settings, now)
+    return reason is not None and reason[0] in ("force-label", "drain-timeout")
 
 
 def _force_reason(

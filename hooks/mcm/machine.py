@@ -3,12 +3,17 @@
 Hooks (all Metacontroller hook version v2, related keys `namespace/name`):
 
 * customize asks for the Machine's MachineClass, the credentials Secrets of the Machine's namespace (label
-  `metal-machine-hooks/credentials: "true"`), the Node named like the Machine and the MachineSet that controls it.
+  `metal-machine-hooks/credentials: "true"`), the Node named like the Machine, the target kubeconfig Secret of the
+  namespace (label `metal-machine-hooks/target-kubeconfig: "true"`) and the MachineSet that controls it.
 * sync asks the driver for the Machine's device (GetMachineStatus), creates one when there is none (at most once
   per sync, and never while the Machine's MachineSet is missing or being deleted), and reports MCM's status.
-* finalize first drains the Machine's Node with a Job attachment (hooks.mcm.drain decides; docs/drain.md), shows
-  each drain outcome in lastOperation before the next step, then asks the driver to delete every device of the
-  Machine, then removes its Node, and answers `finalized: true` only once no device is left and the Node is gone.
+* finalize (hooks.mcm.machine_deletion) first drains the Machine's Node with a Job attachment (hooks.mcm.drain
+  decides; docs/drain.md), shows each drain outcome in lastOperation before the next step, then asks the driver to
+  delete every device of the Machine, then removes its Node, and answers `finalized: true` only once no device is
+  left and the Node is gone.
+* Two clusters (hooks.mcm.machine_target, docs/operations.md): when the namespace names a target cluster, the Node
+  is read from the target's API instead of the related one, every Job mounts the kubeconfig, and a target that
+  cannot be read freezes the Machine (never Failed for it) as MCM's safety controller does.
 * The Node side (docs/nodes.md, hooks.mcm.node_side): a bootstrap token before the create when the userData asks
   for one, the Node's nodeTemplate while it differs, its Terminating condition and its removal, each a Job
   attachment declared on every call while it matters.
@@ -52,29 +57,26 @@ makes the Machine `Available`, no Node is awaited and no `node` label is written
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from hooks import events, objects
 from hooks.config import CREDENTIALS_LABEL, CREDENTIALS_LABEL_VALUE
 from hooks.context import HookContext
-from hooks.driver import DEVICE_ID_ANNOTATION, PROVIDER_ID_ANNOTATION, Device, Driver, DriverError, StatusResponse
-from hooks.mcm import fail_permit, installation, machineclass, node_side
+from hooks.driver import DEVICE_ID_ANNOTATION, PROVIDER_ID_ANNOTATION, Device, DriverError, StatusResponse
+from hooks.mcm import installation, machine_deletion, machine_target, machineclass, node_side
 from hooks.mcm import machine_state as state
 from hooks.mcm import vocabulary as mcm
-from hooks.mcm.bootstrap import BootstrapTokenError, expiration
-from hooks.mcm.drain import INITIATE_VM_DELETION, JOB_KEY, DrainStep, plan_drain
-from hooks.mcm.drain_job import ATTEMPT_ANNOTATION
+from hooks.mcm.bootstrap import BootstrapTokenError
+from hooks.mcm.machine_outcome import Outcome, answer, driver_of, observed
 from hooks.mcm.machine_request import Checked, HookRequest, check, check_machine, parse_request
-from hooks.mcm.machine_status import build_status, node_conditions, observed_operation, observed_phase
+from hooks.mcm.machine_status import node_conditions, observed_phase
+from hooks.target.kubeconfig import customize_rule as target_rule
 
 log = logging.getLogger("hooks.machine")
 
 __all__ = ["DEVICE_ID_ANNOTATION", "PROVIDER_ID_ANNOTATION", "customize", "finalize", "sync"]
 
-# Longest resync we ask for. A Retry-After far in the future must not become a Go time.Duration that overflows in
-# Metacontroller (on amd64 it turns negative: an immediate re-queue); resyncPeriodSeconds still applies anyway.
-MAX_RESYNC = 3600.0
 
 
 # ---------------------------------------------------------------------------------------------------------- customize
@@ -96,6 +98,7 @@ def customize(body: dict[str, Any], ctx: HookContext) -> dict[str, Any]:
     rules.append({"apiVersion": "v1", "resource": "secrets", "namespace": namespace,
                   "labelSelector": {"matchLabels": {CREDENTIALS_LABEL: CREDENTIALS_LABEL_VALUE}}})
     rules.append({"apiVersion": "v1", "resource": "nodes", "names": [parent["metadata"]["name"]]})
+    rules.append(target_rule(namespace))  # the namespace's target cluster, if it names one (two clusters)
     owner = state.controller_machineset(parent)
     if owner:
         rules.append({"apiVersion": mcm.API_VERSION, "resource": "machinesets", "namespace": namespace,
@@ -107,57 +110,17 @@ def customize(body: dict[str, Any], ctx: HookContext) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------------------- sync
 
 
-@dataclass
-class Outcome:
-    """What one hook call decided; `response()` turns it into the decorator answer."""
-
-    status: dict[str, Any] | None = None
-    labels: dict[str, Any] = field(default_factory=dict)
-    annotations: dict[str, Any] = field(default_factory=dict)
-    resync: float = 0.0
-    finalized: bool | None = None
-    attachments: list[dict[str, Any]] | None = None
-    device: Device | None = field(default=None, repr=False)  # the live device this call saw (not in the answer)
-
-    def response(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if self.labels:
-            out["labels"] = self.labels
-        if self.annotations:
-            out["annotations"] = self.annotations
-        if self.status is not None:
-            out["status"] = self.status
-        if self.attachments is not None:
-            out["attachments"] = self.attachments
-        if self.resync > 0:
-            out["resyncAfterSeconds"] = round(min(self.resync, MAX_RESYNC), 1)
-        if self.finalized is not None:
-            out["finalized"] = self.finalized
-        return out
-
-
-def _driver(ctx: HookContext) -> Driver:
-    driver = getattr(ctx, "driver", None)
-    if driver is None:
-        raise RuntimeError("the hook context has no driver: hooks.server.app.create_app gives it one")
-    return driver
-
-
-def _observed(req: HookRequest, ctx: HookContext) -> state.Observed:
-    may_fail = fail_permit.may_fail(req.machine, objects.mapping(req.related, mcm.MACHINESET_KEY))
-    return state.Observed(req.machine, req.node, ctx.clock(), ctx.settings, may_fail)
-
-
-def _answer(req: HookRequest, seen: state.Observed, step: state.Transition, **status: Any) -> Outcome:
-    written = build_status(req.status, phase=step.phase, operation=step.operation, now=seen.now, **status)
-    return Outcome(status=written, resync=step.resync, finalized=step.finalized)
-
-
 def sync(body: dict[str, Any], ctx: HookContext) -> dict[str, Any]:
     req = parse_request(body)
-    outcome = reconcile(req, ctx)
-    if outcome.status is not None:  # a Failed Machine (no status written) keeps nothing: its Jobs go
-        outcome.attachments = _node_side_jobs(req, ctx, outcome)
+    source = machine_target.NodeSource(req)
+    if observed_phase(req.status) == mcm.FAILED:
+        outcome = Outcome()  # terminal: the MachineSet replaces a Failed Machine; no status, its Jobs go
+    else:
+        source = machine_target.observe(req, ctx)
+        req = source.req
+        outcome = _sync(req, ctx, source)
+    outcome.annotations.update(source.annotations())
+    outcome.attachments = source.jobs(outcome.attachments)
     # Every Machine carries its class's label, so a MachineClass relates only its own Machines (machineclass.py).
     class_label = machineclass.machine_class_label(req.machine)
     if req.labels.get(machineclass.CLASS_LABEL) != class_label:
@@ -165,49 +128,63 @@ def sync(body: dict[str, Any], ctx: HookContext) -> dict[str, Any]:
     return outcome.response()
 
 
+def _sync(req: HookRequest, ctx: HookContext, source: machine_target.NodeSource) -> Outcome:
+    """Frozen while the target cannot be read, MCM's reset once it answers, else the usual reconcile."""
+    decision = source.decision
+    if decision is not None and decision.frozen:
+        return machine_target.frozen(req, ctx, decision)
+    reset = machine_target.recovered(req, ctx, decision) if decision is not None else None
+    if reset is not None:
+        return reset
+    outcome = reconcile(req, ctx)
+    if outcome.status is not None:
+        outcome.attachments = _node_side_jobs(req, ctx, outcome)
+    return outcome
+
+
 def reconcile(req: HookRequest, ctx: HookContext) -> Outcome:
     """The sync step: validate, look the device up, create when allowed; `machine_state` decides the status."""
     if observed_phase(req.status) == mcm.FAILED:
         return Outcome()  # terminal: the MachineSet replaces a Failed Machine
-    driver, seen = _driver(ctx), _observed(req, ctx)
+    driver, seen = driver_of(ctx), observed(req, ctx)
     install = installation.installation_id(ctx.settings, req.related)
     checked = check(req, driver)
     recorded = driver.recorded_device_id(req.machine)
     if checked.access_problems or (checked.problems and not recorded):
-        outcome = _answer(req, seen, state.next_status(seen, state.Invalid(checked.problems or
+        outcome = answer(req, seen, state.next_status(seen, state.Invalid(checked.problems or
                                                                            checked.access_problems)))
         outcome.labels, outcome.annotations = _decorations(req, ctx, checked, None)
         return outcome
     try:
         found = driver.get_machine_status(req.for_driver(installation_id=install))
     except DriverError as exc:
-        return _answer(req, seen, state.next_status(seen, state.CallFailed(exc, "looking up the device")))
+        return answer(req, seen, state.next_status(seen, state.CallFailed(exc, "looking up the device")))
     if found.device is not None:
         return _with_device(req, ctx, seen, checked, found.device, _lookup_notes(found), bool(found.duplicates_left))
     if found.foreign_id:
         event = state.ForeignDevice(found.foreign_id, found.owner_tag, found.foreign_reason)
-        return _answer(req, seen, state.next_status(seen, event))
+        return answer(req, seen, state.next_status(seen, event))
     if found.recorded_id:
-        return _answer(req, seen, state.next_status(seen, state.DeviceGone(found.recorded_id, found.owner_tag)))
+        return answer(req, seen, state.next_status(seen, state.DeviceGone(found.recorded_id, found.owner_tag)))
     if checked.problems:
-        return _answer(req, seen, state.next_status(seen, state.Invalid(checked.problems)))
+        return answer(req, seen, state.next_status(seen, state.Invalid(checked.problems)))
     owner = state.owner_problem(req.machine, objects.mapping(req.related, mcm.MACHINESET_KEY))
     if not owner and not install:
         owner = installation.MISSING  # fail closed: a device without the installation's mark could be collected
     step = state.next_status(seen, state.OwnerNotReady(owner) if owner else state.NoDevice())
     if not step.create:
-        return _answer(req, seen, step)
+        return answer(req, seen, step)
     token = _token(req, ctx)
     if isinstance(token, state.TokenStep):
-        return _answer(req, seen, state.next_status(seen, token))
+        return answer(req, seen, state.next_status(seen, token))
     if not token.done:
-        return _answer(req, seen, state.next_status(seen, state.TokenStep(token.description, token.state,
+        return answer(req, seen, state.next_status(seen, state.TokenStep(token.description, token.state,
                                                                           token.resync)))
     try:
         device = driver.create_machine(req.for_driver(token.user_data if req.user_data() is not None else None,
                                                       installation_id=install))
     except DriverError as exc:
-        return _answer(req, seen, state.next_status(seen, state.CallFailed(exc)))
+        return answer(req, seen, state.next_status(seen, state.CallFailed(exc)))
     return _with_device(req, ctx, seen, checked, device)
 
 
@@ -231,7 +208,7 @@ def _with_device(req: HookRequest, ctx: HookContext, seen: state.Observed, check
         notes += f"; {unproven}"
         log.warning("machine %s/%s: %s", req.namespace, req.name, unproven)
     step = state.next_status(seen, state.HasDevice(device, notes))
-    outcome = _answer(
+    outcome = answer(
         req, seen, step,
         last_known_state=state.device_state_text(device),
         addresses=[{"address": a.address, "type": a.type} for a in device.addresses],
@@ -304,139 +281,4 @@ def _decorations(req: HookRequest, ctx: HookContext, checked: Checked,
 
 
 def finalize(body: dict[str, Any], ctx: HookContext) -> dict[str, Any]:
-    req = parse_request(body)
-    return release(req, ctx).response()
-
-
-def release(req: HookRequest, ctx: HookContext) -> Outcome:
-    """Drain the Node (hooks.mcm.drain), then delete every device of the Machine; finalized only when none is left."""
-    seen = _observed(req, ctx)
-    if str(req.annotations.get(mcm.SKIP_CLEANUP_ANNOTATION, "")).strip().lower() == "true":
-        text = (f"Device cleanup skipped: annotation {mcm.SKIP_CLEANUP_ANNOTATION}=true; any device of machine "
-                f"{req.name} is left as it is")
-        outcome = _answer(req, seen, state.next_status(seen, state.CleanupSkipped(text)))
-        outcome.attachments = []
-        return outcome
-    # Drain settings were read and checked once, at start-up (hooks.config.Settings.drain).
-    step = _drain_step(req, ctx, seen)
-    if isinstance(step, Outcome):
-        return step
-    _count_new_drains(req, step.attachments)
-    node_jobs, token_done = _finalize_node_side(req, ctx, seen)
-    if not step.ready_to_delete_device:
-        event = state.DrainStep(step.description, step.state, step.resync_after)
-        outcome = _answer(req, seen, state.next_status(seen, event))
-    else:
-        outcome = _release_devices(req, ctx, seen, announce=step.description if step.announce else None,
-                                   token_done=token_done)
-    outcome.attachments = [*step.attachments, *node_jobs, *(outcome.attachments or [])]
-    return outcome
-
-
-def _finalize_node_side(req: HookRequest, ctx: HookContext, seen: state.Observed) -> tuple[list[dict[str, Any]], bool]:
-    """From the first finalize call: the Node's Terminating condition (no waiting) and the token's delete Job.
-
-    Returns the Jobs and whether the token needs nothing more: finalize waits for its deletion, but never past the
-    token's expiry (an expired token is useless and the token cleaner removes it)."""
-    settings = ctx.settings.node_jobs
-    terminating = node_side.plan_node_terminating(req.machine, req.node, node_side.recorded_device(req.machine),
-                                                  req.attachments, settings)
-    user_data = req.user_data()
-    cleanup = node_side.plan_token_cleanup(req.machine, user_data, req.attachments, settings, seen.now,
-                                           ctx.settings.creation_timeout)
-    expires = expiration(req.machine, ctx.settings.creation_timeout)
-    token_done = cleanup.done or expires is None or seen.now >= expires
-    return [*terminating.attachments, *cleanup.attachments], token_done
-
-
-def _drain_step(req: HookRequest, ctx: HookContext, seen: state.Observed) -> DrainStep | Outcome:
-    """The drain step, draining the related Node only when it is proven to be the Machine's device's
-    (hooks.mcm.node_proof); an unproven Node is treated as no Node, with the reason in lastOperation. The device
-    is looked up only when a drain could start (a Node is related and the drain is not over or off)."""
-    machine, node, jobs = _drain_inputs(req)
-    without_node = plan_drain(machine, None, jobs, ctx.settings.drain, seen.now)
-    if node is None or without_node.reason in ("after-drain", "disabled", "no-node"):
-        return without_node
-    driver = _driver(ctx)
-    device = None
-    if not check(req, driver).access_problems:
-        try:
-            install = installation.installation_id(ctx.settings, req.related)
-            device = driver.get_machine_status(req.for_driver(installation_id=install)).device
-        except DriverError as exc:
-            text = (f"Cannot prove that Node {objects.name(node)} is this Machine's before draining it: looking up "
-                    f"the device failed: {exc.message}. Will re-try in the next resync")
-            outcome = _answer(req, seen, state.next_status(seen, state.DrainStep(text, mcm.STATE_FAILED,
-                                                                                 code=exc.code)))
-            outcome.attachments = without_node.attachments
-            return outcome
-    proven, unproven = state.own_node(node, device)
-    if proven is not None:
-        return plan_drain(machine, node, jobs, ctx.settings.drain, seen.now)
-    log.warning("machine %s/%s: not draining: %s", req.namespace, req.name, unproven)
-    text = f"Skipping drain: {unproven}. {INITIATE_VM_DELETION}"
-    return replace(without_node, description=text, announce=text != str(observed_operation(req.status)
-                                                                         .get("description") or ""))
-
-
-def _count_new_drains(req: HookRequest, declared: list[dict[str, Any]]) -> None:
-    """A drain Job declared that Metacontroller has not created yet is a drain started (or retried)."""
-    observed = {objects.name(job) for job in (req.attachments.get(JOB_KEY) or {}).values()}
-    for job in declared:
-        if objects.name(job) not in observed:
-            attempt = objects.string(objects.annotations(job), ATTEMPT_ANNOTATION, default="1")
-            events.emit(events.DRAIN_STARTED, retry=attempt != "1")
-
-
-def _drain_inputs(req: HookRequest) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]]:
-    """The Machine, Node and Jobs as the drain planner expects them: odd shapes reduced to empty ones."""
-    machine_view = {
-        **req.machine,
-        "status": {
-            "currentStatus": objects.mapping(req.status, "currentStatus"),
-            "lastOperation": observed_operation(req.status),
-        },
-    }
-    node = req.node
-    if node is not None and not isinstance(node.get("status"), dict):
-        node = {**node, "status": {}}
-    jobs = {
-        key: job
-        for key, job in (req.attachments.get(JOB_KEY) or {}).items()
-        if isinstance(job, dict) and isinstance(job.get("metadata"), dict)
-        and isinstance(job["metadata"].get("annotations") or {}, dict)
-        and (job.get("status") is None or isinstance(job.get("status"), dict))
-    }
-    return machine_view, node, {JOB_KEY: jobs}
-
-
-
-def _release_devices(req: HookRequest, ctx: HookContext, seen: state.Observed, *,
-                     announce: str | None, token_done: bool = True) -> Outcome:
-    """The device step. With `announce` (the drain outcome not yet shown), a Machine whose devices are all gone is
-    let go at once; otherwise the drain outcome is written first and the devices are deleted in the next call."""
-    driver = _driver(ctx)
-    checked = check(req, driver)
-    if checked.access_problems:
-        return _answer(req, seen, state.next_status(seen, state.CannotDelete(checked.access_problems, announce or "")))
-    try:
-        install = installation.installation_id(ctx.settings, req.related)
-        result = driver.delete_machine(req.for_driver(installation_id=install), dry_run=announce is not None)
-    except DriverError as exc:
-        return _answer(req, seen, state.next_status(seen, state.DeleteFailed(exc)))
-    if announce and result.present:
-        return _answer(req, seen, state.next_status(seen, state.DeletionAnnounced(announce)))
-    note = ""
-    if result.foreign_id:
-        note = (f" Device {result.foreign_id} recorded on the Machine does not carry its ownership tag "
-                f"{result.owner_tag} and was left alone.")
-    if result.present:
-        return _answer(req, seen, state.next_status(seen, state.Deleting(result.present, note)))
-    # Every device is gone: the Node goes next (MCM's deleteNodeObject), if it is provably the Machine's.
-    removal = node_side.plan_node_removal(req.machine, req.node, node_side.recorded_device(req.machine),
-                                          req.attachments, ctx.settings.node_jobs)
-    event = state.NodeRemoval(removal.description, removal.state, removal.done and token_done,
-                              removal.resync or node_side.POLL_SECONDS, note)
-    outcome = _answer(req, seen, state.next_status(seen, event))
-    outcome.attachments = removal.attachments
-    return outcome
+    return machine_deletion.finalize(parse_request(body), ctx).response()

@@ -11,15 +11,36 @@ tests/test_machine_state.py for each transition and the MCM function it follows)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from hooks import objects
-from hooks.config import Settings
-from hooks.driver import Device, DeviceState, DriverError
+from hooks.driver import Device, DeviceState
 from hooks.mcm import vocabulary as mcm
 from hooks.mcm.drain import INITIATE_VM_DELETION
+from hooks.mcm.machine_events import (  # noqa: F401  (the events are part of this module's interface)
+    FINALIZE_EVENTS,
+    CallFailed,
+    CannotDelete,
+    CleanupSkipped,
+    Deleted,
+    DeleteFailed,
+    Deleting,
+    DeletionAnnounced,
+    DeviceGone,
+    DrainStep,
+    Event,
+    ForeignDevice,
+    HasDevice,
+    HealthTimeoutReset,
+    Invalid,
+    NodeRemoval,
+    NoDevice,
+    Observed,
+    OwnerNotReady,
+    TargetFrozen,
+    TokenStep,
+    Transition,
+)
 from hooks.mcm.machine_status import (
     Operation,
     backoff,
@@ -28,12 +49,11 @@ from hooks.mcm.machine_status import (
     node_has_critical_taint,
     node_is_healthy,
     observed_operation,
-    observed_phase,
     operation_since,
     unhealthy_condition_types,
 )
 from hooks.mcm.node_proof import prove
-from hooks.mcm.timefmt import go_duration, parse_duration, parse_time
+from hooks.mcm.timefmt import go_duration, parse_time
 
 # Seconds until the next look while something is moving; steady phases rely on the controller's resyncPeriodSeconds.
 PROVISIONING_RESYNC = 10.0
@@ -47,175 +67,6 @@ DELETE_BACKOFF_CAP = 120.0
 CREATION_PHASES = ("", mcm.PENDING, mcm.CRASH_LOOP)
 OPT_OUT_HINT = (f"If the device is known to be gone, annotate the Machine with {mcm.SKIP_CLEANUP_ANNOTATION}=\"true\" "
                 "to let it go")
-
-
-@dataclass(frozen=True)
-class Observed:
-    """What one hook call saw: the Machine as Metacontroller handed it, its Node, the time and the settings."""
-    machine: Mapping[str, Any]
-    node: Mapping[str, Any] | None
-    now: datetime
-    settings: Settings
-    # Whether the Machine's MachineSet names it as the one Machine of its deployment that may be marked Failed for
-    # health now (MCM's canMarkMachineFailed; hooks/mcm/fail_permit.py).
-    may_fail: bool = True
-
-    @property
-    def name(self) -> str:
-        return objects.name(self.machine)
-
-    @property
-    def status(self) -> dict[str, Any]:
-        return objects.mapping(self.machine, "status")
-
-    @property
-    def phase(self) -> str:
-        return observed_phase(self.status)
-
-    def timeout(self, key: str, default: float) -> float:
-        value = parse_duration(objects.mapping(self.machine, "spec").get(key))
-        return value if value is not None and value > 0 else default
-
-    @property
-    def age(self) -> float:
-        created = parse_time(objects.meta(self.machine).get("creationTimestamp"))
-        return (self.now - created).total_seconds() if created else 0.0
-
-    @property
-    def creation_left(self) -> float:
-        return self.timeout("creationTimeout", self.settings.creation_timeout) - self.age
-
-
-# -- events: what the step before the decision produced ------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Invalid:
-    """The Machine, its class or Secret has problems (validation, no call made)."""
-    problems: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class CallFailed:
-    """A driver call failed; `doing` names the call for the message ("" when the driver's message says it)."""
-    error: DriverError
-    doing: str = ""
-
-
-@dataclass(frozen=True)
-class ForeignDevice:
-    """The recorded device exists but does not carry the Machine's ownership mark, and no other device does."""
-    device_id: str
-    owner_tag: str
-    reason: str = ""  # the driver's words: which proof of ownership failed, and what to do
-
-
-@dataclass(frozen=True)
-class DeviceGone:
-    """The recorded device is gone at the provider and no other device carries the Machine's ownership mark."""
-    device_id: str
-    owner_tag: str
-
-
-@dataclass(frozen=True)
-class OwnerNotReady:
-    """The Machine's controller (its MachineSet) is missing, replaced or being deleted: nothing is created."""
-    reason: str
-
-
-@dataclass(frozen=True)
-class NoDevice:
-    """No device and nothing against creating one: create, unless the creation timeout has passed."""
-
-
-@dataclass(frozen=True)
-class TokenStep:
-    """The bootstrap token the userData asks for is not made yet (its Job runs, or failed and is retried), or cannot
-    be made (`code`, e.g. no key configured): no device is created in this call (docs/nodes.md)."""
-    description: str
-    state: str
-    resync: float = 0.0
-    code: str = ""
-
-
-@dataclass(frozen=True)
-class HasDevice:
-    """The Machine's device (found, or created by this call); `notes` add what the lookup did along the way."""
-    device: Device
-    notes: str = ""
-
-
-# Finalize events.
-@dataclass(frozen=True)
-class CleanupSkipped:
-    description: str
-
-
-@dataclass(frozen=True)
-class DrainStep:
-    """A drain step not yet done (hooks.mcm.drain decides it), or drain settings that cannot be used (`code`)."""
-    description: str
-    state: str
-    resync: float = 0.0
-    code: str = ""
-
-
-@dataclass(frozen=True)
-class CannotDelete:
-    """Validation says the driver cannot look for the device at all; `problems` name why. `note` is a drain
-    outcome not shown yet (an unproven Node that was not drained), put first."""
-    problems: tuple[str, ...]
-    note: str = ""
-
-
-@dataclass(frozen=True)
-class DeletionAnnounced:
-    """The drain outcome is shown first; devices are deleted in the next call."""
-    description: str
-
-
-@dataclass(frozen=True)
-class Deleting:
-    present: tuple[str, ...]
-    note: str = ""
-
-
-@dataclass(frozen=True)
-class Deleted:
-    note: str = ""
-
-
-@dataclass(frozen=True)
-class DeleteFailed:
-    error: DriverError
-
-
-@dataclass(frozen=True)
-class NodeRemoval:
-    """Every device is gone; the Node-side end (hooks.mcm.node_side.plan_node_removal, MCM's deleteNodeObject):
-    `done` lets the Machine go with MCM's text for the step, else it waits `resync` seconds."""
-    description: str
-    state: str
-    done: bool
-    resync: float = 0.0
-    note: str = ""
-
-
-FINALIZE_EVENTS = (CleanupSkipped, DrainStep, CannotDelete, DeletionAnnounced, Deleting, Deleted, DeleteFailed,
-                   NodeRemoval)
-Event = (Invalid | CallFailed | ForeignDevice | DeviceGone | OwnerNotReady | NoDevice | TokenStep | HasDevice
-         | CleanupSkipped | DrainStep | CannotDelete | DeletionAnnounced | Deleting | Deleted | DeleteFailed
-         | NodeRemoval)
-
-
-@dataclass(frozen=True)
-class Transition:
-    """The decision: phase, operation (None keeps the observed one), resync, and whether to create or let go."""
-    phase: str
-    operation: Operation | None
-    resync: float = 0.0
-    create: bool = False
-    finalized: bool | None = None
 
 
 def next_status(seen: Observed, event: Event) -> Transition:
@@ -240,6 +91,11 @@ def next_status(seen: Observed, event: Event) -> Transition:
         return Transition(mcm.FAILED, Operation(_cloud(text), mcm.STATE_FAILED, mcm.OP_HEALTH, mcm.NOT_FOUND))
     if isinstance(event, TokenStep):
         return _token_step(seen, event)
+    if isinstance(event, TargetFrozen):
+        return _frozen(seen, event)
+    if isinstance(event, HealthTimeoutReset):
+        # Sent for an Unknown Machine only: Running again, its health timeout counted from now.
+        return Transition(mcm.RUNNING, Operation(event.description, mcm.SUCCESSFUL, mcm.OP_HEALTH), event.resync)
     if isinstance(event, OwnerNotReady):
         text = f"Not creating a device: {event.reason}"
         return Transition(mcm.PENDING, Operation(text, mcm.PROCESSING, mcm.OP_CREATE), OWNER_RESYNC)
@@ -260,6 +116,17 @@ def _token_step(seen: Observed, event: TokenStep) -> Transition:
     phase = mcm.CRASH_LOOP if event.state == mcm.STATE_FAILED else mcm.PENDING
     wait = min(event.resync or PROVISIONING_RESYNC, max(1.0, seen.creation_left + 1))
     return Transition(phase, Operation(event.description, event.state, mcm.OP_CREATE), wait)
+
+
+def _frozen(seen: Observed, event: TargetFrozen) -> Transition:
+    """Nothing decided from a Node that cannot be read: the phase stays (Terminating while deleting), the operation
+    says why, and a deleting Machine is not let go."""
+    if objects.meta(seen.machine).get("deletionTimestamp"):
+        return Transition(mcm.TERMINATING, Operation(event.description, mcm.PROCESSING, mcm.OP_DELETE), event.resync,
+                          finalized=False)
+    op_type = str(observed_operation(seen.status).get("type") or "") or (
+        mcm.OP_CREATE if seen.phase in CREATION_PHASES else mcm.OP_HEALTH)
+    return Transition(seen.phase, Operation(event.description, mcm.PROCESSING, op_type), event.resync)
 
 
 def _cloud(text: str) -> str:

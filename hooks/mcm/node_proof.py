@@ -32,12 +32,19 @@ def _scheme(provider_id: str) -> str:
     return provider_id.split("://", 1)[0] if "://" in provider_id else ""
 
 
+def device_id_of(provider_id: str) -> str:
+    """The device id a providerID names in either form (its last segment); "" when it is not a providerID."""
+    if "://" not in provider_id:
+        return ""
+    return provider_id.split("://", 1)[1].strip("/").rsplit("/", 1)[-1]
+
+
 def names_device(provider_id: str, device: Device) -> bool:
     """Whether a providerID (either form) names `device`."""
-    if "://" not in provider_id or _scheme(provider_id) != _scheme(device.provider_id):
+    if _scheme(provider_id) != _scheme(device.provider_id):
         return False
-    path = provider_id.split("://", 1)[1].strip("/")
-    return bool(path) and path.rsplit("/", 1)[-1] == device.id
+    found = device_id_of(provider_id)
+    return bool(found) and found == device.id
 
 
 def _public(address: str) -> bool:

@@ -6,10 +6,8 @@ text for the step. The programs those Jobs run (`python -m nodejobs`, nodejobs/)
 the same functions from the Node they read again, and check again that the Node is the Machine's device's
 (hooks/mcm/node_proof.py) before they touch it.
 
-MCM's bookkeeping is kept exactly: `node.gardener.cloud/machine-name=<machine>` on the Node, `spec.nodeTemplate`'s
-labels, annotations and taints applied, and what was applied remembered in the annotation
-`node.machine.sapcloud.io/last-applied-anno-labels-taints` as Go's encoding/json writes a NodeTemplateSpec, so a
-key removed from the template is removed from the Node again and a key the Machine never set is never touched.
+The nodeTemplate patch, with MCM's last-applied bookkeeping, is computed in hooks/mcm/node_template.py. In the
+two-cluster topology the Node is the target's and the Jobs carry its kubeconfig (hooks.mcm.machine_target).
 """
 
 from __future__ import annotations
@@ -25,11 +23,16 @@ from hooks import objects
 from hooks.driver import DEVICE_ID_ANNOTATION, PROVIDER_ID_ANNOTATION, Device, DeviceState
 from hooks.mcm import bootstrap, node_jobs
 from hooks.mcm import vocabulary as mcm
-from hooks.mcm.node_proof import EXTERNAL, prove
+from hooks.mcm.node_proof import EXTERNAL, device_id_of, prove
+from hooks.mcm.node_template import (  # noqa: F401  (re-exported: the Node Job program and tests use them here)
+    LAST_APPLIED_ANNOTATION,
+    MACHINE_NAME_LABEL,
+    NodeTemplate,
+    last_applied_json,
+    node_template_patch,
+    parse_last_applied,
+)
 from hooks.mcm.timefmt import format_time
-
-MACHINE_NAME_LABEL = "node.gardener.cloud/machine-name"
-LAST_APPLIED_ANNOTATION = "node.machine.sapcloud.io/last-applied-anno-labels-taints"
 
 # MCM's Terminating condition (machineutils.NodeTerminationCondition, setTerminationReasonByPhase).
 TERMINATING = "Terminating"
@@ -53,174 +56,6 @@ NODE_NOT_PROVEN = ('Node object "{node}" is not provably this machine\'s ({reaso
 TOKEN_WAIT = "Creating bootstrap token for machine {machine}. " + mcm.CREATING
 TOKEN_FAILED = "Creating bootstrap token for machine {machine} failed due to - {error}. Will retry in next sync"
 
-_META_ORDER = ("name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation",
-               "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "labels", "annotations",
-               "ownerReferences", "finalizers", "managedFields")
-_SPEC_ORDER = ("podCIDR", "podCIDRs", "providerID", "unschedulable", "taints", "configSource", "externalID")
-_TAINT_ORDER = ("key", "value", "effect", "timeAdded")
-
-
-# ------------------------------------------------------------------------------------------------ nodeTemplate
-
-
-def _strings(value: Any) -> dict[str, str]:
-    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)} \
-        if isinstance(value, dict) else {}
-
-
-def _taint(value: Any) -> dict[str, Any] | None:
-    """A taint with Go's field order and omitempty (value, timeAdded); None when it has no key."""
-    if not isinstance(value, dict) or not isinstance(value.get("key"), str) or not value["key"]:
-        return None
-    taint: dict[str, Any] = {"key": value["key"]}
-    if isinstance(value.get("value"), str) and value["value"]:
-        taint["value"] = value["value"]
-    taint["effect"] = value.get("effect") if isinstance(value.get("effect"), str) else ""
-    if isinstance(value.get("timeAdded"), str) and value["timeAdded"]:
-        taint["timeAdded"] = value["timeAdded"]
-    return taint
-
-
-def _taints(value: Any) -> list[dict[str, Any]]:
-    return [t for t in (_taint(v) for v in value) if t is not None] if isinstance(value, list) else []
-
-
-@dataclass(frozen=True)
-class NodeTemplate:
-    """`spec.nodeTemplate` reduced to what MCM applies: string labels and annotations, keyed taints."""
-
-    labels: dict[str, str] = field(default_factory=dict)
-    annotations: dict[str, str] = field(default_factory=dict)
-    taints: list[dict[str, Any]] = field(default_factory=list)
-    raw: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, template: Any) -> NodeTemplate:
-        meta, spec = objects.mapping(template, "metadata"), objects.mapping(template, "spec")
-        return cls(_strings(meta.get("labels")), _strings(meta.get("annotations")), _taints(spec.get("taints")),
-                   template if isinstance(template, dict) else {})
-
-    @classmethod
-    def of_machine(cls, machine: Any) -> NodeTemplate:
-        return cls.of(objects.mapping(machine, "spec", "nodeTemplate"))
-
-
-def _go_escape(text: str) -> str:
-    """Go's json.Marshal escapes <, >, & and U+2028/9 (HTML safety); it leaves other non-ASCII as is."""
-    return (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
-
-
-def _present(value: Any) -> bool:
-    """Go's omitempty: empty strings, zeros, false, empty maps and lists are left out."""
-    return value not in (None, "", 0, False, {}, [])
-
-
-def last_applied_json(template: NodeTemplate) -> str:
-    """The annotation's value exactly as MCM writes it: `json.Marshal(machine.Spec.NodeTemplateSpec)`.
-
-    Field order as Go's structs declare them, map keys sorted, creationTimestamp null, "spec" always present.
-    """
-    raw_meta, raw_spec = objects.mapping(template.raw, "metadata"), objects.mapping(template.raw, "spec")
-    meta: dict[str, Any] = {}
-    for key in _META_ORDER:
-        if key == "creationTimestamp":
-            meta[key] = raw_meta.get(key) or None
-        elif key == "labels" and template.labels:
-            meta[key] = dict(sorted(template.labels.items()))
-        elif key == "annotations" and template.annotations:
-            meta[key] = dict(sorted(template.annotations.items()))
-        elif key not in ("labels", "annotations") and _present(raw_meta.get(key)):
-            meta[key] = raw_meta[key]
-    spec: dict[str, Any] = {}
-    for key in _SPEC_ORDER:
-        if key == "taints":
-            if template.taints:
-                spec[key] = template.taints
-        elif _present(raw_spec.get(key)):
-            spec[key] = raw_spec[key]
-    return _go_escape(json.dumps({"metadata": meta, "spec": spec}, separators=(",", ":"), ensure_ascii=False))
-
-
-def parse_last_applied(text: Any) -> NodeTemplate:
-    """What was applied before; an unreadable value counts as nothing applied (then nothing is removed)."""
-    if not isinstance(text, str):
-        return NodeTemplate()
-    try:
-        return NodeTemplate.of(json.loads(text))
-    except ValueError:
-        return NodeTemplate()
-
-
-def _merge_map(current: dict[str, str], wanted: dict[str, str], applied: dict[str, str]) -> dict[str, str]:
-    """MCM's SyncMachineLabels/Annotations: drop what was applied and is no longer wanted, set what is wanted."""
-    result = {k: v for k, v in current.items() if k in wanted or k not in applied}
-    result.update(wanted)
-    return result
-
-
-def _same_taint(on_node: dict[str, Any], wanted: dict[str, Any]) -> bool:
-    """Equal for our purpose: the API server stamps timeAdded on NoExecute taints, which a template rarely sets."""
-    ignore = () if "timeAdded" in wanted else ("timeAdded",)
-    return {k: v for k, v in on_node.items() if k not in ignore and v not in (None, "")} == \
-        {k: v for k, v in wanted.items() if v not in (None, "")}
-
-
-def _merge_taints(current: list[dict[str, Any]], wanted: list[dict[str, Any]],
-                  applied: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """MCM's SyncMachineTaints, keyed by (key, effect); the Node's order is kept and new taints appended."""
-    want = {(t["key"], t["effect"]): t for t in wanted}
-    gone = {(t["key"], t["effect"]) for t in applied} - set(want)
-    result: list[dict[str, Any]] = []
-    seen = set()
-    for taint in current:
-        ident = (taint.get("key"), taint.get("effect"))
-        if ident in gone:
-            continue
-        seen.add(ident)
-        wanted_taint = want.get(ident)
-        if wanted_taint is None or _same_taint(taint, wanted_taint):
-            result.append(taint)
-        else:
-            result.append(wanted_taint)
-    result.extend(t for ident, t in want.items() if ident not in seen)
-    return result
-
-
-def _map_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    patch: dict[str, Any] = {k: None for k in old if k not in new}
-    patch.update({k: v for k, v in new.items() if old.get(k) != v})
-    return patch
-
-
-def node_template_patch(node: Any, template: NodeTemplate, machine_name: str) -> dict[str, Any] | None:
-    """The JSON merge patch that brings the Node to the Machine's nodeTemplate, or None when it already is.
-
-    It pins the Node's resourceVersion (a Node changed since it was read is a 409, and the caller reads it again)
-    and carries the whole taint list (a merge patch replaces lists). Keys the Machine never applied stay as they are.
-    """
-    labels = _strings(objects.labels(node))
-    annotations = _strings(objects.annotations(node))
-    current_taints = [t for t in objects.mappings(node, "spec", "taints")]
-    applied = parse_last_applied(annotations.get(LAST_APPLIED_ANNOTATION))
-    new_labels = _merge_map(labels, template.labels, applied.labels)
-    new_labels[MACHINE_NAME_LABEL] = machine_name
-    new_annotations = _merge_map(annotations, template.annotations, applied.annotations)
-    new_annotations[LAST_APPLIED_ANNOTATION] = last_applied_json(template)
-    new_taints = _merge_taints(current_taints, template.taints, applied.taints)
-    meta: dict[str, Any] = {}
-    if label_patch := _map_patch(labels, new_labels):
-        meta["labels"] = label_patch
-    if annotation_patch := _map_patch(annotations, new_annotations):
-        meta["annotations"] = annotation_patch
-    patch: dict[str, Any] = {}
-    if new_taints != current_taints:
-        patch["spec"] = {"taints": new_taints}
-    if not meta and not patch:
-        return None
-    meta["resourceVersion"] = objects.string(node, "metadata", "resourceVersion")
-    patch["metadata"] = meta
-    return patch
 
 
 # ---------------------------------------------------------------------------------------------- Terminating
@@ -286,9 +121,7 @@ def recorded_device(machine: Any) -> Device | None:
     the device is gone: proof by providerID only. A recorded device id that disagrees with it gives None."""
     notes = objects.annotations(machine)
     provider_id = notes.get(PROVIDER_ID_ANNOTATION) or objects.string(machine, "spec", "providerID")
-    if not isinstance(provider_id, str) or "://" not in provider_id:
-        return None
-    last = provider_id.split("://", 1)[1].strip("/").rsplit("/", 1)[-1]
+    last = device_id_of(provider_id) if isinstance(provider_id, str) else ""
     device_id = notes.get(DEVICE_ID_ANNOTATION)
     if not last or (device_id and device_id != last):
         return None

@@ -49,6 +49,7 @@ class TargetRead:
     node: dict[str, Any] | None = None
     kind: str = ""  # TargetUnavailable.kind, or "config" for an unusable kubeconfig
     message: str = ""  # already redacted
+    source: str = ""  # "namespace/name" of the kubeconfig Secret ("" when it could not be read)
 
 
 @dataclass(frozen=True)

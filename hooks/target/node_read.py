@@ -43,9 +43,9 @@ def read_node(
             register_secret(secret)
     client = reader(config)
     try:
-        return TargetRead(True, client.get_node(node_name, deadline=deadline))
+        return TargetRead(True, client.get_node(node_name, deadline=deadline), source=config.source)
     except TargetUnavailable as exc:
-        return TargetRead(False, kind=exc.kind, message=str(exc))
+        return TargetRead(False, kind=exc.kind, message=str(exc), source=config.source)
     finally:
         client.close()
 
