@@ -10,7 +10,6 @@ cluster's, mounted from a Secret volume: docs/operations.md "Two clusters").
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import time
@@ -18,18 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from drain import program
 from drain.kube import KubeApi, KubeError
 from drain.node import DrainFailed, drain_node
-
-TERMINATION_LOG = Path("/dev/termination-log")
-
-
-def _instant(text: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an RFC 3339 time such as 2026-01-02T03:04:05Z") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _seconds(text: str) -> float:
@@ -46,15 +36,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m drain", description="Cordon a Node and evict its pods.")
     parser.add_argument("node", help="name of the Node to drain")
     parser.add_argument("--timeout", type=_seconds, default=7200.0, help="give up after this many seconds")
-    parser.add_argument("--deadline", type=_instant, help="give up at this time (the Machine's drain deadline)")
+    parser.add_argument("--deadline", type=program.instant, help="give up at this time (the Machine's drain deadline)")
     parser.add_argument("--retry-interval", type=_seconds, default=5.0, help="seconds between eviction rounds")
     return parser.parse_args(argv)
-
-
-def _report(message: str, path: Path) -> None:
-    """Best effort: the termination message is a convenience, the log line is the record."""
-    with contextlib.suppress(OSError):
-        path.write_text(message[:4000])
 
 
 def main(
@@ -69,16 +53,14 @@ def main(
 ) -> int:
     args = parse_args(argv)
     env = os.environ if env is None else env
-    if termination_log is None:
-        termination_log = Path(env.get("TERMINATION_MESSAGE_PATH") or TERMINATION_LOG)
     budget = args.timeout
     if args.deadline is not None:
         budget = min(budget, (args.deadline - wall_clock()).total_seconds())
     own_pod = f"{env.get('POD_NAMESPACE', '')}/{env.get('POD_NAME', '')}" if env.get("POD_NAME") else ""
-    try:
-        client = api or KubeApi.from_env(env)
+
+    def step() -> None:
         drain_node(
-            client,
+            api or KubeApi.from_env(env),
             args.node,
             deadline=monotonic() + max(0.0, budget),
             retry_interval=args.retry_interval,
@@ -86,12 +68,9 @@ def main(
             monotonic=monotonic,
             sleep=sleep,
         )
-    except (DrainFailed, KubeError) as exc:
-        message = f"drain of node {args.node} failed: {exc}"
-        print(message, file=sys.stderr)
-        _report(message, termination_log)
-        return 1
-    return 0
+
+    return program.run(step, (DrainFailed, KubeError), lambda exc: f"drain of node {args.node} failed: {exc}",
+                       program.termination_log(env, termination_log))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from emulator.mc_common import (
     Obj,
     ParentKey,
     SyncError,
+    group_of,
+    gvk_key,
     meta_of,
     owner_ref,
 )
@@ -19,6 +21,17 @@ from emulator.store import ApiError, Conflict, NotFound, ResourceType
 
 class ChildrenMixin(RuntimeCore):
     """Children/attachments: create with a controller ownerRef, delete when left out, update per strategy."""
+
+    def group_children(self, observed: list[Obj]) -> dict[str, list[Obj]]:
+        """Observed children (or attachments) under the key a hook request files them by, each one given the
+        apiVersion its child rule names (an object is read in the store's version, the hook sees the rule's)."""
+        groups: dict[str, list[Obj]] = {gvk_key(r["apiVersion"], rt.kind): [] for r, rt in self.child_rules}
+        for child in observed:
+            rule_api = next(r["apiVersion"] for r, rt in self.child_rules
+                            if (rt.group, rt.kind) == (group_of(child["apiVersion"]), child["kind"]))
+            child["apiVersion"] = rule_api
+            groups[gvk_key(rule_api, child["kind"])].append(child)
+        return groups
 
     def manage_children(self, parent: Obj, observed: list[Obj], desired: list[Obj], key: ParentKey) -> None:
         """Delete observed-but-not-desired, create missing, update existing per the rule's updateStrategy."""

@@ -12,8 +12,6 @@ from emulator.mc_common import (
     ParentKey,
     SyncError,
     controller_ref,
-    group_of,
-    gvk_key,
     meta_of,
     owner_ref,
 )
@@ -81,20 +79,11 @@ class CompositeMixin(RelatedMixin, ChildrenMixin):
         selector = self.child_selector(parent)
         observed = self.claim_children(parent, selector, key)
         related = self.related_objects(parent, self.related_rules(parent))
-        finalizing = self._finalizing(parent)
-        hook = self.hooks["finalize"] if finalizing else self.hooks["sync"]
-        if hook is None:
-            raise SyncError("sync hook nil//not defined")
-        children_groups: dict[str, list[Obj]] = {gvk_key(r["apiVersion"], rt.kind): [] for r, rt in self.child_rules}
-        for child in observed:
-            rule_api = next(r["apiVersion"] for r, rt in self.child_rules
-                            if (rt.group, rt.kind) == (group_of(child["apiVersion"]), child["kind"]))
-            child["apiVersion"] = rule_api
-            children_groups[gvk_key(rule_api, child["kind"])].append(child)
+        hook, finalizing = self._sync_hook(parent, "sync hook nil//not defined")
         request = {
             "controller": self.controller_object(),
             "parent": parent,
-            "children": self.object_map(parent, children_groups, hook.version),
+            "children": self.object_map(parent, self.group_children(observed), hook.version),
             "related": self.object_map(parent, related, hook.version),
             "finalizing": finalizing,
         }

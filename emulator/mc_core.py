@@ -215,6 +215,15 @@ class RuntimeCore:
             return False
         return bool(meta_of(parent).get("deletionTimestamp")) or not self.selected(parent)
 
+    def _sync_hook(self, parent: Obj, missing: str) -> tuple[Hook, bool]:
+        """The hook this sync calls (finalize while finalizing, else sync) and whether it is finalizing; `missing`
+        is Metacontroller's error text, which differs between controller kinds, when there is none."""
+        finalizing = self._finalizing(parent)
+        hook = self.hooks["finalize"] if finalizing else self.hooks["sync"]
+        if hook is None:
+            raise SyncError(missing)
+        return hook, finalizing
+
     def _resync_after(self, key: ParentKey, response: Obj) -> None:
         seconds = response.get("resyncAfterSeconds") or 0
         if seconds > 0:

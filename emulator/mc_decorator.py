@@ -12,8 +12,6 @@ from emulator.mc_common import (
     ParentKey,
     SyncError,
     controller_ref,
-    group_of,
-    gvk_key,
     meta_of,
 )
 from emulator.mc_related import RelatedMixin
@@ -42,22 +40,13 @@ class DecoratorMixin(RelatedMixin, ChildrenMixin):
             return  # we just removed our finalizer from an object that no longer matches
         observed = self.observed_attachments(parent)
         related = self.related_objects(parent, self.related_rules(parent))
-        finalizing = self._finalizing(parent)
-        hook = self.hooks["finalize"] if finalizing else self.hooks["sync"]
-        if hook is None:
-            raise SyncError("no enabled hooks found")
-        groups: dict[str, list[Obj]] = {gvk_key(r["apiVersion"], crt.kind): [] for r, crt in self.child_rules}
-        for obj in observed:
-            rule_api = next(r["apiVersion"] for r, crt in self.child_rules
-                            if (crt.group, crt.kind) == (group_of(obj["apiVersion"]), obj["kind"]))
-            obj["apiVersion"] = rule_api
-            groups[gvk_key(rule_api, obj["kind"])].append(obj)
+        hook, finalizing = self._sync_hook(parent, "no enabled hooks found")
         # Both hook versions send `object` and `attachments` (the Go DecoratorHookRequest types in
         # pkg/controller/decorator/api/v1 and v2 name the fields Parent/Children but tag them object/attachments).
         request = {
             "controller": self.controller_object(),
             "object": parent,
-            "attachments": self.object_map(parent, groups, hook.version),
+            "attachments": self.object_map(parent, self.group_children(observed), hook.version),
             "related": self.object_map(parent, related, hook.version),
             "finalizing": finalizing,
         }

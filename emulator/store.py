@@ -36,6 +36,7 @@ import base64
 import binascii
 import builtins  # Store.list shadows `list` in the class body
 import copy
+import functools
 import itertools
 import re
 import secrets
@@ -150,6 +151,12 @@ def object_key(obj: Obj) -> str:
     meta = obj.get("metadata") or {}
     ns = meta.get("namespace")
     return f"{obj.get('kind')} {ns + '/' if ns else ''}{meta.get('name')}"
+
+
+@functools.lru_cache(maxsize=128)
+def _parsed_file(path: str, mtime_ns: int, size: int) -> tuple[Any, ...]:
+    """A YAML file's documents, parsed once per version of the file: tests build many stores from the same CRDs."""
+    return tuple(yaml.safe_load_all(Path(path).read_text()))
 
 
 class Store:
@@ -412,7 +419,8 @@ class Store:
             path = Path(entry)
             files = sorted([*path.glob("*.yaml"), *path.glob("*.yml")]) if path.is_dir() else [path]
             for file in files:
-                yield from yaml.safe_load_all(file.read_text())
+                stat = file.stat()
+                yield from copy.deepcopy(_parsed_file(str(file), stat.st_mtime_ns, stat.st_size))
 
     # ---------------------------------------------------------------- internals (lock held)
 

@@ -16,7 +16,6 @@ target cluster's kubeconfig from a Secret volume, when set; else the pod's Servi
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -25,20 +24,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from drain import program
 from drain.kube import KubeError
 from hooks.mcm import bootstrap
 from nodejobs.kube import NodeSideApi
 from nodejobs.steps import StepFailed, create_token, delete_token, device, mark_terminating, remove_node, sync_node
-
-TERMINATION_LOG = Path("/dev/termination-log")
-
-
-def _instant(text: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an RFC 3339 time such as 2026-01-02T03:04:05Z") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _template(text: str) -> dict[str, Any]:
@@ -66,7 +56,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     create = token.add_parser("create", help="create the bootstrap token Secret")
     create.add_argument("--machine", required=True)
     create.add_argument("--machine-uid", required=True)
-    create.add_argument("--expiration", type=_instant, required=True)
+    create.add_argument("--expiration", type=program.instant, required=True)
     create.add_argument("--extra-groups", type=_groups, default=bootstrap.DEFAULT_EXTRA_GROUPS)
     delete = token.add_parser("delete", help="delete the bootstrap token Secret")
     delete.add_argument("--machine-uid", required=True)
@@ -88,11 +78,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _report(message: str, path: Path) -> None:
-    with contextlib.suppress(OSError):
-        path.write_text(message[:4000])
-
-
 def main(
     argv: Sequence[str] | None = None,
     *,
@@ -103,10 +88,8 @@ def main(
 ) -> int:
     args = parse_args(argv)
     env = os.environ if env is None else env
-    if termination_log is None:
-        termination_log = Path(env.get("TERMINATION_MESSAGE_PATH") or TERMINATION_LOG)
-    what = f"{args.kind} {args.action}"
-    try:
+
+    def step() -> None:
         key = b""
         if args.kind == "token":
             key_file = (env.get(bootstrap.KEY_FILE_ENV) or "").strip()
@@ -126,12 +109,10 @@ def main(
                 mark_terminating(client, args.node, args.machine_phase, owner, wall_clock)
             else:
                 remove_node(client, args.node, owner)
-    except (StepFailed, KubeError, bootstrap.BootstrapTokenError) as exc:
-        message = f"{what} failed: {exc}"
-        print(message, file=sys.stderr)
-        _report(message, termination_log)
-        return 1
-    return 0
+
+    return program.run(step, (StepFailed, KubeError, bootstrap.BootstrapTokenError),
+                       lambda exc: f"{args.kind} {args.action} failed: {exc}",
+                       program.termination_log(env, termination_log))
 
 
 if __name__ == "__main__":

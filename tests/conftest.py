@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from emulator.metal import MetalSimulator, SimulatorServer
+from tests.emulator_support import HookServer
 
 TEST_TOKEN = "test-token"
 TEST_PROJECT = "2f3c1a52-5d7e-4b8a-9c1d-2e3f4a5b6c7d"
@@ -61,3 +62,11 @@ def metal_sim_factory() -> Iterator[Callable[..., MetalSim]]:
 def metal_sim(metal_sim_factory: Callable[..., MetalSim]) -> MetalSim:
     """A fresh simulator per test with zero delays, token "test-token" and one project."""
     return metal_sim_factory()
+
+
+@pytest.fixture
+def server() -> Iterator[HookServer]:
+    """A canned-answer hook server for the emulator's tests (tests/emulator_support.py), closed after the test."""
+    srv = HookServer()
+    yield srv
+    srv.close()

@@ -18,6 +18,7 @@ SOURCES = {
     "ours": REPO / "kubernetes" / "crds",
     "mcm": REPO.parent / "shared" / "reference" / "mcm-crds",
 }
+METACONTROLLER_CRDS = REPO.parent / "shared" / "reference" / "metacontroller" / "metacontroller-crds-v1.yaml"
 
 
 @functools.cache
@@ -41,6 +42,24 @@ def load_crd_schema(kind: str, source: str = "ours", version: str = "v1alpha1") 
         for entry in doc["spec"].get("versions", []):
             if entry.get("name") == version:
                 return copy.deepcopy(entry.get("schema", {}).get("openAPIV3Schema"))
+    return None
+
+
+@functools.cache
+def _metacontroller_crds() -> tuple[dict[str, Any], ...]:
+    """Metacontroller's own CRDs (a large file), parsed once per run; None of it is handed out uncopied."""
+    if not METACONTROLLER_CRDS.is_file():
+        return ()
+    return tuple(d for d in yaml.load_all(METACONTROLLER_CRDS.read_text(), Loader=yaml.CSafeLoader)
+                 if isinstance(d, dict))
+
+
+def metacontroller_crd_schema(kind: str) -> dict[str, Any] | None:
+    """The openAPIV3Schema of Metacontroller's `kind` (CompositeController, DecoratorController), or None when its
+    CRDs are not available here."""
+    for doc in _metacontroller_crds():
+        if doc.get("spec", {}).get("names", {}).get("kind") == kind:
+            return copy.deepcopy(doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
     return None
 
 

@@ -109,6 +109,15 @@ def decorator(name: str, base_url: str, *, version: str = "v2", customize: bool 
                      "hooks": hooks, **spec}}
 
 
+def widget_store(*objects: Obj) -> Store:
+    """A Store serving the Widget CRD (the parent kind of the emulator's tests), holding `objects`."""
+    store = Store()
+    store.register_crd(widget_crd())
+    for obj in objects:
+        store.create(obj)
+    return store
+
+
 class HookServer:
     """Threaded HTTP server answering POSTs by path with the registered handlers; records every request."""
 

@@ -115,3 +115,32 @@ def test_the_checks_notice_a_violation() -> None:
 
 def test_every_pending_exception_names_an_existing_module() -> None:
     assert all((HOOKS.parent / name).is_file() for name in PENDING)
+
+
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
+
+
+def oversized(source: str, name: str) -> list[str]:
+    """A module over MAX_MODULE_LINES lines, and every function over MAX_FUNCTION_LINES, in words."""
+    found = []
+    lines = source.count("\n")
+    if lines > MAX_MODULE_LINES:
+        found.append(f"{name}: {lines} lines")
+    for node in ast.walk(ast.parse(source, filename=name)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            length = (node.end_lineno or node.lineno) - node.lineno + 1
+            if length > MAX_FUNCTION_LINES:
+                found.append(f"{name}: {node.name} is {length} lines")
+    return found
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, id=rel(p)) for p in modules()])
+def test_modules_and_functions_stay_small_enough_to_read(path: Path) -> None:
+    """Issue 12's reading budget: a module says one thing, a function does one step."""
+    assert oversized(path.read_text(), rel(path)) == []
+
+
+def test_the_size_check_notices_a_long_function() -> None:
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    assert oversized(f"def long():\n{body}\n", "hooks/probe.py") == ["hooks/probe.py: long is 61 lines"]

@@ -25,6 +25,8 @@ from emulator.metal import MetalSimulator, SimulatorServer
 from emulator.metal_http import SimResponse
 from tests.emulator_support import RealCluster, real_cluster
 
+pytestmark = pytest.mark.e2e
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "kubernetes" / "examples"
 MACHINE_API = "machine.sapcloud.io/v1alpha1"

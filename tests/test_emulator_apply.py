@@ -9,14 +9,13 @@ finalizers other writers added, lists merged by key, and what a create writes.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from emulator import mc_apply
 from emulator.store import Store
-from tests.emulator_support import HookServer, composite, get, running, widget, widget_crd
+from tests.emulator_support import HookServer, composite, get, running, widget, widget_store
 
 Obj = dict[str, Any]
 
@@ -132,16 +131,7 @@ def test_create_keeps_the_hooks_owner_references_and_adds_ours_once() -> None:
 
 @pytest.fixture
 def store() -> Store:
-    s = Store()
-    s.register_crd(widget_crd())
-    return s
-
-
-@pytest.fixture
-def server() -> Iterator[HookServer]:
-    srv = HookServer()
-    yield srv
-    srv.close()
+    return widget_store()
 
 
 def test_in_place_update_keeps_what_another_writer_added(store: Store, server: HookServer) -> None:

@@ -7,14 +7,13 @@ Secret must look as it does in a cluster: no controller (and no hook call) until
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from emulator.hookauth import ResolveError, match_endpoint_config, resolve_auth_header, webhook_url
 from emulator.store import Store
-from tests.emulator_support import HookServer, decorator, running, widget, widget_crd
+from tests.emulator_support import HookServer, decorator, running, widget, widget_store
 
 Obj = dict[str, Any]
 
@@ -82,18 +81,10 @@ def test_resolution_errors(spec: Obj, message: str) -> None:
 
 @pytest.fixture
 def store() -> Store:
-    s = Store()
-    s.register_crd(widget_crd())
-    return s
+    return widget_store()
 
 
-@pytest.fixture
-def server() -> Iterator[HookServer]:
-    srv = HookServer()
-    yield srv
-    srv.close()
-
-
+@pytest.mark.slow  # waits for two creation retries
 def test_a_missing_secret_means_no_controller_until_a_retry_finds_it(store: Store, server: HookServer) -> None:
     server.handlers["/sync"] = lambda body: {"labels": {"synced": "yes"}}
     dc = decorator("dc", server.url)

@@ -112,6 +112,7 @@ def test_a_deleted_job_stops_its_program(cluster: tuple[Store, KubeApiServer, Pr
     assert condition(store, "sleeper") is None
 
 
+@pytest.mark.slow  # waits out a one-second active deadline
 def test_active_deadline_ends_a_job_that_runs_too_long(cluster: tuple[Store, KubeApiServer, ProgramJobRunner]) -> None:
     store, _, runner = cluster
     store.create(job("slow", "import time; time.sleep(120)", activeDeadlineSeconds=1))

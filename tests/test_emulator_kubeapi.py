@@ -327,6 +327,7 @@ def test_a_patch_pinning_an_old_resource_version_conflicts(kube: Client, store: 
 # ---------------------------------------------------------------- delete
 
 
+@pytest.mark.slow  # waits out a one-second grace period
 def test_delete_is_graceful_for_pods_on_a_node(kube: Client, store: Store) -> None:
     store.create(pod("bound", grace=1))
     store.create(pod("unbound", ""))

@@ -10,7 +10,6 @@ import base64
 import itertools
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from tests.emulator_support import (
     running,
     widget,
     widget_crd,
+    widget_store,
 )
 
 pytestmark = pytest.mark.e2e
@@ -38,17 +38,8 @@ Obj = dict[str, Any]
 
 @pytest.fixture
 def store() -> Store:
-    s = Store()
-    s.register_crd(widget_crd())
-    s.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other", "labels": {"team": "a"}}})
-    return s
-
-
-@pytest.fixture
-def server() -> Iterator[HookServer]:
-    srv = HookServer()
-    yield srv
-    srv.close()
+    return widget_store({"apiVersion": "v1", "kind": "Namespace",
+                         "metadata": {"name": "other", "labels": {"team": "a"}}})
 
 
 def children_of(body: Obj, size: int, *, labels: Obj | None = None, **data: str) -> list[Obj]:

@@ -6,8 +6,8 @@ a real cluster does and the emulator without them does not.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,23 +16,14 @@ import pytest
 from emulator.nodes import NodeJoiner
 from emulator.store import Store
 from tests.clocks import ManualClock
-from tests.emulator_support import API, HookServer, configmap, decorator, get, running, widget, widget_crd
+from tests.emulator_support import API, HookServer, configmap, decorator, get, running, widget, widget_store
 
 Obj = dict[str, Any]
 
 
 @pytest.fixture
 def store() -> Store:
-    s = Store()
-    s.register_crd(widget_crd())
-    return s
-
-
-@pytest.fixture
-def server() -> Iterator[HookServer]:
-    srv = HookServer()
-    yield srv
-    srv.close()
+    return widget_store()
 
 
 def test_controllers_see_a_write_only_after_the_informer_lag(store: Store, server: HookServer) -> None:
@@ -124,14 +115,30 @@ def test_heartbeats_are_off_by_default(metal_sim: Any) -> None:
 
 
 def test_status_written_but_labels_lost_to_a_conflict(store: Store, server: HookServer) -> None:
-    """Metacontroller writes a decorator's status, then labels/annotations; a conflict on the second is dropped."""
-    server.handlers["/sync"] = lambda body: {"status": {"phase": "Ready"}, "labels": {"decorated": "yes"}}
+    """Metacontroller writes a decorator's status, then labels/annotations; a conflict on the second is dropped.
+
+    The sync after it (woken by the status write) is held in the hook until the dropped labels were checked:
+    with the status already written it is a single metadata write, which would land the labels before the check.
+    """
+    released = threading.Event()
+    calls: list[int] = []
+
+    def sync(body: Obj) -> Obj:
+        calls.append(1)
+        if len(calls) > 1:
+            released.wait(timeout=30)
+        return {"status": {"phase": "Ready"}, "labels": {"decorated": "yes"}}
+
+    server.handlers["/sync"] = sync
     store.create(widget("w1"))
     with running(store, [decorator("dc", server.url)], metadata_conflict_rate=1.0) as mc:
-        mc.wait_for(lambda s: (get(s, "Widget", "w1").get("status") or {}).get("phase") == "Ready")
-        mc.wait_for(lambda s: [e for e in mc.events if e["outcome"] == "conflict-dropped"])
-        assert "decorated" not in get(store, "Widget", "w1")["metadata"]["labels"]
-        assert mc.injected_metadata_conflicts >= 1 and mc.injected_conflicts == 0
-        mc.metadata_conflict_rate = 0.0
+        try:
+            mc.wait_for(lambda s: (get(s, "Widget", "w1").get("status") or {}).get("phase") == "Ready")
+            mc.wait_for(lambda s: [e for e in mc.events if e["outcome"] == "conflict-dropped"])
+            assert "decorated" not in get(store, "Widget", "w1")["metadata"]["labels"]
+            assert mc.injected_metadata_conflicts >= 1 and mc.injected_conflicts == 0
+            mc.metadata_conflict_rate = 0.0
+        finally:
+            released.set()
         mc.wait_for(lambda s: get(s, "Widget", "w1")["metadata"]["labels"].get("decorated") == "yes",
                     message="the next sync (woken by the conflicting writer's event) writes the labels")

@@ -8,14 +8,23 @@ Metacontroller sends `object`, or keyed a v2 map by bare names, fails here.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from emulator.store import Store
 from tests import metacontroller_types as mt
-from tests.emulator_support import API, HookServer, composite, configmap, decorator, get, running, widget, widget_crd
+from tests.emulator_support import (
+    API,
+    HookServer,
+    composite,
+    configmap,
+    decorator,
+    get,
+    running,
+    widget,
+    widget_store,
+)
 
 Obj = dict[str, Any]
 
@@ -27,20 +36,10 @@ RELATED_RULES = [
 
 @pytest.fixture
 def store() -> Store:
-    s = Store()
-    s.register_crd(widget_crd())
-    s.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other", "labels": {"team": "a"}}})
-    s.create(configmap("a", labels={"rel": "yes"}))
-    s.create(configmap("b", "other", labels={"rel": "yes"}))
-    s.create(configmap("c", labels={"rel": "no"}))
-    return s
-
-
-@pytest.fixture
-def server() -> Iterator[HookServer]:
-    srv = HookServer()
-    yield srv
-    srv.close()
+    return widget_store(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other", "labels": {"team": "a"}}},
+        configmap("a", labels={"rel": "yes"}), configmap("b", "other", labels={"rel": "yes"}),
+        configmap("c", labels={"rel": "no"}))
 
 
 def layout_problems(call: Obj, kind: str, version: str, store: Store) -> list[str]:

@@ -77,6 +77,7 @@ def _with_timeout(body: dict[str, Any], hook: str, timeout: str) -> dict[str, An
     return body
 
 
+@pytest.mark.slow  # waits out a real deadline of seconds
 def test_a_trickling_api_cannot_hold_a_machine_sync_past_its_webhook_timeout(trickling: TricklingApi) -> None:
     webhook_timeout = 6.0
     # The configured timeouts alone would allow far longer: each receive gets a byte within the read timeout.
@@ -112,6 +113,7 @@ def test_no_attempt_starts_when_the_time_is_spent(trickling: TricklingApi) -> No
     assert trickling.requests == 0
 
 
+@pytest.mark.slow  # waits out a real deadline of seconds
 def test_a_slow_body_is_cut_at_the_deadline(trickling: TricklingApi) -> None:
     client = MetalClient("trickle-token-0003", base_url=trickling.url, read_timeout=5.0, retry_budget=30.0)
     started = time.monotonic()

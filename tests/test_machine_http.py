@@ -38,7 +38,6 @@ from tests.machine_support import (
 __all__ = ["cached_crd_schemas", "fake_fixture"]
 
 REPO = Path(__file__).resolve().parent.parent
-METACONTROLLER_CRDS = REPO.parent / "shared" / "reference" / "metacontroller" / "metacontroller-crds-v1.yaml"
 
 
 @pytest.fixture
@@ -275,17 +274,8 @@ def test_full_flow_through_http(client, fake) -> None:
     assert answer["finalized"] is True and fake.devices == {}
 
 
-def _decorator_crd_schema() -> dict[str, Any] | None:
-    if not METACONTROLLER_CRDS.is_file():
-        return None
-    for doc in yaml.safe_load_all(METACONTROLLER_CRDS.read_text()):
-        if isinstance(doc, dict) and doc.get("spec", {}).get("names", {}).get("kind") == "DecoratorController":
-            return doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    return None
-
-
 def test_controller_config_validates_against_metacontroller_crd() -> None:
-    schema = _decorator_crd_schema()
+    schema = crd_schema.metacontroller_crd_schema("DecoratorController")
     if schema is None:
         pytest.skip("Metacontroller's CRDs are not available under ../shared")
     (config,) = list(yaml.safe_load_all((REPO / "metacontroller" / "machines.yaml").read_text()))

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
+
 from emulator.hookauth import seed_auth_secrets
 from emulator.metacontroller import Metacontroller, load_controllers
 from emulator.store import Store
@@ -20,6 +22,8 @@ from hooks.config import Settings
 from hooks.mcm import machineclass
 from hooks.server.app import create_app
 from tests.emulator_support import HOOK_SERVICE, REPO
+
+pytestmark = pytest.mark.e2e  # the class controller under the emulated Metacontroller
 
 NS = "shoot--relations"
 API = "machine.sapcloud.io/v1alpha1"

@@ -136,6 +136,7 @@ def cluster(metal_sim_factory: Callable[..., Any]) -> Iterator[Obj]:
         yield {"sim": sim.sim, "store": running.store, "mc": running.mc, "name": deployment_["metadata"]["name"]}
 
 
+@pytest.mark.slow  # a deployment of three Machines under the emulated Metacontroller
 def test_a_machine_lost_while_its_deployment_is_deleting_is_not_replaced(cluster: Obj) -> None:
     store, mc, sim, name = cluster["store"], cluster["mc"], cluster["sim"], cluster["name"]
 

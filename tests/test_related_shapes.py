@@ -130,6 +130,7 @@ def _requests() -> dict[str, dict[str, Any]]:
 CLIENT = None
 
 
+@pytest.mark.slow  # Hypothesis: a dozen examples for each of some forty targets, seconds in all
 @pytest.mark.parametrize("target", TARGETS, ids=[t[0] for t in TARGETS])
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(value=JSON)
@@ -188,6 +189,7 @@ COLLECTION_TARGETS: list[CollectionTarget] = [
 ]
 
 
+@pytest.mark.slow  # Hypothesis: a dozen examples for each of some forty targets, seconds in all
 @pytest.mark.parametrize("target", COLLECTION_TARGETS, ids=[t[0] for t in COLLECTION_TARGETS])
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(value=JSON)

@@ -3,7 +3,7 @@
 Every error keeps the HTTP status, every API message, the request id and a parsed Retry-After, and knows
 whether the answer came from the API itself (JSON and an X-Request-Id) or from an intermediary such as a
 load balancer. `mcm_code` is the machine-controller-manager error code users know from MCM; hooks.equinix.driver
-carries it into `hooks.driver.DriverError`. Whether a call is retried is the client's decision (`_retryable`).
+carries it into `hooks.driver.DriverError`. Whether a call is retried is the client's decision (hooks.equinix.retry).
 Messages never contain the API token or userdata.
 """
 

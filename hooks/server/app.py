@@ -96,17 +96,7 @@ def create_app(
     app = Flask("hooks")
     app.json = FastJSONProvider(app)  # orjson: large parents decode and encode in a fraction of the time (bench/)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    problems: list[str] = []
-    if settings is None:
-        try:
-            settings = Settings.from_env()
-        except ConfigError as exc:
-            # Never a fallback to defaults: they would drop the token and every other choice the operator made.
-            problems.append(str(exc))
-    problems.append(logs.configure_logging(os.environ.get("LOG_LEVEL")))
-    if settings is not None:
-        problems.append(settings.auth_problem())
-    config_error = "; ".join(p for p in problems if p)
+    settings, config_error = _configure(settings)
     ctx: HookContext | None = None
     if settings is not None:
         metal = metal or _default_metal_factory(settings)
@@ -118,6 +108,34 @@ def create_app(
             runtime=Runtime(),  # one per app: the class scan clock
         )
         app.extensions["hook_context"] = ctx
+    _add_probes(app, config_error)
+    routes = _routes()
+    for path, hook in routes.items():
+        view = _view(hook, ctx) if ctx is not None and not config_error else _closed_view(hook, config_error)
+        app.add_url_rule(path, endpoint=path, view_func=view, methods=["POST"])
+    _instrument(app, settings.hook_tokens if settings is not None else [], config_error, frozenset(routes))
+    app.register_error_handler(HTTPException, _http_error)
+    return app
+
+
+def _configure(settings: Settings | None) -> tuple[Settings | None, str]:
+    """The settings (from the environment unless given) and, joined, every reason the server must not serve:
+    invalid settings, an unknown LOG_LEVEL, no hook token. Logging is configured here, once per app."""
+    problems: list[str] = []
+    if settings is None:
+        try:
+            settings = Settings.from_env()
+        except ConfigError as exc:
+            # Never a fallback to defaults: they would drop the token and every other choice the operator made.
+            problems.append(str(exc))
+    problems.append(logs.configure_logging(os.environ.get("LOG_LEVEL")))
+    if settings is not None:
+        problems.append(settings.auth_problem())
+    return settings, "; ".join(p for p in problems if p)
+
+
+def _add_probes(app: Flask, config_error: str) -> None:
+    """/healthz (the process answers), /readyz (it is configured to serve hooks) and /metrics."""
 
     @app.get("/healthz")
     def healthz() -> Any:
@@ -134,25 +152,18 @@ def create_app(
         body, content_type = metrics.exposition()
         return Response(body, content_type=content_type)
 
-    routes = _routes()
-    for path, hook in routes.items():
-        view = _view(hook, ctx) if ctx is not None and not config_error else _closed_view(hook, config_error)
-        app.add_url_rule(path, endpoint=path, view_func=view, methods=["POST"])
-    _instrument(app, settings.hook_tokens if settings is not None else [], config_error, frozenset(routes))
 
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> Any:
-        if exc.code == 413:
-            limit = BODY_LIMITS.get(request.path, MAX_BODY_BYTES)
-            response = jsonify({"error": f"request body larger than {limit} bytes"})
-            response.status_code = 413
-            response.headers["Connection"] = "close"  # the rest of the body is never read
-            return response
-        if isinstance(exc, ClientDisconnected):  # the body stopped arriving (read deadline, hooks/server/worker.py)
-            return jsonify({"error": "request body was not received in time; send the whole request at once"}), 408
-        return jsonify({"error": exc.description or exc.name}), exc.code
-
-    return app
+def _http_error(exc: HTTPException) -> Any:
+    """Werkzeug's HTTP errors as JSON; a body over its route's limit (413) closes the connection."""
+    if exc.code == 413:
+        limit = BODY_LIMITS.get(request.path, MAX_BODY_BYTES)
+        response = jsonify({"error": f"request body larger than {limit} bytes"})
+        response.status_code = 413
+        response.headers["Connection"] = "close"  # the rest of the body is never read
+        return response
+    if isinstance(exc, ClientDisconnected):  # the body stopped arriving (read deadline, hooks/server/worker.py)
+        return jsonify({"error": "request body was not received in time; send the whole request at once"}), 408
+    return jsonify({"error": exc.description or exc.name}), exc.code
 
 
 def _instrument(app: Flask, tokens: list[str], closed: str, hook_paths: frozenset[str]) -> None:
@@ -171,23 +182,10 @@ def _instrument(app: Flask, tokens: list[str], closed: str, hook_paths: frozense
         g.hook = hook
         g.request_id = logs.new_request_id(request.headers.get(logs.REQUEST_ID_HEADER))
         g.log_scope = logs.begin_request(g.request_id, hook)
-        if hook:
-            g.metrics_scope = metrics.begin_request(hook)
         if not hook:
             return None
-        limit = BODY_LIMITS.get(hook, MAX_BODY_BYTES)
-        request.max_content_length = limit  # also caps a chunked body as it streams in (413)
-        if closed:
-            return _refuse(503, f"the hook server is not configured correctly: {closed}")
-        if tokens:
-            problem = check_bearer(request.headers.get("Authorization"), tokens)
-            if problem:
-                response = _refuse(401, problem)
-                response.headers["WWW-Authenticate"] = 'Bearer realm="metal-machine-hooks"'
-                return response
-        if request.content_length is not None and request.content_length > limit:
-            return _refuse(413, f"request body larger than {limit} bytes")
-        return None
+        g.metrics_scope = metrics.begin_request(hook)
+        return _admit(hook, tokens, closed)
 
     @app.after_request
     def finish(response: Response) -> Response:
@@ -196,18 +194,7 @@ def _instrument(app: Flask, tokens: list[str], closed: str, hook_paths: frozense
             response.headers[logs.REQUEST_ID_HEADER] = request_id
         hook = g.get("hook")
         if hook:
-            seconds = time.perf_counter() - g.started
-            outcome = metrics.outcome_for_status(response.status_code, api_failed=metrics.request_api_failed())
-            metrics.observe_hook(hook, outcome, seconds)
-            level = {"ok": logging.INFO, "bad_request": logging.WARNING, "api_error": logging.WARNING}.get(
-                outcome, logging.ERROR)
-            access_log.log(
-                level,
-                "%s answered %d",
-                hook,
-                response.status_code,
-                extra={"status": response.status_code, "outcome": outcome, "duration_ms": round(seconds * 1000, 3)},
-            )
+            _observe(hook, response.status_code, time.perf_counter() - g.started)
         return response
 
     @app.teardown_request
@@ -216,6 +203,39 @@ def _instrument(app: Flask, tokens: list[str], closed: str, hook_paths: frozense
         scope = g.pop("log_scope", None)
         if scope is not None:
             logs.end_request(scope)
+
+
+def _admit(hook: str, tokens: list[str], closed: str) -> Response | None:
+    """The refusal of a hook request before its body is read (closed server, bad token, body over the route's
+    limit), or None to serve it."""
+    limit = BODY_LIMITS.get(hook, MAX_BODY_BYTES)
+    request.max_content_length = limit  # also caps a chunked body as it streams in (413)
+    if closed:
+        return _refuse(503, f"the hook server is not configured correctly: {closed}")
+    if tokens:
+        problem = check_bearer(request.headers.get("Authorization"), tokens)
+        if problem:
+            response = _refuse(401, problem)
+            response.headers["WWW-Authenticate"] = 'Bearer realm="metal-machine-hooks"'
+            return response
+    if request.content_length is not None and request.content_length > limit:
+        return _refuse(413, f"request body larger than {limit} bytes")
+    return None
+
+
+def _observe(hook: str, status: int, seconds: float) -> None:
+    """A hook call's latency metric by outcome, and its one access log line (WARN for a client or API problem)."""
+    outcome = metrics.outcome_for_status(status, api_failed=metrics.request_api_failed())
+    metrics.observe_hook(hook, outcome, seconds)
+    level = {"ok": logging.INFO, "bad_request": logging.WARNING, "api_error": logging.WARNING}.get(
+        outcome, logging.ERROR)
+    access_log.log(
+        level,
+        "%s answered %d",
+        hook,
+        status,
+        extra={"status": status, "outcome": outcome, "duration_ms": round(seconds * 1000, 3)},
+    )
 
 
 def _refuse(status: int, error: str) -> Response:
