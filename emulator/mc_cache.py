@@ -74,16 +74,16 @@ class CachedStore:
             return copy.deepcopy(obj) if obj is not None else None
 
     def list(self, api_version: str, kind: str, namespace: str | None = None,
-             label_selector: Obj | None = None) -> list[Obj]:
+             label_selector: Obj | None = None, *, copies: bool = True) -> list[Obj]:
+        """As Store.list (`copies=False`: read-only views), from the lagging cache when there is one."""
         if not self.lagging:
-            return self.live.list(api_version, kind, namespace=namespace, label_selector=label_selector)
+            return self.live.list(api_version, kind, namespace=namespace, label_selector=label_selector, copies=copies)
         rt = self.live.resource_for(api_version, kind=kind)
         with self._lock:
-            found = [obj for (group, k, ns, _), obj in sorted(self._objects.items())
-                     if group == rt.group and k == rt.kind and (namespace is None or not rt.namespaced
-                                                                or ns == namespace)
-                     and selectors.matches(label_selector, obj["metadata"].get("labels"))]
-            return copy.deepcopy(found)
+            mine = sorted((key, obj) for key, obj in self._objects.items() if key[0] == rt.group and key[1] == rt.kind
+                          and (namespace is None or not rt.namespaced or key[2] == namespace))
+            found = [obj for _, obj in mine if selectors.matches(label_selector, obj["metadata"].get("labels"))]
+            return copy.deepcopy(found) if copies else found
 
     # ------------------------------------------------------------ discovery and writes (live)
 

@@ -125,11 +125,12 @@ class RuntimeCore:
         meta = meta_of(obj)
         return ParentKey(group_of(obj["apiVersion"]), obj["kind"], meta.get("namespace", ""), meta["name"])
 
-    def parents(self) -> list[Obj]:
+    def parents(self, *, copies: bool = True) -> list[Obj]:
+        """Every tracked parent (`copies=False`: read-only views of the cache, for matching events)."""
         rts = [self.parent_rt] if self.composite and self.parent_rt else [rt for _, rt in self.resource_rules]
         out: list[Obj] = []
         for rt in rts:
-            out.extend(o for o in self.store.list(rt.api_version, rt.kind) if self.tracked(o))
+            out.extend(o for o in self.store.list(rt.api_version, rt.kind, copies=copies) if self.tracked(o))
         return out
 
     @property

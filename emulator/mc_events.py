@@ -81,7 +81,7 @@ class EventsMixin(CompositeMixin):
                     self.queue.add(self.key_of(parent))
 
     def _related_event(self, event: WatchEvent) -> None:
-        for parent in self.parents():
+        for parent in self.parents(copies=False):  # only read: one copy of every parent per event cost minutes
             try:
                 rules = self.related_rules(parent)
             except (HookError, RetryAfter, SyncError):

@@ -159,6 +159,32 @@ def _parsed_file(path: str, mtime_ns: int, size: int) -> tuple[Any, ...]:
     return tuple(yaml.safe_load_all(Path(path).read_text()))
 
 
+Key = tuple[str, str, str, str]  # group, kind, namespace, name
+
+
+class _Objects(dict[Key, "Obj"]):
+    """The store's objects with an index by (group, kind), kept by the only mutations the store uses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._kinds: dict[tuple[str, str], dict[Key, Obj]] = {}
+
+    def __setitem__(self, key: Key, obj: Obj) -> None:
+        super().__setitem__(key, obj)
+        self._kinds.setdefault((key[0], key[1]), {})[key] = obj
+
+    def pop(self, key: Key, default: Any = None) -> Any:
+        self._kinds.get((key[0], key[1]), {}).pop(key, None)
+        return super().pop(key, default)
+
+    def __delitem__(self, key: Key) -> None:
+        self._kinds.get((key[0], key[1]), {}).pop(key, None)
+        super().__delitem__(key)
+
+    def of_kind(self, group: str, kind: str) -> dict[Key, Obj]:
+        return self._kinds.get((group, kind), {})
+
+
 class Store:
     """Thread-safe object store; every public method is atomic with respect to the others."""
 
@@ -169,8 +195,10 @@ class Store:
         self._auto_namespaces = auto_namespaces
         self._lock = threading.RLock()
         self._dispatch_lock = threading.RLock()
+        # Replaced, never mutated, so readers need no lock; the lookup cache is dropped with each replacement.
         self._types: list[ResourceType] = list(BUILTINS)
-        self._objects: dict[tuple[str, str, str, str], Obj] = {}
+        self._type_cache: dict[tuple[str, str | None, str | None], ResourceType] = {}
+        self._objects = _Objects()
         self._uids: dict[str, tuple[str, str, str, str]] = {}
         self._rv = itertools.count(1)
         self._last_rv = 0
@@ -204,17 +232,25 @@ class Store:
         )
         with self._lock:
             self._types = [t for t in self._types if (t.group, t.kind) != (rt.group, rt.kind)] + [rt]
+            self._type_cache = {}
             self._validators.pop(rt.kind + "." + rt.group, None)
         self.apply(crd)
         return rt
 
     def resource_for(self, api_version: str, *, kind: str | None = None, resource: str | None = None) -> ResourceType:
-        with self._lock:
-            for rt in self._types:
-                if rt.serves(api_version) and (kind is None or rt.kind == kind) and (
-                    resource is None or rt.plural == resource
-                ):
-                    return rt
+        """The served type; without the store's lock (the informer matches every related rule of every parent with
+        it, and waiting behind a large list for each match left a 200-Machine emulator's informer minutes behind)."""
+        key = (api_version, kind, resource)
+        cache = self._type_cache
+        found = cache.get(key)
+        if found is not None:
+            return found
+        for rt in self._types:
+            if rt.serves(api_version) and (kind is None or rt.kind == kind) and (
+                resource is None or rt.plural == resource
+            ):
+                cache[key] = rt
+                return rt
         what = kind or resource
         raise NotFound(f"the server doesn't have a resource type {what!r} in apiVersion {api_version!r}")
 
@@ -248,17 +284,27 @@ class Store:
         kind: str,
         namespace: str | None = None,
         label_selector: Obj | None = None,
+        *,
+        copies: bool = True,
     ) -> list[Obj]:
-        """Objects of one kind, optionally in one namespace and matching a LabelSelector (None = all)."""
+        """Objects of one kind, optionally in one namespace and matching a LabelSelector (None = all).
+
+        `copies=False` hands out the stored objects themselves, without taking the lock, for callers that only read
+        them (the emulator's informer matching every event against every parent): never modify what it returns.
+        Stored objects are replaced, never changed in place, and copying a dict's items is one step under the GIL,
+        so such a view is a consistent snapshot of each object."""
         rt = self.resource_for(api_version, kind=kind)
+        if not copies:
+            return self._select(list(self._objects.of_kind(rt.group, rt.kind).items()), rt, namespace, label_selector)
         with self._lock:
-            out = []
-            for (group, k, ns, _), obj in sorted(self._objects.items()):
-                if group != rt.group or k != rt.kind or (namespace is not None and rt.namespaced and ns != namespace):
-                    continue
-                if selectors.matches(label_selector, obj["metadata"].get("labels")):
-                    out.append(copy.deepcopy(obj))
-            return out
+            found = self._select(list(self._objects.of_kind(rt.group, rt.kind).items()), rt, namespace, label_selector)
+            return [copy.deepcopy(obj) for obj in found]
+
+    @staticmethod
+    def _select(items: builtins.list[tuple[Key, Obj]], rt: ResourceType, namespace: str | None,
+                label_selector: Obj | None) -> builtins.list[Obj]:
+        mine = sorted((key, obj) for key, obj in items if namespace is None or not rt.namespaced or key[2] == namespace)
+        return [obj for _, obj in mine if selectors.matches(label_selector, obj["metadata"].get("labels"))]
 
     def snapshot(self) -> builtins.list[Obj]:
         with self._lock:
