@@ -14,10 +14,10 @@ exits 1.
     python -m emulator.demo --two-clusters   # Machines in one cluster, their Nodes in another (issue 17)
 
 With --two-clusters the emulator runs a control cluster (Machines, Secrets, Jobs; Metacontroller) and a target
-cluster (Nodes) with its own REST API, and a kubeconfig Secret naming the target in the Machines' namespace. The
-demo applies the standalone example Machine, shows its Node joining the target (not the control cluster), reads it
-from there through hooks/target/api.py, then deletes the Machine. The Machine hook does not read Nodes from the
-target yet, so the Machine cannot reach Running in this topology; the demo says so instead of pretending.
+cluster (Nodes, their pods, bootstrap tokens) with its own REST API, and a kubeconfig Secret naming the target in
+the Machines' namespace (docs/operations.md, "Two clusters"). The flow is the same: the Machines read their Nodes
+from the target, and the drain and Node-side Jobs act there through the mounted kubeconfig. Target Nodes are not
+watched, so the Machine controller resyncs every TARGET_RESYNC seconds in this topology.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ DEPLOYMENT = "eqx-test-machine-deployment"
 NEW_CLASS = "eqx-mc-v2"
 HOOK_SERVICE = "metal-machine-hooks.metal-machine-hooks"
 JOIN_LINE = "kubeadm join api.demo.example:443 --token <<BOOTSTRAP_TOKEN>> --node-name <<MACHINE_NAME>>\n"
+TARGET_RESYNC = 2  # seconds: the Machine controller's resync with --two-clusters (a Node change is seen within it)
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,10 @@ class Demo:
         self.store = store
         store.watch(self.node_side.record)
         controllers = load_controllers(CONTROLLERS)
+        if self.two_clusters:  # the target's Nodes are not watched: a change reaches a Machine at its next resync
+            for controller in controllers:
+                if controller["metadata"]["name"] == "metal-machines":
+                    controller["spec"]["resyncPeriodSeconds"] = TARGET_RESYNC
         seed_auth_secrets(store, controllers, hook_token)
         self.mc = Metacontroller(store, controllers, service_urls={HOOK_SERVICE: hooks.url},
                                  backoff_cap=2.0, keep_bodies=self.keep)
@@ -241,11 +246,14 @@ class Demo:
         self.node_store = store
         if self.two_clusters:
             self.node_store = self.start_target(store)
+            self.node_store.watch(self.node_side.record)  # bootstrap tokens go to the target's kube-system
         # No cloud node lifecycle controller: the Machines remove their Nodes, as MCM does (docs/nodes.md).
+        # Jobs that mount the target kubeconfig act on the target, as their programs would through KUBECONFIG.
         self.workers = [NodeJoiner(self.node_store, sim.url, ready_delay=self.timing.node_ready, poll_interval=0.1,
                                    delete_gone=False),
                         JobRunner(store, delay=self.timing.drain, poll_interval=0.1,
-                                  node_jobs_key_file=str(key_file))]
+                                  node_jobs_key_file=str(key_file),
+                                  node_store=self.node_store if self.two_clusters else None)]
         if self.target_api is not None:
             self.workers.append(self.target_api)
         for worker in self.workers:
@@ -368,9 +376,6 @@ class Demo:
                 for d in docs if d.get("kind") == "MachineClass"}
 
     def flow(self) -> None:
-        if self.two_clusters:
-            self.two_cluster_flow()
-            return
         plans = self.class_plans()
 
         def scale(n: int) -> Callable[[], None]:
@@ -387,38 +392,16 @@ class Demo:
              lambda o: _ready_count(o, 5, NEW_CLASS, plans)),
             (f"scale {DEPLOYMENT} to 2", scale(2), lambda o: _ready_count(o, 2, NEW_CLASS, plans)),
         ]
+        if self.two_clusters:
+            steps.insert(1, ("read the Nodes from the target cluster through the kubeconfig Secret", self.read_target,
+                             lambda o: True))
         if not self.keep:
             steps.append((f"delete Machine {MACHINE} and MachineDeployment {DEPLOYMENT}", self.delete_all, _all_gone))
         for index, (title, action, done) in enumerate(steps, 1):
             self.run_step(index, len(steps), title, action, done)
 
-    def two_cluster_flow(self) -> None:
-        """What works in the two-cluster topology today, and a plain statement of what does not yet."""
-        assert self.store is not None and self.node_store is not None
-        store, target = self.store, self.node_store
-
-        def apply_machine() -> None:
-            for name in ("secret.yaml", "machine-class.yaml", "machine.yaml"):
-                for doc in _docs(EXAMPLES / name):
-                    store.apply(doc)
-
-        def node_ready(obs: view.Observation) -> bool:
-            node = target.try_get("v1", "Node", MACHINE)
-            conditions = ((node or {}).get("status") or {}).get("conditions") or []
-            return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-
-        steps: list[tuple[str, Callable[[], None], Callable[[view.Observation], bool]]] = [
-            (f"apply the example Machine {MACHINE}: its Node joins the target cluster", apply_machine, node_ready),
-            ("read the Node from the target through the kubeconfig Secret (hooks/target/api.py)", self.read_target,
-             lambda o: True),
-            (f"delete Machine {MACHINE} (unwired: the hook sees no Node in the control cluster, so it skips the drain)",
-             lambda: store.delete(MACHINE_API, "Machine", MACHINE, NAMESPACE),
-             lambda o: not o.machines and not o.ours()),
-        ]
-        for index, (title, action, done) in enumerate(steps, 1):
-            self.run_step(index, len(steps), title, action, done)
-
     def read_target(self) -> None:
+        """Where things live: every Node in the target, none in the control cluster, each read as the hooks read it."""
         from hooks.target.api import TargetReader
         from hooks.target.kubeconfig import customize_rule, from_related
 
@@ -428,20 +411,19 @@ class Demo:
                                  self.store.list("v1", "Secret", NAMESPACE, rule["labelSelector"])}}
         config = from_related(related, NAMESPACE)
         assert config is not None
-        node = TargetReader(config).get_node(MACHINE, deadline=5.0) or {}
-        ready = next((c.get("status") for c in (node.get("status") or {}).get("conditions") or []
-                      if c.get("type") == "Ready"), "?")
-        machine = self.store.get(MACHINE_API, "Machine", MACHINE, NAMESPACE)
-        status = machine.get("status") or {}
+        reader = TargetReader(config)
+        machines = self.store.list(MACHINE_API, "Machine", NAMESPACE)
+        ready = 0
+        for machine in machines:
+            node = reader.get_node(str(((machine.get("metadata") or {}).get("labels") or {}).get("node") or ""),
+                                   deadline=5.0) or {}
+            ready += any(c.get("type") == "Ready" and c.get("status") == "True"
+                         for c in (node.get("status") or {}).get("conditions") or [])
         self.note("\n".join([
-            f"  Node {MACHINE} read from {config.server} (Secret {config.source}): "
-            f"providerID {(node.get('spec') or {}).get('providerID')}, Ready={ready}",
             f"  Nodes in the control cluster: {len(self.store.list('v1', 'Node'))}; "
             f"in the target cluster: {len(self.node_store.list('v1', 'Node'))}",
-            f"  Machine {MACHINE}: phase {(status.get('currentStatus') or {}).get('phase')!s}, "
-            f"lastOperation: {(status.get('lastOperation') or {}).get('description')!s}",
-            "  NOT YET WIRED: the Machine hook still looks for its Node in the control cluster (issue 17), so in this",
-            "  topology the Machine cannot reach Running; the rest of the flow is shown without two clusters.",
+            f"  {ready} of {len(machines)} Running Machines have a Ready Node read from {config.server} "
+            f"(Secret {config.source})",
         ]))
 
     # ------------------------------------------------------------ reporting
@@ -449,9 +431,23 @@ class Demo:
     def summary(self, total: float) -> list[str]:
         calls = self.session.get(self.sim_url + "/_sim/calls", timeout=5).json()
         self.node_side.removed_by_jobs(log for worker in self.workers for log in getattr(worker, "logs", {}).values())
-        return view.summary(state=self.sim_state(), calls=calls, events=list(self.mc.events),
-                            peak_machines=self.peak_machines, phases=self.phases, total_seconds=total,
-                            deleted_all=not self.keep, node_side=self.node_side)
+        lines = view.summary(state=self.sim_state(), calls=calls, events=list(self.mc.events),
+                             peak_machines=self.peak_machines, phases=self.phases, total_seconds=total,
+                             deleted_all=not self.keep, node_side=self.node_side)
+        if self.target_api is not None:
+            lines[1:1] = self.target_lines()
+        return lines
+
+    def target_lines(self) -> list[str]:
+        """What the target cluster's API served: the hooks' Node reads (the stand-in Jobs act on its store)."""
+        requests_ = self.target_api.requests()
+        counts: dict[str, int] = {}
+        for r in requests_:
+            key = f"{r.verb} {r.resource}"
+            counts[key] = counts.get(key, 0) + 1
+        shown = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        return [f"  target cluster API: {len(requests_)} requests ({shown or 'none'}), "
+                f"Nodes left in it: {len(self.node_store.list('v1', 'Node')) if self.node_store else 0}"]
 
     def note(self, text: str) -> None:
         out = self.out or sys.stdout

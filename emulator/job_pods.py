@@ -11,7 +11,9 @@ this machine: `python -m drain NODE ...` from this repository, with the environm
   `system:serviceaccount:NS:SERVICEACCOUNT`); no token when `automountServiceAccountToken: false`;
 * TERMINATION_MESSAGE_PATH, the file the program writes its termination message to;
 * Secret volumes the container mounts, written to the pod's directory, with paths under the mount path in its
-  environment and arguments pointed there (`emulator/pod_volumes.py`).
+  environment and arguments pointed there (`emulator/pod_volumes.py`). A Job with the target cluster's kubeconfig
+  mounted (hooks/target/jobs.py) thus runs with KUBECONFIG naming that file, and its program talks to the target's
+  API (the kubeconfig's server and token) instead of the one above (two clusters, issue 17).
 
 `python`/`python3` as the command's first word means this interpreter; the working directory is the repository.
 The program's exit code decides, as the Job controller does: exit 0 makes the Job Complete (`succeeded: 1`,

@@ -10,9 +10,13 @@ configurable delay. The outcome defaults to success (a drain of a Node with noth
 failures per Job name. As the drain program's first step, the Node named by the Job's `metal-machine-hooks/node`
 annotation is cordoned (`spec.unschedulable: true`) when the pod starts, so tests can observe the order.
 
+Two clusters (issue 17): with `node_store` (the target cluster's store), a Job that mounts the target kubeconfig
+(hooks/target/jobs.py) acts there, as its program would through KUBECONFIG: the Node it cordons, the Nodes and
+bootstrap token Secrets the Node-side program changes are the target's. The Jobs themselves stay in `store`.
+
 API:
 
-    runner = JobRunner(store, delay=0.0, poll_interval=0.05, default_outcome="succeeded")
+    runner = JobRunner(store, delay=0.0, poll_interval=0.05, default_outcome="succeeded", node_store=None)
     runner.set_outcome("m1-drain", "failed")   # "succeeded" | "failed" | "running" (never finishes)
     runner.tick(); runner.start(); runner.stop()
     runner.finished                            # names of Jobs this runner completed, in order
@@ -29,6 +33,7 @@ from typing import Any
 from emulator import node_jobs_standin
 from emulator.poller import Poller
 from emulator.store import Conflict, NotFound, Store, format_time, utc_now
+from hooks.target.jobs import mounted_secret
 
 Obj = dict[str, Any]
 OUTCOMES = ("succeeded", "failed", "running")
@@ -47,13 +52,16 @@ class JobRunner(Poller):
         default_outcome: str = "succeeded",
         monotonic: Callable[[], float] = time.monotonic,
         node_jobs_key_file: str | None = None,
+        node_store: Store | None = None,
     ) -> None:
         """`node_jobs_key_file`: run the Node-side Jobs' program in-process (emulator/node_jobs_standin.py) with this
-        bootstrap token key, its exit code deciding the outcome; None: they only finish, as drains do."""
+        bootstrap token key, its exit code deciding the outcome; None: they only finish, as drains do.
+        `node_store`: the target cluster, where Jobs mounting the target kubeconfig act (None: one cluster)."""
         if default_outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {OUTCOMES}")
         super().__init__(poll_interval)
         self.store = store
+        self.node_store = node_store
         self.delay = delay
         self.default_outcome = default_outcome
         self._now = monotonic
@@ -82,10 +90,11 @@ class JobRunner(Poller):
                 first = self._seen.setdefault(meta["uid"], now)
                 outcome = self._outcomes.get(meta["name"], self.default_outcome)
             if not started:
-                self._cordon(str((meta.get("annotations") or {}).get(NODE_ANNOTATION) or ""))
+                cluster = self.cluster_of(job)
+                self._cordon(cluster, str((meta.get("annotations") or {}).get(NODE_ANNOTATION) or ""))
                 if self.node_jobs_key_file is not None and node_jobs_standin.is_node_job(job) \
                         and meta["name"] not in self._outcomes:
-                    ok, self.logs[meta["name"]] = node_jobs_standin.run(self.store, job, self.node_jobs_key_file)
+                    ok, self.logs[meta["name"]] = node_jobs_standin.run(cluster, job, self.node_jobs_key_file)
                     with self._lock:
                         self._outcomes.setdefault(meta["name"], "succeeded" if ok else "failed")
                     outcome = self._outcomes[meta["name"]]
@@ -111,14 +120,20 @@ class JobRunner(Poller):
             if self._write(job, {"startTime": status.get("startTime", stamp), **result}):
                 self.finished.append(meta["name"])
 
-    def _cordon(self, node_name: str) -> None:
+    def cluster_of(self, job: Obj) -> Store:
+        """The store a Job's program acts on: the target's when it mounts the target kubeconfig and there is one."""
+        if self.node_store is not None and mounted_secret(job):
+            return self.node_store
+        return self.store
+
+    def _cordon(self, store: Store, node_name: str) -> None:
         for _ in range(5):  # the NodeJoiner writes Node status concurrently: retry conflicts, as kubectl would
-            node = self.store.try_get("v1", "Node", node_name) if node_name else None
+            node = store.try_get("v1", "Node", node_name) if node_name else None
             if node is None or (node.get("spec") or {}).get("unschedulable"):
                 return
             node.setdefault("spec", {})["unschedulable"] = True
             try:
-                self.store.update(node)
+                store.update(node)
                 return
             except NotFound:
                 return

@@ -25,7 +25,7 @@ API:
     api = KubeApiServer(store, tokens={"t0ken": "system:serviceaccount:default:metal-machine-drain"}).start()
     api.url, api.host, api.port;  api.add_token(token, user)
     api.requests()            # every request so far (ApiRequest: verb, resource, code, items listed, ...)
-    api.stop()                # also a context manager
+    api.stop()                # also a context manager; start() again serves on the same port (an outage's end)
 """
 
 from __future__ import annotations
@@ -124,6 +124,7 @@ class KubeApiServer:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server = _Server((host, port), self._handler_class())
+        self._closed = False
         self.host = str(self._server.server_address[0])
         self.port = int(self._server.server_address[1])
         self.url = f"http://{self.host}:{self.port}"
@@ -131,6 +132,11 @@ class KubeApiServer:
     # ---------------------------------------------------------------- lifecycle
 
     def start(self) -> Self:
+        """Serve; after stop() this serves again on the same address (an API server back from an outage: clients
+        keep their URL and credentials, and the store kept every object)."""
+        if self._closed:
+            self._server = _Server((self.host, self.port), self._handler_class())
+            self._closed = False
         self._stop.clear()
         self._threads = [
             threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
@@ -147,6 +153,7 @@ class KubeApiServer:
             self._server.shutdown()
         self._server.close_connections()
         self._server.server_close()
+        self._closed = True
         for thread in self._threads:
             thread.join(timeout=5)
         self._threads = []

@@ -210,6 +210,20 @@ class RealCluster:
     kube_api: Any = None  # emulator.kubeapi.KubeApiServer the Jobs' programs talk to (jobs="program")
     target: Any = None  # TargetCluster with two_clusters=True: where the Nodes live
 
+    @property
+    def node_store(self) -> Store:
+        """Where Nodes, the Job programs' pods and bootstrap token Secrets live: the target's store if there is one."""
+        return self.target.store if self.target is not None else self.store
+
+    @property
+    def node_api(self) -> Any:
+        """The REST API the Jobs' programs act on (jobs="program"): the target's if there is one."""
+        return self.target.api if self.target is not None else self.kube_api
+
+    def node_user(self, account: str, namespace: str = "default") -> str:
+        """Who the Jobs' programs are at `node_api`: the target kubeconfig's identity, else the Job's account."""
+        return TARGET_USER if self.target is not None else f"system:serviceaccount:{namespace}:{account}"
+
 
 @dataclass
 class TargetCluster:
@@ -250,7 +264,7 @@ def target_kubeconfig_secret(server: str, token: str, namespace: str, name: str 
 @contextmanager
 def real_cluster(sim_url: str, sim_base_url: str, *, settings: Any = None, controllers: list[Obj] | None = None,
                  jobs: str = "stand-in", gc_delay: float = 0.0, heartbeat_period: float = 0.0,
-                 two_clusters: bool = False, target_namespace: str = "default",
+                 two_clusters: bool = False, target_namespace: str = "default", target_resync: float = 1.0,
                  **mc_kwargs: Any) -> Iterator[RealCluster]:
     """Our hook app (werkzeug, ephemeral port) under the emulator with the repo's CRDs and controllers.
 
@@ -264,9 +278,11 @@ def real_cluster(sim_url: str, sim_base_url: str, *, settings: Any = None, contr
     on a loaded machine, so the drain e2e tests use it and the flows that only need drains to finish do not.
     `two_clusters=True` adds a target cluster (issue 17): a second Store with its own REST API, where the Node
     joiner puts the Nodes instead of the control store, and a kubeconfig Secret for it (http on loopback, bearer
-    token) in `target_namespace` of the control store (`cluster.target`). Until the Machine hook reads Nodes from
-    the target (hooks/target/), Machines there never see their Node: this builds the topology, not the wiring.
-    Everything, subprocesses included, is stopped afterwards.
+    token) in `target_namespace` of the control store (`cluster.target`). Jobs stay in the control store; the
+    stand-in runner acts on the target for Jobs that mount its kubeconfig (hooks/target/jobs.py), as the real
+    programs do through KUBECONFIG. Target Nodes are not watched, so a Node change reaches a Machine at its next
+    resync: with the repo's controllers, the Machine controller's resync period is `target_resync` seconds
+    (docs/operations.md, "Two clusters"). Everything, subprocesses included, is stopped afterwards.
     """
     import dataclasses
     import secrets
@@ -293,7 +309,12 @@ def real_cluster(sim_url: str, sim_base_url: str, *, settings: Any = None, contr
     store = Store(gc_delay=gc_delay)
     store.load_yaml(sorted(p for p in (REPO / "kubernetes" / "crds").glob("*.yaml") if p.name != "kustomization.yaml"))
     mc_kwargs.setdefault("backoff_cap", 0.5)
-    controllers = controllers if controllers is not None else load_controllers(REPO / "metacontroller")
+    if controllers is None:
+        controllers = load_controllers(REPO / "metacontroller")
+        if two_clusters:
+            for controller in controllers:
+                if controller["metadata"]["name"] == "metal-machines":
+                    controller["spec"]["resyncPeriodSeconds"] = target_resync
     seed_auth_secrets(store, controllers, auth_token)
     mc = Metacontroller(store, controllers, service_urls={HOOK_SERVICE: hooks_url}, **mc_kwargs)
     target = None
@@ -315,7 +336,7 @@ def real_cluster(sim_url: str, sim_base_url: str, *, settings: Any = None, contr
         kube_api = KubeApiServer(store).start()
         runner: Any = ProgramJobRunner(store, kube_api, poll_interval=0.02, backoff=0.5)
     elif jobs == "stand-in":
-        runner = JobRunner(store, poll_interval=0.02)
+        runner = JobRunner(store, poll_interval=0.02, node_store=target.store if target is not None else None)
     else:
         raise ValueError(f"jobs must be 'stand-in' or 'program', not {jobs!r}")
     mc.start()

@@ -6,12 +6,17 @@ each door an attacker in a Machine namespace would try is checked, not just the 
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
 import celpy
 import pytest
 import yaml
+
+from hooks.config import DrainSettings
+from hooks.mcm import drain_job
+from hooks.target import jobs
 
 POLICY_FILE = Path(__file__).resolve().parent.parent / "kubernetes" / "drain" / "admission-policy.yaml"
 METACONTROLLER = "system:serviceaccount:metacontroller:metacontroller"
@@ -38,9 +43,21 @@ def admit(resource: str, obj: dict[str, Any], user: str) -> list[str]:
                                  "variables": celpy.json_to_cel(variables)})
 
     for variable in spec["variables"]:
-        value = run(variable["expression"])
-        variables[variable["name"]] = value if isinstance(value, str) else bool(value)
+        variables[variable["name"]] = _plain(run(variable["expression"]))
     return [v["message"] for v in spec["validations"] if not bool(run(v["expression"]))]
+
+
+def _plain(value: Any) -> Any:
+    """A CEL value as JSON again, so a later expression can read a variable (lists of volumes, flags, names)."""
+    if isinstance(value, celpy.celtypes.BoolType):
+        return bool(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, celpy.celtypes.IntType):
+        return int(value)
+    return str(value) if isinstance(value, celpy.celtypes.StringType) else value
 
 
 def _pod(account: str = "metal-machine-drain", owners: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -95,3 +112,75 @@ def test_other_accounts_are_left_alone() -> None:
     assert admit("pods", _pod(account="default"), "alice") == []
     assert admit("pods", {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {}}, "alice") == []
     assert admit("jobs", _job(account="builder"), "alice") == []
+
+
+# ------------------------------------------------------------------------------------ the target kubeconfig mount
+
+MACHINE = {"metadata": {"name": "m-1", "namespace": "team-a", "uid": "m-uid"}}
+SA_TOKEN_VOLUME = {"name": "kube-api-access-x1y2z", "projected": {"sources": [
+    {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+    {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+    {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}}]}}
+SA_TOKEN_MOUNT = {"name": "kube-api-access-x1y2z", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+                  "readOnly": True}
+
+
+def _declared(mounted: bool = True) -> dict[str, Any]:
+    """The drain Job exactly as the hooks declare it, in a namespace with a target cluster or without."""
+    job = drain_job.build_job(MACHINE, "m-1", DrainSettings())
+    return jobs.mount(job, "target-kubeconfig") if mounted else job
+
+
+def _pod_of(job: dict[str, Any]) -> dict[str, Any]:
+    """The Job's pod as the Job controller creates it, after the ServiceAccount admission added the token volume."""
+    spec = copy.deepcopy(job["spec"]["template"]["spec"])
+    spec.setdefault("volumes", []).append(SA_TOKEN_VOLUME)
+    for container in spec["containers"]:
+        container.setdefault("volumeMounts", []).append(SA_TOKEN_MOUNT)
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "m-1-drain-abcde", "namespace": "team-a",
+                                                            "ownerReferences": JOB_OWNER}, "spec": spec}
+
+
+@pytest.mark.parametrize("mounted", [True, False], ids=["two-clusters", "one-cluster"])
+def test_the_declared_drain_job_and_its_pod_are_admitted_with_or_without_the_target_mount(mounted: bool) -> None:
+    job = _declared(mounted)
+    assert admit("jobs", job, METACONTROLLER) == []
+    assert admit("pods", _pod_of(job), JOB_CONTROLLER) == []
+
+
+def _changed(change: str) -> dict[str, Any]:
+    job = _declared()
+    pod, container = job["spec"]["template"]["spec"], job["spec"]["template"]["spec"]["containers"][0]
+    if change == "host-path":
+        pod["volumes"].append({"name": "host", "hostPath": {"path": "/"}})
+        container["volumeMounts"].append({"name": "host", "mountPath": "/host", "readOnly": True})
+    elif change == "other-secret":
+        pod["volumes"].append({"name": "creds", "secret": {"secretName": "metal-credentials"}})
+    elif change == "whole-secret":  # the target volume, but every key of the Secret instead of `kubeconfig`
+        del pod["volumes"][0]["secret"]["items"]
+    elif change == "writable":
+        container["volumeMounts"][0]["readOnly"] = False
+    elif change == "elsewhere":
+        container["volumeMounts"][0]["mountPath"] = "/etc"
+    elif change == "kubeconfig-elsewhere":
+        next(e for e in container["env"] if e["name"] == "KUBECONFIG")["value"] = "/tmp/kubeconfig"
+    elif change == "env-from":
+        container["envFrom"] = [{"secretRef": {"name": "metal-credentials"}}]
+    elif change == "foreign-projection":
+        pod["volumes"].append({"name": "kube-api-access-evil", "projected": {"sources": [
+            {"secret": {"name": "metal-credentials"}}]}})
+    return job
+
+
+CHANGES = ["host-path", "other-secret", "whole-secret", "writable", "elsewhere", "kubeconfig-elsewhere", "env-from",
+           "foreign-projection"]
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_anything_mounted_beyond_the_target_kubeconfig_is_refused(change: str) -> None:
+    job = _changed(change)
+    for resource, obj, user in (("jobs", job, METACONTROLLER), ("pods", _pod_of(job), JOB_CONTROLLER)):
+        denied = admit(resource, obj, user)
+        assert len(denied) == 1 and "mounts only the target kubeconfig" in denied[0], (resource, denied)
+    assert admit("jobs", {**job, "spec": {"template": {"spec": {
+        **job["spec"]["template"]["spec"], "serviceAccountName": "builder"}}}}, "alice") == []  # other accounts: free

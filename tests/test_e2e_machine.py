@@ -6,6 +6,8 @@ Ready; deleting the Machine drains its Node (a Job, completed here by the JobRun
 and only then lets the Machine go. A MachineDeployment from the examples reaches its replicas, scales down (devices
 of the removed Machines go too), rolls out a new class within its surge and, once deleted, takes its MachineSets,
 Machines and devices with it. The flows also hold with the emulator dropping status writes and restarting.
+Those of the `cluster` fixture run in both topologies: one cluster, and two (Machines in the control cluster, Nodes
+in a target cluster named by a kubeconfig Secret in the Machines' namespace).
 """
 
 from __future__ import annotations
@@ -41,11 +43,14 @@ def _example_token() -> str:
     return secret["stringData"]["apiToken"]
 
 
-@pytest.fixture
-def cluster(metal_sim_factory: Callable[..., Any]) -> Iterator[Obj]:
+@pytest.fixture(params=[False, True], ids=["one-cluster", "two-clusters"])
+def cluster(request: pytest.FixtureRequest, metal_sim_factory: Callable[..., Any]) -> Iterator[Obj]:
+    """Both topologies (docs/operations.md, "Two clusters"): with two, the Nodes join a target cluster whose
+    kubeconfig Secret is in the Machines' namespace, and the drain and Node-side Jobs act there."""
     sim = metal_sim_factory(tokens={_example_token(): [_example_project()]})
-    with real_cluster(sim.url, sim.base_url) as running:
-        yield {"sim": sim, "store": running.store, "mc": running.mc, "joiner": running.joiner, "jobs": running.jobs}
+    with real_cluster(sim.url, sim.base_url, two_clusters=request.param) as running:
+        yield {"sim": sim, "store": running.store, "mc": running.mc, "joiner": running.joiner, "jobs": running.jobs,
+               "nodes": running.node_store}
 
 
 def _machine(store: Store, name: str = "eqx-test-machine") -> Obj | None:
@@ -75,6 +80,9 @@ def test_seed_flow_one_device_running_then_clean_delete(cluster: Obj) -> None:
     machine = _machine(store)
     assert f"metal-machine-hooks:uid:{machine['metadata']['uid']}" in device["tags"]
     assert machine["metadata"]["labels"].get("node") == device["hostname"]
+    nodes: Store = cluster["nodes"]  # the target's with two clusters: the control cluster then has none
+    assert [n["metadata"]["name"] for n in nodes.list("v1", "Node")] == [device["hostname"]]
+    assert nodes is store or store.list("v1", "Node") == []
     failures = [e["error"] for e in mc.events if e["controller"] == "metal-machines"
                 and e["outcome"] in ("sync-error", "error") and "informer not synced" not in e["error"]]
     assert failures == []

@@ -3,7 +3,8 @@
 Our hook app under the Metacontroller emulator with the Metal simulator, the Jobs' programs running for real
 against the emulator's REST API. Each test asserts what a user sees with hooks/mcm/node_side.py and
 hooks/mcm/deletion_request.py wired into the Machine, MachineSet and MachineDeployment hooks (docs/nodes.md,
-"Wiring").
+"Wiring"), in both topologies: one cluster, and two (Nodes and bootstrap tokens in a target cluster that the Jobs
+reach through the mounted kubeconfig Secret, issue 17).
 """
 
 from __future__ import annotations
@@ -34,15 +35,19 @@ GARDENER_USER_DATA = ("#!/bin/bash\n# gardener-node-agent bootstrap (shape of Ga
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[RealCluster, RecordedSim]]:
+@pytest.fixture(params=[False, True], ids=["one-cluster", "two-clusters"])
+def cluster(request: pytest.FixtureRequest, tmp_path: Path,
+            monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[RealCluster, RecordedSim]]:
+    """Both topologies: with two clusters the Nodes and bootstrap token Secrets are the target's, which the Jobs
+    reach through the mounted kubeconfig (the key Secret stays in the Machines' namespace of the control cluster)."""
     (tmp_path / "key").write_bytes(KEY)
     monkeypatch.setenv(bootstrap.KEY_FILE_ENV, str(tmp_path / "key"))  # the hook server's mounted key
     token = _example("secret.yaml", "Secret")["stringData"]["apiToken"]
     project = _example("machine-class.yaml", "MachineClass")["providerSpec"]["projectID"]
     recorded = RecordedSim({token: [project]})
     try:
-        with real_cluster(recorded.server.url, recorded.server.base_url, jobs="program") as running:
+        with real_cluster(recorded.server.url, recorded.server.base_url, jobs="program",
+                          two_clusters=request.param) as running:
             running.store.create({"apiVersion": "v1", "kind": "Secret",
                                   "metadata": {"name": bootstrap.DEFAULT_KEY_SECRET, "namespace": "default"},
                                   "data": {"key": base64.b64encode(KEY).decode()}})
@@ -74,7 +79,7 @@ def test_gardener_user_data_gets_a_fresh_bootstrap_token_that_exists_in_kube_sys
     found = re.search(r"--token ([a-z0-9]{6}\.[a-z0-9]{16}) --node-name eqx-test-machine ", user_data)
     assert found, user_data
     token = found[1]
-    stored = store.get("v1", "Secret", f"bootstrap-token-{token.split('.')[0]}", "kube-system")
+    stored = running.node_store.get("v1", "Secret", f"bootstrap-token-{token.split('.')[0]}", "kube-system")
     assert valid_bootstrap_token(stored, token, datetime.now(UTC))
     machine = _machine(store)
     assert machine is not None
@@ -92,16 +97,17 @@ def test_gardener_user_data_gets_a_fresh_bootstrap_token_that_exists_in_kube_sys
 
 def test_scale_down_removes_the_node_after_its_device(cluster: tuple[RealCluster, RecordedSim]) -> None:
     running, recorded = cluster
-    store, mc, api = running.store, running.mc, running.kube_api
+    store, mc, api = running.store, running.mc, running.node_api
     store.load_yaml([EXAMPLES / "secret.yaml", EXAMPLES / "machine-class.yaml", EXAMPLES / "machine.yaml"])
     mc.wait_for(lambda s: _phase(s) == "Running", timeout=60, message="Machine Running")
     node = _machine(store)["metadata"]["labels"]["node"]  # type: ignore[index]
+    assert running.node_store.try_get("v1", "Node", node) is not None
     running.joiner.stop()  # no cloud node lifecycle controller: a Node stays unless someone deletes it
     store.delete(MACHINE_API, "Machine", MACHINE, "default")
     mc.wait_for(lambda s: _machine(s) is None, timeout=90, message="Machine gone")
-    assert store.try_get("v1", "Node", node) is None, "the Node stayed behind"
+    assert running.node_store.try_get("v1", "Node", node) is None, "the Node stayed behind"
     deletes = [r for r in api.requests() if r.verb == "delete" and r.resource == "nodes" and r.code == 200]
-    assert len(deletes) == 1 and deletes[0].user == "system:serviceaccount:default:metal-machine-node"
+    assert len(deletes) == 1 and deletes[0].user == running.node_user("metal-machine-node")
     assert deletes[0].at > recorded.device_deletes()[0].at
 
 
@@ -120,12 +126,14 @@ def test_node_template_appears_on_the_node_and_follows_changes(cluster: tuple[Re
                    if (j["metadata"].get("annotations") or {}).get("metal-machine-hooks/node-step") == "node-sync"],
           10, "a node sync Job is declared")
 
+    nodes = running.node_store
+
     def labels() -> Obj:
-        return (store.get("v1", "Node", node)["metadata"].get("labels") or {})
+        return (nodes.get("v1", "Node", node)["metadata"].get("labels") or {})
 
     _wait(lambda: labels().get("worker.gardener.cloud/pool") == "gpu", 60, "the template's label on the Node")
     assert labels()[MACHINE_NAME_LABEL] == MACHINE
-    current = store.get("v1", "Node", node)
+    current = nodes.get("v1", "Node", node)
     assert current["metadata"]["annotations"]["team"] == "ml"
     assert current["spec"]["taints"] == machine["spec"]["nodeTemplate"]["spec"]["taints"]
     fresh = _machine(store)
@@ -133,7 +141,7 @@ def test_node_template_appears_on_the_node_and_follows_changes(cluster: tuple[Re
     fresh["spec"]["nodeTemplate"] = {"metadata": {"labels": {"worker.gardener.cloud/pool": "cpu"}}}
     store.update(fresh)
     _wait(lambda: labels().get("worker.gardener.cloud/pool") == "cpu", 60, "the Node follows the template")
-    current = store.get("v1", "Node", node)
+    current = nodes.get("v1", "Node", node)
     assert "team" not in (current["metadata"].get("annotations") or {}) and not current["spec"].get("taints")
 
 

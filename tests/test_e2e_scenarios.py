@@ -8,6 +8,8 @@ Metal simulator with zero delays, Nodes joining and drain Jobs completing on the
   Machine is deleted; a foreign device, another cluster's and a fresh one are not.
 - Drain order on scale-down: the victim's Node is cordoned, its drain Job succeeds, then its device is deleted,
   then the Machine goes (with MCM's lastOperation texts on the way); the surviving Machine is left alone.
+- The MCM scenario and the drain order hold in both topologies: one cluster, and two (Machines in the control
+  cluster, Nodes in a target cluster named by a kubeconfig Secret in the Machines' namespace).
 - Secret hygiene: a canary API token and canary userData never show in hook logs, hook answers, stored objects or
   metrics, while the device really carries the userData.
 """
@@ -152,13 +154,19 @@ def _example_deployment(replicas: int, min_ready: int = 1) -> Obj:
 # ------------------------------------------------------------------------------------------------ MCM integration
 
 
-def test_machine_deployment_lifecycle_as_in_mcm_integration_tests(metal_factory: Callable[..., Metal]) -> None:
+TOPOLOGIES = pytest.mark.parametrize("two_clusters", [False, True], ids=["one-cluster", "two-clusters"])
+
+
+@TOPOLOGIES
+def test_machine_deployment_lifecycle_as_in_mcm_integration_tests(metal_factory: Callable[..., Metal],
+                                                                  two_clusters: bool) -> None:
     """MCM's integration scenario with its `minReadySeconds: 500`: it converges within the waits only because a
-    MachineSet counts a Running Machine available at once (MCM's isMachineAvailable), as MCM's own test relies on."""
+    MachineSet counts a Running Machine available at once (MCM's isMachineAvailable), as MCM's own test relies on.
+    In both topologies: with two clusters, the Ready Nodes are the target cluster's."""
     metal = metal_factory()
     sim = metal.sim
-    with _cluster(metal) as cluster:
-        store, mc = cluster.store, cluster.mc
+    with _cluster(metal, two_clusters=two_clusters) as cluster:
+        store, mc, nodes = cluster.store, cluster.mc, cluster.node_store
         store.load_yaml([EXAMPLES / "secret.yaml", EXAMPLES / "machine-class.yaml"])
         store.create(_example_deployment(0, min_ready=500))
 
@@ -183,10 +191,11 @@ def test_machine_deployment_lifecycle_as_in_mcm_integration_tests(metal_factory:
         def running(s: Store) -> list[str]:
             return sorted(m["metadata"]["name"] for m in _machines(s) if _phase(m) == "Running")
 
-        mc.wait_for(lambda s: len(running(s)) == 6 and len(_ready_nodes(s)) == 6, timeout=60,
+        mc.wait_for(lambda s: len(running(s)) == 6 and len(_ready_nodes(nodes)) == 6, timeout=60,
                     message="6 Running Machines and 6 Ready Nodes")
-        nodes = {m["metadata"]["labels"]["node"] for m in _machines(store)}
-        assert nodes == set(_ready_nodes(store)) and len(sim.devices()) == 6
+        named = {m["metadata"]["labels"]["node"] for m in _machines(store)}
+        assert named == set(_ready_nodes(nodes)) and len(sim.devices()) == 6
+        assert nodes is store or store.list("v1", "Node") == []
         mc.wait_for(lambda s: _md_status(s).get("availableReplicas") == 6, timeout=60, message="6 available")
 
         _edit_deployment(store, replicas=2)
@@ -296,8 +305,9 @@ def test_machine_class_collects_only_old_orphans_of_its_cluster(metal_factory: C
 # ------------------------------------------------------------------------------------------------ drain order
 
 
+@TOPOLOGIES
 def test_scale_down_cordons_drains_then_deletes_the_device_then_the_machine(
-        metal_factory: Callable[..., Metal]) -> None:
+        metal_factory: Callable[..., Metal], two_clusters: bool) -> None:
     from hooks.mcm.drain import INITIATE_DRAIN, INITIATE_VM_DELETION, NODE_ANNOTATION
 
     metal = metal_factory()
@@ -328,14 +338,16 @@ def test_scale_down_cordons_drains_then_deletes_the_device_then_the_machine(
         with lock:
             seen.extend((now, what, name, detail) for what, detail in entries)
 
-    with _cluster(metal) as cluster:
-        store, mc = cluster.store, cluster.mc
+    with _cluster(metal, two_clusters=two_clusters) as cluster:
+        store, mc, nodes = cluster.store, cluster.mc, cluster.node_store
         store.watch(record)
+        if nodes is not store:
+            nodes.watch(record)  # the target's Nodes: cordoned and removed there
         store.load_yaml([EXAMPLES / "secret.yaml", EXAMPLES / "machine-class.yaml"])
         deployment = _example_deployment(2)
         deployment["spec"]["minReadySeconds"] = 0
         store.create(deployment)
-        mc.wait_for(lambda s: _md_status(s).get("availableReplicas") == 2 and len(_ready_nodes(s)) == 2,
+        mc.wait_for(lambda s: _md_status(s).get("availableReplicas") == 2 and len(_ready_nodes(nodes)) == 2,
                     timeout=60, message="2 available Machines with Ready Nodes")
         before = {m["metadata"]["name"]: m for m in _machines(store)}
         devices = {d["hostname"]: d for d in sim.devices()}
@@ -350,7 +362,7 @@ def test_scale_down_cordons_drains_then_deletes_the_device_then_the_machine(
         victim_node = before[victim_name]["metadata"]["labels"]["node"]
         survivor_node = survivor["metadata"]["labels"]["node"]
         victim_device, survivor_device = devices[victim_node]["id"], devices[survivor_node]["id"]
-        mc.wait_for(lambda s: s.try_get("v1", "Node", victim_node) is None, timeout=60,
+        mc.wait_for(lambda s: nodes.try_get("v1", "Node", victim_node) is None, timeout=60,
                     message="the victim's Node gone with its device")
 
         with lock:
@@ -383,8 +395,8 @@ def test_scale_down_cordons_drains_then_deletes_the_device_then_the_machine(
         assert survivor["metadata"]["uid"] == before[survivor["metadata"]["name"]]["metadata"]["uid"]
         assert [d["id"] for d in sim.devices()] == [survivor_device]
         assert sim.devices()[0]["state"] == "active"
-        node = store.get("v1", "Node", survivor_node)
-        assert not (node.get("spec") or {}).get("unschedulable") and survivor_node in _ready_nodes(store)
+        node = nodes.get("v1", "Node", survivor_node)
+        assert not (node.get("spec") or {}).get("unschedulable") and survivor_node in _ready_nodes(nodes)
         assert _phase(survivor) == "Running"
 
 

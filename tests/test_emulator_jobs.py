@@ -76,3 +76,37 @@ def test_node_side_jobs_run_their_program_against_the_store(tmp_path) -> None:
     assert conditions(store, "m1-node-remove-2")["Failed"] == "True"
     assert all(token.secret not in text for text in runner.logs.values())
     assert "Deletion of Node Object \"m1\" is successful" in runner.logs["m1-node-remove"]
+
+
+def test_jobs_mounting_the_target_kubeconfig_act_on_the_target_cluster(tmp_path) -> None:
+    """Two clusters: a Job with the target kubeconfig mounted cordons and removes the target's Node and puts the
+    bootstrap token in the target's kube-system; a Job without it acts on the control cluster; Jobs stay put."""
+    from hooks.config import DrainSettings
+    from hooks.mcm import bootstrap, drain_job, node_jobs
+    from hooks.target.jobs import mount
+
+    key = b"stand-in-bootstrap-token-key-of-32-bytes-or-more"
+    (tmp_path / "key").write_bytes(key)
+    control, target = Store(), Store()
+    runner = JobRunner(control, node_jobs_key_file=str(tmp_path / "key"), node_store=target)
+    machine = {"metadata": {"name": "m1", "namespace": "default", "uid": "uid-1"}}
+    settings = node_jobs.NodeJobSettings()
+    for store in (control, target):
+        store.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "m1"},
+                      "spec": {"providerID": "equinixmetal://d-1"}})
+    control.create(mount(drain_job.build_job(machine, "m1", DrainSettings()), "target-kubeconfig"))
+    control.create(mount(node_jobs.build_job(machine, node_jobs.TOKEN_CREATE, "m1-token", [
+        "token", "create", "--machine", "m1", "--machine-uid", "uid-1", "--expiration", "2030-01-01T00:00:00Z"],
+        settings), "target-kubeconfig"))
+    runner.tick()
+    token = bootstrap.derive(key, "uid-1")
+    assert target.get("v1", "Secret", token.secret_name, "kube-system")
+    assert control.try_get("v1", "Secret", token.secret_name, "kube-system") is None
+    assert target.get("v1", "Node", "m1")["spec"]["unschedulable"] is True
+    assert not control.get("v1", "Node", "m1")["spec"].get("unschedulable")
+    assert conditions(control, "m1-drain")["Complete"] == "True" and target.list("batch/v1", "Job") == []
+
+    control.create(node_jobs.build_job(machine, node_jobs.NODE_REMOVE, "m1-node-remove", [
+        "node", "remove", "m1", "--device-id", "d-1", "--provider-id", "equinixmetal://d-1"], settings))
+    runner.tick()  # not mounted: the control cluster's Node, as in one cluster
+    assert control.try_get("v1", "Node", "m1") is None and target.try_get("v1", "Node", "m1") is not None

@@ -90,6 +90,24 @@ def wait_until(predicate: Any, timeout: float = 10.0) -> Any:
 # ---------------------------------------------------------------- authentication, errors
 
 
+def test_a_stopped_api_refuses_connections_and_serves_again_on_the_same_port(store: Store) -> None:
+    """An outage of the target cluster's API (issue 17): clients keep their URL; the store keeps every object."""
+    with KubeApiServer(store, tokens={TOKEN: "tester"}) as api:
+        store.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n-1"}})
+        client = Client(api)
+        url = api.url
+        assert client("GET", "/api/v1/nodes/n-1").status_code == 200
+        api.stop()
+        with pytest.raises(requests.ConnectionError):
+            requests.get(url + "/api/v1/nodes/n-1", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=2)
+        api.start()
+        assert api.url == url
+        answer = requests.get(url + "/api/v1/nodes/n-1", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
+        assert answer.status_code == 200 and answer.json()["metadata"]["name"] == "n-1"
+        client.session.close()
+
+
+
 def test_requests_without_the_token_get_401(api: KubeApiServer, store: Store) -> None:
     assert requests.get(api.url + "/api/v1/namespaces", timeout=10).status_code == 401
     wrong = Client(api, "not-it")("GET", "/api/v1/namespaces")

@@ -4,6 +4,7 @@ tests/test_drain_admission.py does for the drain account), door by door."""
 
 from __future__ import annotations
 
+import copy
 import functools
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 import yaml
 
 from hooks.mcm import bootstrap, node_jobs
+from hooks.target import jobs
 
 POLICY_FILE = Path(__file__).resolve().parent.parent / "kubernetes" / "node-jobs" / "admission-policy.yaml"
 METACONTROLLER = "system:serviceaccount:metacontroller:metacontroller"
@@ -56,7 +58,7 @@ def admit(resource: str, obj: dict[str, Any] | None, user: str, operation: str =
             value = bool(value)
         elif isinstance(value, celpy.celtypes.StringType):
             value = str(value)
-        elif isinstance(value, celpy.celtypes.MapType | celpy.celtypes.ListType):
+        elif isinstance(value, dict | list):  # CEL list concatenation gives a plain list of CEL values
             value = _plain(value)
         variables[variable["name"]] = value
     return [v["message"] for v in spec["validations"] if not bool(run(v["expression"]))]
@@ -176,3 +178,64 @@ def test_other_accounts_and_secrets_are_left_alone() -> None:
     assert admit("secrets", {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}}, "alice") == []
     assert admit("secrets", None, "alice", "DELETE", old={"apiVersion": "v1", "kind": "Secret",
                                                            "metadata": {"name": "s"}}) == []
+
+
+# ------------------------------------------------------------------------------------ the target kubeconfig mount
+
+SA_TOKEN_VOLUME = {"name": "kube-api-access-x1y2z", "projected": {"sources": [
+    {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+    {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+    {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}}]}}
+SA_TOKEN_MOUNT = {"name": "kube-api-access-x1y2z", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+                  "readOnly": True}
+STEPS = [node_jobs.TOKEN_CREATE, node_jobs.TOKEN_DELETE, node_jobs.NODE_SYNC, node_jobs.NODE_TERMINATING,
+         node_jobs.NODE_REMOVE]
+
+
+def _admitted_pod_of(job: dict[str, Any]) -> dict[str, Any]:
+    """The Job's pod as the API server validates it: the ServiceAccount admission has added the token volume."""
+    pod = copy.deepcopy(_pod_of(job))
+    pod["spec"].setdefault("volumes", []).append(SA_TOKEN_VOLUME)
+    for container in pod["spec"]["containers"]:
+        container.setdefault("volumeMounts", []).append(SA_TOKEN_MOUNT)
+    return pod
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_the_jobs_with_the_target_kubeconfig_mounted_and_their_pods_are_admitted(step: str) -> None:
+    for job in (_declared(step), jobs.mount(_declared(step), "target-kubeconfig")):
+        assert admit("jobs", job, METACONTROLLER) == []
+        assert admit("pods", _admitted_pod_of(job), JOB_CONTROLLER) == []
+
+
+def _mounted_changed(change: str) -> dict[str, Any]:
+    job = jobs.mount(_declared(node_jobs.TOKEN_CREATE), "target-kubeconfig")
+    pod, container = job["spec"]["template"]["spec"], job["spec"]["template"]["spec"]["containers"][0]
+    target_mount = next(m for m in container["volumeMounts"] if m["name"] == "target-kubeconfig")
+    if change == "host-path":
+        pod["volumes"].append({"name": "host", "hostPath": {"path": "/var/lib/kubelet"}})
+        container["volumeMounts"].append({"name": "host", "mountPath": "/host", "readOnly": True})
+    elif change == "other-secret":
+        pod["volumes"].append({"name": "creds", "secret": {"secretName": "metal-credentials"}})
+    elif change == "key-volume-other-secret":  # the key volume's name on another Secret
+        pod["volumes"][0]["secret"]["secretName"] = "metal-credentials"
+    elif change == "whole-secret":
+        del next(v for v in pod["volumes"] if v["name"] == "target-kubeconfig")["secret"]["items"]
+    elif change == "writable":
+        target_mount["readOnly"] = False
+    elif change == "elsewhere":
+        target_mount["mountPath"] = "/etc/kubernetes"
+    elif change == "kubeconfig-elsewhere":
+        next(e for e in container["env"] if e["name"] == "KUBECONFIG")["value"] = "/tmp/kubeconfig"
+    elif change == "env-from":
+        container["envFrom"] = [{"secretRef": {"name": "metal-credentials"}}]
+    return job
+
+
+@pytest.mark.parametrize("change", ["host-path", "other-secret", "key-volume-other-secret", "whole-secret",
+                                    "writable", "elsewhere", "kubeconfig-elsewhere", "env-from"])
+def test_anything_mounted_beyond_the_key_and_the_target_kubeconfig_is_refused(change: str) -> None:
+    job = _mounted_changed(change)
+    for resource, obj, user in (("jobs", job, METACONTROLLER), ("pods", _admitted_pod_of(job), JOB_CONTROLLER)):
+        denied = admit(resource, obj, user)
+        assert any("mounts only the bootstrap token key and the target kubeconfig" in m for m in denied), denied
