@@ -369,5 +369,12 @@ class Metacontroller:
 
     def wait_idle(self, timeout: float = 10.0) -> None:
         """Wait until no key is queued or processed and the informer inbox is empty."""
-        self.wait_for(lambda _: not self._inbox.unfinished_tasks and not any(r.queue.busy() for r in self._runtimes),
-                      timeout, "emulator idle")
+        try:
+            self.wait_for(lambda _: not self._inbox.unfinished_tasks and not any(r.queue.busy()
+                                                                               for r in self._runtimes),
+                          timeout, "emulator idle")
+        except TimeoutError as exc:
+            busy = {r.name: r.queue.describe() for r in self._runtimes if r.queue.busy()}
+            raise TimeoutError(f"{exc}; informer inbox {self._inbox.unfinished_tasks}, busy queues {busy}, "
+                               f"last hook calls {[(e['controller'], e['key']) for e in self.hook_calls()[-6:]]}") \
+                from None

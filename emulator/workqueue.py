@@ -112,6 +112,12 @@ class WorkQueue:
         with self._cond:
             return bool(self._queue or self._processing)
 
+    def describe(self) -> str:
+        """What is queued and what is being processed, for a timeout's message."""
+        with self._cond:
+            queued = [str(key) for key in list(self._queue)[:5]]
+            return f"queued {queued} ({len(self._queue)}), processing {sorted(map(str, self._processing))}"
+
     def pending_delays(self) -> dict[Hashable, float]:
         with self._cond:
             now = self._now()
