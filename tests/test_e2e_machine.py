@@ -336,3 +336,4 @@ def _syncs_per_heartbeat(realistic: Obj, rounds: int = 4) -> dict[str, float]:
 def test_heartbeats_of_a_steady_fleet_cost_no_set_or_class_syncs(realistic: Obj) -> None:
     per_period = _syncs_per_heartbeat(realistic)
     assert per_period["metal-machinesets"] < 0.5 and per_period["metal-machineclasses"] < 0.5, per_period
+

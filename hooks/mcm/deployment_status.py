@@ -13,6 +13,7 @@ import math
 from datetime import datetime, timedelta
 from typing import Any
 
+from hooks import objects
 from hooks.mcm import rollout
 from hooks.mcm.conditions import REPLICA_FAILURE, carried_time, clean_operation, condition
 from hooks.mcm.deployment_sets import MachineSet, as_int
@@ -101,13 +102,41 @@ def note_new_set(conditions: Conditions, created: str | None, found: str | None,
                                                 f"Found new MachineSet \"{found}\"", now))
 
 
-def note_availability(conditions: Conditions, available: int, min_available: int, now: datetime) -> None:
+def sets_moment(sets: list[MachineSet], now: datetime) -> datetime:
+    """When the sets last reported a change (their newest lastOperation.lastUpdateTime, never after `now`).
+
+    A set's time is derived from its Machines (hooks/mcm/machineset_status.py), so every view of the same sets gives
+    the same moment; a condition stamped with it is the same whichever sync, stale or fresh, creates it."""
+    moments = [parse_time(objects.mapping(ms.status, "lastOperation").get("lastUpdateTime")) for ms in sets]
+    known = [m for m in moments if m is not None]
+    return min(max(known), now) if known else now
+
+
+def note_availability(conditions: Conditions, available: int, min_available: int, moment: datetime) -> None:
+    """Available, stamped with the sets' moment (`sets_moment`), and never later than that moment while it holds.
+
+    Why: two syncs that saw the deployment at different times (a trailing informer cache) could each create the
+    condition at their own `now`; each later sync carries the time it observed, Metacontroller writes it back over
+    the other, and the status alternated between the two for as long as the cache trailed (docs/reliability.md).
+    Lowering a carried time to the sets' moment makes both views answer the same."""
     if available >= min_available:
-        cond = new_condition(AVAILABLE, "True", MIN_AVAILABLE, "Deployment has minimum availability.", now)
+        cond = new_condition(AVAILABLE, "True", MIN_AVAILABLE, "Deployment has minimum availability.", moment)
     else:
         cond = new_condition(AVAILABLE, "False", MIN_UNAVAILABLE, "Deployment does not have minimum availability.",
-                             now)
+                             moment)
     set_condition(conditions, cond)
+    _no_later_than(find(conditions, AVAILABLE), moment)
+
+
+def _no_later_than(cond: dict[str, Any] | None, moment: datetime) -> None:
+    """Lower a carried condition's times to `moment` when they are later (see note_availability for why)."""
+    if cond is None:
+        return
+    stamp = carried_time(None, False, moment)
+    for key in ("lastTransitionTime", "lastUpdateTime"):
+        carried = parse_time(cond.get(key))
+        if carried is not None and carried > moment:
+            cond[key] = stamp
 
 
 def with_failure(conditions: Conditions, new: MachineSet | None, sets: list[MachineSet],
@@ -154,16 +183,30 @@ def _timed_out(spec: dict[str, Any], cond: dict[str, Any] | None, now: datetime)
     return since is not None and since + timedelta(seconds=spec["progressDeadlineSeconds"]) < now
 
 
+def _finished(cond: dict[str, Any] | None, moment: datetime, started: datetime | None) -> None:
+    """A finished rollout's Progressing times, from the sets alone: True since the new set was created, updated at
+    the sets' moment. No deadline runs any more, and every view of the same sets answers the same (a time carried
+    from a stale view and written back made the status alternate: note_availability)."""
+    if cond is None or cond.get("reason") != NEW_SET_AVAILABLE or cond.get("status") != "True":
+        return
+    since = min(started, moment) if started is not None else None
+    if since is not None:
+        cond["lastTransitionTime"] = carried_time(None, False, since)
+    cond["lastUpdateTime"] = carried_time(None, False, moment)
+
+
 def _note_progress(conditions: Conditions, observed: dict[str, Any], status: dict[str, Any], spec: dict[str, Any],
-                   done: bool, set_name: str, now: datetime) -> None:
-    """Kubernetes' syncRolloutStatus for the Progressing condition."""
+                   done: bool, set_name: str, now: datetime, moment: datetime, started: datetime | None) -> None:
+    """Kubernetes' syncRolloutStatus for the Progressing condition (a finished rollout's times: `_finished`)."""
     current = find(conditions, PROGRESSING)
     if status["replicas"] == status["updatedReplicas"] and current is not None and \
             current.get("reason") == NEW_SET_AVAILABLE:
+        _finished(current, moment, started)
         return
     if done:
         set_condition(conditions, new_condition(PROGRESSING, "True", NEW_SET_AVAILABLE,
-                                                f"MachineSet \"{set_name}\" has successfully progressed.", now))
+                                                f"MachineSet \"{set_name}\" has successfully progressed.", moment))
+        _finished(find(conditions, PROGRESSING), moment, started)
     elif _progressing(observed, status):
         fresh = new_condition(PROGRESSING, "True", SET_UPDATED, f"MachineSet \"{set_name}\" is progressing.", now)
         if current is not None and current.get("status") == "True" and current.get("lastTransitionTime"):
@@ -175,9 +218,11 @@ def _note_progress(conditions: Conditions, observed: dict[str, Any], status: dic
 
 
 def estimate_progress(conditions: Conditions, observed: dict[str, Any], status: dict[str, Any],
-                      spec: dict[str, Any], done: bool, set_name: str, now: datetime) -> float | None:
-    """Update Progressing; returns when to check the progress deadline again (None: no deadline to watch)."""
-    _note_progress(conditions, observed, status, spec, done, set_name, now)
+                      spec: dict[str, Any], done: bool, set_name: str, now: datetime,
+                      moment: datetime | None = None, started: datetime | None = None) -> float | None:
+    """Update Progressing; returns when to check the progress deadline again (None: no deadline to watch).
+    `moment` (sets_moment) and `started` (the new set's creation) stamp a finished rollout; `now` when not given."""
+    _note_progress(conditions, observed, status, spec, done, set_name, now, moment or now, started)
     current = find(conditions, PROGRESSING)
     if not has_deadline(spec) or current is None or done or current.get("reason") in (TIMED_OUT, NEW_SET_AVAILABLE):
         return None

@@ -49,6 +49,7 @@ from hooks.mcm.deployment_sets import (
     strategy,
     template_hash,
 )
+from hooks.mcm.timefmt import parse_time
 
 # The names callers and tests know this module by.
 __all__ = ["DESIRED", "HASH_LABEL", "LAST_APPLIED", "MAX_REPLICAS", "REVISION", "SET_KEY", "MachineSet",
@@ -96,9 +97,11 @@ def reconcile(parent: dict[str, Any], sets: list[MachineSet], now: datetime) -> 
     children.sort(key=lambda c: c["metadata"]["name"])
     _pass_deletion_request(parent, children)
 
-    conds.note_availability(conditions, status["availableReplicas"], conds.min_available(step.replicas, how), now)
+    moment = conds.sets_moment(sets, now)
+    conds.note_availability(conditions, status["availableReplicas"], conds.min_available(step.replicas, how), moment)
+    started = parse_time(step.new.meta.get("creationTimestamp")) if step.new is not None else None
     resync = None if step.scaling_only else conds.estimate_progress(conditions, observed, status, spec, done,
-                                                                    step.new_name, now)
+                                                                    step.new_name, now, moment, started)
     conditions = conds.with_failure(conditions, step.new, sets, now)
     response: dict[str, Any] = {"status": conds.shaped(status, conditions), "children": children}
     if resync is not None:
