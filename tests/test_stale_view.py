@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 from datetime import timedelta
 
+from hooks.mcm import machinedeployment as md
 from hooks.mcm import machineset
 from tests.test_machineset import NOW, ctx, request
 
@@ -29,3 +30,29 @@ def test_a_sync_that_sees_its_status_one_write_late_answers_the_same_status() ->
         "lastUpdateTime": "2026-11-25T09:00:00Z"}}  # the write before it, still in the cache
     later = NOW + timedelta(seconds=30)
     assert machineset.sync(stale, ctx(later))["status"] == machineset.sync(current, ctx(later))["status"]
+
+
+def test_a_finished_deployment_answers_the_same_status_from_two_views_of_itself() -> None:
+    """Two syncs of a converged MachineDeployment that saw its conditions stamped at different moments (one from
+    a cache one write behind) answer one status, so Metacontroller's write-back cannot alternate between them.
+    The times come from the sets: Progressing since the new set's creation, updated when the sets last reported;
+    Available never later than the sets' report."""
+    from tests.test_machinedeployment import NS, OLD
+    from tests.test_machinedeployment import ctx as md_ctx
+    from tests.test_machinedeployment import request as md_request
+
+    body = md_request()
+    body["parent"]["spec"]["template"] = copy.deepcopy(
+        body["children"][md.SET_KEY][f"{NS}/{OLD}"]["spec"]["template"])
+    del body["parent"]["spec"]["template"]["metadata"]["labels"][md.HASH_LABEL]
+    views = []
+    for stamp in ("2026-11-25T09:20:05Z", "2026-11-25T09:20:06Z"):  # each written by a sync at its own `now`
+        seen = copy.deepcopy(body)
+        for cond in seen["parent"]["status"]["conditions"]:
+            cond.update(lastUpdateTime=stamp, lastTransitionTime=stamp)
+        views.append(md.sync(seen, md_ctx(NOW + timedelta(hours=1)))["status"])
+    assert views[0] == views[1]
+    times = {c["type"]: (c["lastTransitionTime"], c["lastUpdateTime"]) for c in views[0]["conditions"]}
+    set_created = body["children"][md.SET_KEY][f"{NS}/{OLD}"]["metadata"]["creationTimestamp"]
+    set_reported = body["children"][md.SET_KEY][f"{NS}/{OLD}"]["status"]["lastOperation"]["lastUpdateTime"]
+    assert times == {"Available": (set_reported, set_reported), "Progressing": (set_created, set_reported)}
