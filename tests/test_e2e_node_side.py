@@ -6,8 +6,7 @@ ServiceAccount token (and, for tokens, the key Secret mounted as a volume). What
 what the RBAC grants; the token's secret half appears in no Job, pod, log or request but the Secret's own create.
 
 Part two goes through the whole emulated cluster (our hook app under the Metacontroller emulator, the Metal
-simulator): it shows the behaviour once the lead wires the plans into the Machine, MachineSet and MachineDeployment
-hooks, and is marked xfail(strict) until then.
+simulator), with the plans wired into the Machine, MachineSet and MachineDeployment hooks.
 """
 
 from __future__ import annotations
