@@ -27,7 +27,7 @@ from hooks.mcm.machine_request import HookRequest
 from hooks.mcm.machine_status import observed_phase
 from hooks.target import freeze, node_read
 from hooks.target.api import TargetReader
-from hooks.target.jobs import mount
+from hooks.target.jobs import mount, name_of
 
 log = logging.getLogger("hooks.machine")
 
@@ -76,15 +76,16 @@ def observe(req: HookRequest, ctx: HookContext) -> NodeSource:
     if read is None:
         return NodeSource(req)
     now = ctx.clock()
-    deleting = bool(req.machine.get("metadata", {}).get("deletionTimestamp"))
-    waived = deleting and drain_waived(req.machine, ctx.settings.drain, now)
-    decision = freeze.decide(read, node_read.machine_view(req.machine, drain_expired=waived), now)
+    view = node_read.machine_view(req.machine)
+    if view.deleting:  # the drain clock only matters to a deletion
+        view = replace(view, drain_expired=drain_waived(req.machine, ctx.settings.drain, now))
+    decision = freeze.decide(read, view, now)
     events.emit(events.TARGET_DECISION, outcome=decision.metric)
     if decision.frozen:
         log.warning("machine %s/%s: %s", req.namespace, req.name, decision.operation)
     nodes = {req.name: decision.node} if decision.node is not None else {}
     seen = replace(req, related={**req.related, mcm.NODE_KEY: nodes})
-    return NodeSource(seen, decision, read.source.rpartition("/")[2])
+    return NodeSource(seen, decision, name_of(read.source))
 
 
 def frozen(req: HookRequest, ctx: HookContext, decision: freeze.Decision) -> Outcome:

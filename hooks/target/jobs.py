@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hooks import objects
-from hooks.target.kubeconfig import KUBECONFIG_KEY, TargetConfig, from_related
+from hooks.target.kubeconfig import KUBECONFIG_KEY, from_related
 
 TARGET_JOB_MOUNT_PATH = "/etc/metal-machine-hooks/target-kubeconfig"
 TARGET_JOB_VOLUME = "target-kubeconfig"
@@ -47,12 +47,12 @@ def secret_name(related: Mapping[str, Any] | None, namespace: str) -> str | None
     pointed at a kubeconfig the hooks themselves refuse.
     """
     config = from_related(related, namespace)
-    return None if config is None else name_of(config)
+    return None if config is None else name_of(config.source)
 
 
-def name_of(config: TargetConfig) -> str:
-    """The Secret's name from TargetConfig.source ("namespace/name")."""
-    return config.source.rpartition("/")[2]
+def name_of(source: str) -> str:
+    """The Secret's name from a kubeconfig's source ("namespace/name", TargetConfig.source and TargetRead.source)."""
+    return source.rpartition("/")[2]
 
 
 def mount(job: Mapping[str, Any], secret_name: str) -> Obj:
