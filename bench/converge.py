@@ -45,14 +45,9 @@ def example_credentials() -> tuple[str, str]:
     return token, cls["providerSpec"]["projectID"]
 
 
-def _phase(machine: Obj) -> str:
-    return ((machine.get("status") or {}).get("currentStatus") or {}).get("phase", "")
-
-
-def measure(sim: Simulator, hooks: Gunicorn, *, replicas: int = 500, timeout: float = 240.0) -> Obj:
-    from emulator.hookauth import seed_auth_secrets
-    from emulator.metacontroller import Metacontroller, load_controllers
-    from emulator.nodes import NodeJoiner
+def example_store(deployment_name: str, replicas: int) -> Any:
+    """An emulated store with our CRDs, the example Secret and MachineClasses, and the example MachineDeployment
+    under `deployment_name` with `replicas` and no minReadySeconds (parts 4 and 7)."""
     from emulator.store import Store
 
     store = Store()
@@ -61,17 +56,34 @@ def measure(sim: Simulator, hooks: Gunicorn, *, replicas: int = 500, timeout: fl
     for doc in yaml.safe_load_all((EXAMPLES / "machine-class.yaml").read_text()):
         if doc and doc.get("kind") == "MachineClass":
             store.create(doc)
-    deployment = yaml.safe_load((EXAMPLES / "machine-deployment.yaml").read_text())
-    deployment = copy.deepcopy(deployment)
-    deployment["metadata"]["name"] = "bench-converge"
-    deployment["spec"]["replicas"] = 0
-    deployment["spec"]["minReadySeconds"] = 0
+    deployment = copy.deepcopy(yaml.safe_load((EXAMPLES / "machine-deployment.yaml").read_text()))
+    deployment["metadata"]["name"] = deployment_name
+    deployment["spec"].update(replicas=replicas, minReadySeconds=0)
     store.create(deployment)
+    return store
+
+
+def emulator(store: Any, sim: Simulator, hooks: Gunicorn) -> tuple[Any, Any]:
+    """The Metacontroller emulator with the repository's controllers calling `hooks`, and a Node joiner for `sim`
+    (neither started)."""
+    from emulator.hookauth import seed_auth_secrets
+    from emulator.metacontroller import Metacontroller, load_controllers
+    from emulator.nodes import NodeJoiner
+
     controllers = load_controllers(CONTROLLERS)
     seed_auth_secrets(store, controllers, "bench-local-token")  # the hooks run with HOOK_AUTH_DISABLED=true
     mc = Metacontroller(store, controllers,
                         service_urls={"metal-machine-hooks.metal-machine-hooks": hooks.base_url})
-    joiner = NodeJoiner(store, sim.base_url, poll_interval=0.1)
+    return mc, NodeJoiner(store, sim.base_url, poll_interval=0.1)
+
+
+def _phase(machine: Obj) -> str:
+    return ((machine.get("status") or {}).get("currentStatus") or {}).get("phase", "")
+
+
+def measure(sim: Simulator, hooks: Gunicorn, *, replicas: int = 500, timeout: float = 240.0) -> Obj:
+    store = example_store("bench-converge", 0)
+    mc, joiner = emulator(store, sim, hooks)
     mc.start()
     joiner.start()
     try:

@@ -16,13 +16,10 @@ which is not a steady fleet. Everything else as in part 4 (bench.converge).
 from __future__ import annotations
 
 import collections
-import copy
 import time
 from typing import Any
 
-import yaml
-
-from bench.converge import CONTROLLERS, CRDS, EXAMPLES, MACHINE_API, _phase
+from bench.converge import MACHINE_API, _phase, emulator, example_store
 from bench.servers import Gunicorn, Simulator, calls_delta
 
 CONTROLLER_NAMES = ("metal-machines", "metal-machinesets", "metal-machinedeployments", "metal-machineclasses")
@@ -31,27 +28,10 @@ Obj = dict[str, Any]
 
 def measure(sim: Simulator, hooks: Gunicorn, *, machines: int = 200, period: float = 10.0, rounds: int = 2,
             timeout: float = 240.0) -> Obj:
-    from emulator.hookauth import seed_auth_secrets
     from emulator.jobs import JobRunner
-    from emulator.metacontroller import Metacontroller, load_controllers
-    from emulator.nodes import NodeJoiner
-    from emulator.store import Store
 
-    store = Store()
-    store.load_yaml(sorted(p for p in CRDS.glob("*.yaml") if p.name != "kustomization.yaml"))
-    store.load_yaml([EXAMPLES / "secret.yaml"])
-    for doc in yaml.safe_load_all((EXAMPLES / "machine-class.yaml").read_text()):
-        if doc and doc.get("kind") == "MachineClass":
-            store.create(doc)
-    deployment = copy.deepcopy(yaml.safe_load((EXAMPLES / "machine-deployment.yaml").read_text()))
-    deployment["metadata"]["name"] = "bench-heartbeats"
-    deployment["spec"].update(replicas=machines, minReadySeconds=0)
-    store.create(deployment)
-    controllers = load_controllers(CONTROLLERS)
-    seed_auth_secrets(store, controllers, "bench-local-token")  # the hooks run with HOOK_AUTH_DISABLED=true
-    mc = Metacontroller(store, controllers,
-                        service_urls={"metal-machine-hooks.metal-machine-hooks": hooks.base_url})
-    joiner = NodeJoiner(store, sim.base_url, poll_interval=0.1)
+    store = example_store("bench-heartbeats", machines)
+    mc, joiner = emulator(store, sim, hooks)
     jobs = JobRunner(store, poll_interval=0.1)
     mc.start()
     joiner.start()
