@@ -43,14 +43,20 @@ def drain_timeout(machine: dict[str, Any], settings: DrainSettings) -> float:
 
 
 def job_name(machine_name: str, attempt: int = 1) -> str:
-    """`<machine>-drain`, `-2`, `-3`... for retries; long names are cut and made unique with a hash."""
-    suffix = "-drain" if attempt <= 1 else f"-drain-{attempt}"
-    name = machine_name + suffix
+    """`<machine>-drain`, `-2`, `-3`... for retries (attachment_name)."""
+    return attachment_name(machine_name, "drain", attempt)
+
+
+def attachment_name(machine_name: str, suffix: str, attempt: int = 1) -> str:
+    """`<machine>-<suffix>` (`-2`, `-3`... for retries) for a Job the Machine hook declares; long names are cut and
+    made unique with a hash. The drain Job and the Node-side Jobs (hooks.mcm.node_jobs) are named by it."""
+    tail = f"-{suffix}" if attempt <= 1 else f"-{suffix}-{attempt}"
+    name = machine_name + tail
     if len(name) <= MAX_NAME:
         return name
     digest = hashlib.sha256(machine_name.encode()).hexdigest()[:8]
-    head = machine_name[: MAX_NAME - len(suffix) - len(digest) - 1].rstrip("-.")
-    return f"{head}-{digest}{suffix}"
+    head = machine_name[: MAX_NAME - len(tail) - len(digest) - 1].rstrip("-.")
+    return f"{head}-{digest}{tail}"
 
 
 def build_job(

@@ -14,7 +14,6 @@ Job `-2`, `-3`... carrying the previous error, and everything here is a pure fun
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -26,6 +25,7 @@ from hooks.config import DEFAULT_DRAIN_IMAGE as DEFAULT_IMAGE
 from hooks.config import ConfigError
 from hooks.mcm import bootstrap
 from hooks.mcm.drain import JOB_KEY
+from hooks.mcm.drain_job import attachment_name
 
 TOKEN_ACCOUNT = "metal-machine-bootstrap-token"
 NODE_ACCOUNT = "metal-machine-node"
@@ -49,7 +49,6 @@ NODE_STEPS = (NODE_SYNC, NODE_TERMINATING, NODE_REMOVE)
 
 BACKOFF_LIMIT = 3
 ACTIVE_DEADLINE_SECONDS = 300
-MAX_NAME = 63
 MAX_ERROR_CHARS = 400
 _SA_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
@@ -94,16 +93,7 @@ class StepJob:
     attempt: int = 1
 
 
-def job_name(machine_name: str, suffix: str, attempt: int = 1) -> str:
-    """`<machine>-<suffix>` (`-2`, `-3`... for retries); long names are cut and made unique with a hash."""
-    tail = f"-{suffix}" if attempt <= 1 else f"-{suffix}-{attempt}"
-    name = machine_name + tail
-    if len(name) <= MAX_NAME:
-        return name
-    digest = hashlib.sha256(machine_name.encode()).hexdigest()[:8]
-    head = machine_name[: MAX_NAME - len(tail) - len(digest) - 1].rstrip("-.")
-    return f"{head}-{digest}{tail}"
-
+job_name = attachment_name  # `<machine>-<suffix>`, as the drain Job is named
 
 def build_job(machine: Mapping[str, Any], step: str, name: str, args: list[str], settings: NodeJobSettings, *,
               attempt: int = 1, previous_error: str = "", notes: Mapping[str, str] | None = None) -> dict[str, Any]:
