@@ -10,13 +10,12 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import celpy
 import pytest
-import yaml
 
 from hooks.config import DrainSettings
 from hooks.mcm import drain_job
 from hooks.target import jobs
+from tests import admission_policy as policy
 
 POLICY_FILE = Path(__file__).resolve().parent.parent / "kubernetes" / "drain" / "admission-policy.yaml"
 METACONTROLLER = "system:serviceaccount:metacontroller:metacontroller"
@@ -24,40 +23,9 @@ JOB_CONTROLLER = "system:serviceaccount:kube-system:job-controller"
 DRAIN_LABELS = {"app.kubernetes.io/name": "metal-machine-drain", "app.kubernetes.io/managed-by": "metal-machine-hooks"}
 
 
-def _policy() -> dict[str, Any]:
-    (policy,) = [d for d in yaml.safe_load_all(POLICY_FILE.read_text()) if d["kind"] == "ValidatingAdmissionPolicy"]
-    return policy
-
-
 def admit(resource: str, obj: dict[str, Any], user: str) -> list[str]:
     """The messages of every validation that denies this request ([] = admitted)."""
-    spec = _policy()["spec"]
-    env = celpy.Environment()
-    request = {"resource": {"group": "batch" if resource == "jobs" else "", "version": "v1", "resource": resource},
-               "operation": "CREATE", "userInfo": {"username": user}}
-    variables: dict[str, Any] = {}
-
-    def run(expression: str) -> Any:
-        program = env.program(env.compile(expression))
-        return program.evaluate({"object": celpy.json_to_cel(obj), "request": celpy.json_to_cel(request),
-                                 "variables": celpy.json_to_cel(variables)})
-
-    for variable in spec["variables"]:
-        variables[variable["name"]] = _plain(run(variable["expression"]))
-    return [v["message"] for v in spec["validations"] if not bool(run(v["expression"]))]
-
-
-def _plain(value: Any) -> Any:
-    """A CEL value as JSON again, so a later expression can read a variable (lists of volumes, flags, names)."""
-    if isinstance(value, celpy.celtypes.BoolType):
-        return bool(value)
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, celpy.celtypes.IntType):
-        return int(value)
-    return str(value) if isinstance(value, celpy.celtypes.StringType) else value
+    return policy.admit(POLICY_FILE, resource, obj, user)
 
 
 def _pod(account: str = "metal-machine-drain", owners: list[dict[str, Any]] | None = None) -> dict[str, Any]:

@@ -5,17 +5,15 @@ tests/test_drain_admission.py does for the drain account), door by door."""
 from __future__ import annotations
 
 import copy
-import functools
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import celpy
 import pytest
-import yaml
 
 from hooks.mcm import bootstrap, node_jobs
 from hooks.target import jobs
+from tests import admission_policy as policy
 
 POLICY_FILE = Path(__file__).resolve().parent.parent / "kubernetes" / "node-jobs" / "admission-policy.yaml"
 METACONTROLLER = "system:serviceaccount:metacontroller:metacontroller"
@@ -26,54 +24,10 @@ MACHINE = {"metadata": {"name": "m-1", "namespace": "shoot", "uid": "m-uid",
                         "creationTimestamp": "2026-12-03T10:00:00Z"}}
 
 
-@functools.lru_cache(maxsize=1)
-def _policy() -> dict[str, Any]:
-    (policy,) = [d for d in yaml.safe_load_all(POLICY_FILE.read_text()) if d["kind"] == "ValidatingAdmissionPolicy"]
-    return policy
-
-
-ENV = celpy.Environment()
-
-
-@functools.cache
-def _program(expression: str) -> Any:
-    return ENV.program(ENV.compile(expression))
-
-
 def admit(resource: str, obj: dict[str, Any] | None, user: str, operation: str = "CREATE",
           old: dict[str, Any] | None = None) -> list[str]:
     """The messages of every validation that denies this request ([] = admitted)."""
-    spec = _policy()["spec"]
-    request = {"resource": {"group": "batch" if resource == "jobs" else "", "version": "v1", "resource": resource},
-               "operation": operation, "userInfo": {"username": user}}
-    variables: dict[str, Any] = {}
-
-    def run(expression: str) -> Any:
-        return _program(expression).evaluate({"object": celpy.json_to_cel(obj), "oldObject": celpy.json_to_cel(old),
-                                 "request": celpy.json_to_cel(request), "variables": celpy.json_to_cel(variables)})
-
-    for variable in spec["variables"]:
-        value = run(variable["expression"])
-        if isinstance(value, celpy.celtypes.BoolType):
-            value = bool(value)
-        elif isinstance(value, celpy.celtypes.StringType):
-            value = str(value)
-        elif isinstance(value, dict | list):  # CEL list concatenation gives a plain list of CEL values
-            value = _plain(value)
-        variables[variable["name"]] = value
-    return [v["message"] for v in spec["validations"] if not bool(run(v["expression"]))]
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, celpy.celtypes.BoolType):
-        return bool(value)
-    if isinstance(value, celpy.celtypes.IntType):
-        return int(value)
-    return str(value) if isinstance(value, celpy.celtypes.StringType) else value
+    return policy.admit(POLICY_FILE, resource, obj, user, operation, old)
 
 
 def _declared(step: str) -> dict[str, Any]:
