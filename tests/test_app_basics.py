@@ -22,16 +22,21 @@ def test_readyz_reports_bad_configuration(monkeypatch) -> None:
     assert "METAL_API_URL" in response.json["error"]
 
 
-@pytest.mark.parametrize("variable,value", [("DRAIN_SERVICE_ACCOUNT", "Not A Name"), ("DRAIN_ENABLED", "maybe"),
-                                            ("DRAIN_IMAGE", "a b")])
-def test_bad_drain_settings_are_refused_at_start_up(monkeypatch, variable: str, value: str) -> None:
-    """Drain settings are read once with the rest: a bad one keeps the pod unready instead of failing each finalize."""
+def _refused_at_start_up(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
+    """Settings refuse the value, naming the variable, and the app's /readyz says 503 with the same name."""
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigError, match=variable):
         Settings.from_env()
     response = create_app().test_client().get("/readyz")
     assert response.status_code == 503
     assert variable in response.json["error"]
+
+
+@pytest.mark.parametrize("variable,value", [("DRAIN_SERVICE_ACCOUNT", "Not A Name"), ("DRAIN_ENABLED", "maybe"),
+                                            ("DRAIN_IMAGE", "a b")])
+def test_bad_drain_settings_are_refused_at_start_up(monkeypatch, variable: str, value: str) -> None:
+    """Drain settings are read once with the rest: a bad one keeps the pod unready instead of failing each finalize."""
+    _refused_at_start_up(monkeypatch, variable, value)
 
 
 @pytest.mark.parametrize("variable,value", [("NODE_JOBS_SERVICE_ACCOUNT", "Not A Name"),
@@ -39,12 +44,7 @@ def test_bad_drain_settings_are_refused_at_start_up(monkeypatch, variable: str, 
                                             ("BOOTSTRAP_TOKEN_AUTH_EXTRA_GROUPS", "system:masters")])
 def test_bad_node_job_settings_are_refused_at_start_up(monkeypatch, variable: str, value: str) -> None:
     """The Node-side Job settings (docs/nodes.md) are read once with the rest: a bad one keeps the pod unready."""
-    monkeypatch.setenv(variable, value)
-    with pytest.raises(ConfigError, match=variable):
-        Settings.from_env()
-    response = create_app().test_client().get("/readyz")
-    assert response.status_code == 503
-    assert variable in response.json["error"]
+    _refused_at_start_up(monkeypatch, variable, value)
 
 
 def test_node_job_settings_are_part_of_the_settings() -> None:
