@@ -240,6 +240,14 @@ class TargetCluster:
         return target_kubeconfig(self.api.url, self.token)
 
 
+def example_tokens() -> dict[str, list[str]]:
+    """The simulator's tokens for kubernetes/examples/: the example Secret's token, for the example class's project."""
+    from bench.converge import example_credentials
+
+    token, project = example_credentials()
+    return {token: [project]}
+
+
 TARGET_SECRET = "target-kubeconfig"
 TARGET_USER = "system:serviceaccount:kube-system:metal-machine-hooks-target"
 

@@ -22,7 +22,7 @@ import yaml
 
 from emulator.metacontroller import Metacontroller
 from emulator.store import Store
-from tests.emulator_support import real_cluster
+from tests.emulator_support import example_tokens, real_cluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -33,21 +33,13 @@ Obj = dict[str, Any]
 
 
 
-def _example_project() -> str:
-    docs = yaml.safe_load_all((EXAMPLES / "machine-class.yaml").read_text())
-    return next(d for d in docs if d and d.get("kind") == "MachineClass")["providerSpec"]["projectID"]
-
-
-def _example_token() -> str:
-    secret = yaml.safe_load((EXAMPLES / "secret.yaml").read_text())
-    return secret["stringData"]["apiToken"]
 
 
 @pytest.fixture(params=[False, True], ids=["one-cluster", "two-clusters"])
 def cluster(request: pytest.FixtureRequest, metal_sim_factory: Callable[..., Any]) -> Iterator[Obj]:
     """Both topologies (docs/operations.md, "Two clusters"): with two, the Nodes join a target cluster whose
     kubeconfig Secret is in the Machines' namespace, and the drain and Node-side Jobs act there."""
-    sim = metal_sim_factory(tokens={_example_token(): [_example_project()]})
+    sim = metal_sim_factory(tokens=example_tokens())
     with real_cluster(sim.url, sim.base_url, two_clusters=request.param) as running:
         yield {"sim": sim, "store": running.store, "mc": running.mc, "joiner": running.joiner, "jobs": running.jobs,
                "nodes": running.node_store}
@@ -198,7 +190,7 @@ REALISM = {"informer_lag": 0.3, "gc_delay": 0.5, "heartbeat_period": 1.0, "metad
 def realistic(metal_sim_factory: Callable[..., Any]) -> Iterator[Obj]:
     """The same cluster with a lagging informer cache, late garbage collection, kubelet heartbeats every second
     and conflicts on a decorator's labels/annotations write after its status write."""
-    sim = metal_sim_factory(tokens={_example_token(): [_example_project()]})
+    sim = metal_sim_factory(tokens=example_tokens())
     with real_cluster(sim.url, sim.base_url, **REALISM) as running:
         yield {"sim": sim, "store": running.store, "mc": running.mc, "joiner": running.joiner, "jobs": running.jobs}
 
@@ -288,7 +280,7 @@ def _deleting_deployment_creates(realistic: Obj) -> dict[str, list[str]]:
 def slow_informers(metal_sim_factory: Callable[..., Any]) -> Iterator[Obj]:
     """Informers 0.25-0.75 s behind and a garbage collector that acts within 0.05 s: a deleted MachineDeployment
     is still in its controller's cache when its MachineSets are already gone."""
-    sim = metal_sim_factory(tokens={_example_token(): [_example_project()]})
+    sim = metal_sim_factory(tokens=example_tokens())
     with real_cluster(sim.url, sim.base_url, **{**REALISM, "informer_lag": 0.5, "gc_delay": 0.05}) as running:
         yield {"sim": sim, "store": running.store, "mc": running.mc, "joiner": running.joiner, "jobs": running.jobs}
 

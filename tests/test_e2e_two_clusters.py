@@ -35,7 +35,7 @@ from hooks.target.api import TargetReader, TargetUnavailable
 from hooks.target.freeze import UNREACHABLE_SINCE_ANNOTATION, Action, MachineView, TargetRead, decide
 from hooks.target.jobs import mount
 from hooks.target.kubeconfig import from_related
-from tests.emulator_support import RealCluster, real_cluster
+from tests.emulator_support import RealCluster, example_tokens, real_cluster
 
 pytestmark = pytest.mark.e2e
 
@@ -45,18 +45,11 @@ MACHINE = "eqx-test-machine"
 Obj = dict[str, Any]
 
 
-def _example_project() -> str:
-    docs = yaml.safe_load_all((EXAMPLES / "machine-class.yaml").read_text())
-    return next(d for d in docs if d and d.get("kind") == "MachineClass")["providerSpec"]["projectID"]
-
-
-def _example_token() -> str:
-    return yaml.safe_load((EXAMPLES / "secret.yaml").read_text())["stringData"]["apiToken"]
 
 
 @pytest.fixture
 def two(metal_sim_factory: Callable[..., Any]) -> Iterator[RealCluster]:
-    sim = metal_sim_factory(tokens={_example_token(): [_example_project()]})
+    sim = metal_sim_factory(tokens=example_tokens())
     with real_cluster(sim.url, sim.base_url, two_clusters=True, jobs="program") as running:
         running.store.load_yaml([EXAMPLES / "secret.yaml", EXAMPLES / "machine-class.yaml",
                                  EXAMPLES / "machine.yaml"])
@@ -165,7 +158,7 @@ def _counter(text: str, name: str, outcome: str) -> float:
 def test_a_target_outage_during_a_rollout_freezes_machines_and_the_rollout_finishes_after_it(
         metal_sim_factory: Callable[..., Any], capfd: pytest.CaptureFixture[str],
         caplog: pytest.LogCaptureFixture) -> None:
-    sim = metal_sim_factory(tokens={_example_token(): [_example_project()]})
+    sim = metal_sim_factory(tokens=example_tokens())
     seen: dict[str, Any] = {"phases": set(), "operations": [], "marked": set(), "uids": set()}
     lock = threading.Lock()
 
