@@ -35,16 +35,14 @@ class NodeSideApi(KubeApi):
 
     def patch_node(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         """A JSON merge patch of the Node; a pinned, stale resourceVersion raises KubeError with status 409."""
-        path = f"/api/v1/nodes/{quote(name, safe='')}"
-        response = self._call("PATCH", path, json=patch, headers={"Content-Type": MERGE_PATCH})
-        if response.status_code != 200:
-            raise self._failure("PATCH", path, response)
-        return response.json()
+        return self._patch(f"/api/v1/nodes/{quote(name, safe='')}", patch, MERGE_PATCH)
 
     def patch_node_status(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         """A strategic merge patch of the Node's status (conditions merge by type, the kubelet's stay)."""
-        path = f"/api/v1/nodes/{quote(name, safe='')}/status"
-        response = self._call("PATCH", path, json=patch, headers={"Content-Type": STRATEGIC_PATCH})
+        return self._patch(f"/api/v1/nodes/{quote(name, safe='')}/status", patch, STRATEGIC_PATCH)
+
+    def _patch(self, path: str, patch: dict[str, Any], content_type: str) -> dict[str, Any]:
+        response = self._call("PATCH", path, json=patch, headers={"Content-Type": content_type})
         if response.status_code != 200:
             raise self._failure("PATCH", path, response)
         return response.json()
